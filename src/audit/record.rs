@@ -1,0 +1,133 @@
+//! The records of the audit trail (SPEC §5). The writer adds `seq`, `time`, `event` before these
+//! fields and `prev`, `hash` after them; readers parse whole lines with [`ParsedRecord`].
+
+use serde::{Deserialize, Serialize};
+
+/// One event to append to the trail.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Access(Box<Access>),
+    Complete(Complete),
+    TlsRejected(TlsRejected),
+    Lifecycle(Lifecycle),
+}
+
+impl Event {
+    /// The `event` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Access(_) => "access",
+            Event::Complete(_) => "complete",
+            Event::TlsRejected(_) => "tls_rejected",
+            Event::Lifecycle(_) => "lifecycle",
+        }
+    }
+}
+
+/// Who made the request: the verified certificate and the peer address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Client {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    pub ip: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Request {
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    pub version: String,
+}
+
+/// Clinical facts found in the request (SPEC §5 `clinical`); only what is known is written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Clinical {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fhir_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fhir_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nhs_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub study_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_uid: Option<String>,
+    /// FHIR interaction (`read`, `search-type`, `$gpc.getstructuredrecord`) or, when sent,
+    /// the Spine interaction ID from `Ssp-InteractionID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// `requesting_organization` from a GP Connect token (recorded, never trusted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_practitioner: Option<String>,
+}
+
+impl Clinical {
+    pub fn is_empty(&self) -> bool {
+        *self == Clinical::default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Access {
+    pub request_id: String,
+    pub client: Client,
+    pub request: Request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// `allowed`, or a refusal reason of SPEC §4.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Clinical::is_empty")]
+    pub clinical: Clinical,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Complete {
+    pub request_id: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: u64,
+    /// `ok`, `client_aborted`, `upstream_error` or `timeout`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsRejected {
+    pub client: Client,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// `no_certificate`, `unknown_issuer`, `expired`, `not_yet_valid`, `revoked`,
+    /// `bad_signature` or `other`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// `start`, `reload`, `reload_failed` or `stop`.
+    pub action: String,
+    pub config_sha256: String,
+}

@@ -1,0 +1,347 @@
+//! The TOML config: serde structs that refuse unknown keys, validated once into [`Config`].
+//!
+//! Every error names the key it is about (`route[2].upstream: no [[upstream]] named "pacs"`),
+//! because the person reading it is editing that file at 3am.
+
+mod raw;
+pub mod units;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config error: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// Rate-limit and policy class of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    Epr,
+    Image,
+    Other,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Epr, Class::Image, Class::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Epr => "epr",
+            Class::Image => "image",
+            Class::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Where the organisation code comes from, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgSource {
+    /// `subject:OU`: the value of that RDN attribute in the subject.
+    Subject(String),
+    /// `san_uri:urn:nhs:ods:`: a URI SAN with this prefix; the rest is the code.
+    SanUri(String),
+    /// `endpoint`: the cert's DNS SANs / CN looked up in `[[endpoint]]`.
+    Endpoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlExpired {
+    Refuse,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    Flush,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; relative paths inside were resolved against its folder.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (hex), recorded in `lifecycle` audit records.
+    pub sha256: String,
+    pub listener: Listener,
+    pub admin: Option<Admin>,
+    pub identity: Identity,
+    pub endpoints: Vec<Endpoint>,
+    pub organisations: Vec<Organisation>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub rate_limits: RateLimits,
+    pub audit: Audit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_ca: Vec<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+    pub crl_expired: CrlExpired,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub org_from: Vec<OrgSource>,
+    pub organisations_csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub fqdn: String,
+    pub org: String,
+    pub asid: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    pub code: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub urls: Vec<http::Uri>,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    pub host: Option<String>,
+    pub upstream: String,
+    pub class: Class,
+    pub provider_host: Option<String>,
+    pub require_ssp_headers: bool,
+    pub check_token_org: bool,
+    pub check_nhs_number: bool,
+    pub allow: Vec<AllowRule>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowRule {
+    /// Organisation codes; `"*"` means any organisation known to the gateway.
+    pub orgs: Vec<String>,
+    pub groups: Vec<String>,
+    /// Upper-case methods; empty means any method.
+    pub methods: Vec<String>,
+    pub resources: Vec<String>,
+    pub interactions: Vec<String>,
+    pub spine_interactions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    pub bytes_per_second: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitOverride {
+    pub org: String,
+    pub class: Class,
+    pub limit: ClassLimit,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimits {
+    /// Per class; a class that is absent is not limited.
+    pub classes: HashMap<Class, ClassLimit>,
+    pub overrides: Vec<LimitOverride>,
+}
+
+impl RateLimits {
+    /// The limit for this organisation and class: the class table with the organisation's
+    /// override fields laid over it.
+    pub fn for_org(&self, org: &str, class: Class) -> Option<ClassLimit> {
+        let base = self.classes.get(&class).copied();
+        let over = self
+            .overrides
+            .iter()
+            .find(|o| o.org == org && o.class == class);
+        match (base, over) {
+            (b, None) => b,
+            (None, Some(o)) => Some(o.limit),
+            (Some(b), Some(o)) => Some(ClassLimit {
+                requests_per_second: o.limit.requests_per_second.or(b.requests_per_second),
+                burst: o.limit.burst.or(b.burst),
+                max_concurrent: o.limit.max_concurrent.or(b.max_concurrent),
+                bytes_per_second: o.limit.bytes_per_second.or(b.bytes_per_second),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    pub rotate_bytes: u64,
+    pub signing_key: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+}
+
+impl Audit {
+    /// Defaults for an audit trail in `dir` (used by tests and tools that write trails).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Audit {
+        Audit {
+            dir: dir.into(),
+            durability: Durability::Fsync,
+            rotate_bytes: 256 << 20,
+            signing_key: None,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates a config file. Files it names are not opened here: the
+    /// runtime state does that (see `state::State::build`), so `check` exercises both.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::from_bytes(path, &bytes)
+    }
+
+    /// Parses config text as if it were the file at `path` (relative paths resolve there).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, message: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| err("(file)", "the config file is not UTF-8".into()))?;
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| raw::toml_error(&file, text, e))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let sha256 = crate::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+        raw.validate(&base)
+            .map(|mut c| {
+                c.path = path.to_path_buf();
+                c.sha256 = sha256;
+                c
+            })
+            .map_err(|(key, message)| err(&key, message))
+    }
+}
+
+/// Checks names are unique and references resolve; returns (key, message) on the first problem.
+fn check_references(c: &Config) -> Result<(), (String, String)> {
+    let mut seen = HashSet::new();
+    for (i, u) in c.upstreams.iter().enumerate() {
+        if !seen.insert(u.name.as_str()) {
+            return Err((format!("upstream[{i}].name"), format!("\"{}\" is used twice", u.name)));
+        }
+    }
+    let mut route_names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        if !route_names.insert(r.name.as_str()) {
+            return Err((format!("route[{i}].name"), format!("\"{}\" is used twice", r.name)));
+        }
+        if !seen.contains(r.upstream.as_str()) {
+            return Err((
+                format!("route[{i}].upstream"),
+                format!("no [[upstream]] named \"{}\"", r.upstream),
+            ));
+        }
+    }
+    let mut orgs = HashSet::new();
+    let mut groups = HashSet::new();
+    for (i, o) in c.organisations.iter().enumerate() {
+        if !orgs.insert(o.code.as_str()) {
+            return Err((format!("organisation[{i}].code"), format!("\"{}\" is listed twice", o.code)));
+        }
+        groups.extend(o.groups.iter().map(String::as_str));
+    }
+    // With an ODS CSV the organisation list is only known once the file is read: the runtime
+    // state checks references to CSV organisations then.
+    let csv = c.identity.organisations_csv.is_some();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        if !csv && !orgs.contains(e.org.as_str()) {
+            return Err((
+                format!("endpoint[{i}].org"),
+                format!("no [[organisation]] with code \"{}\"", e.org),
+            ));
+        }
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        for (j, a) in r.allow.iter().enumerate() {
+            for org in &a.orgs {
+                if org != "*" && !csv && !orgs.contains(org.as_str()) {
+                    return Err((
+                        format!("route[{i}].allow[{j}].orgs"),
+                        format!("no [[organisation]] with code \"{org}\""),
+                    ));
+                }
+            }
+            for g in &a.groups {
+                if !csv && !groups.contains(g.as_str()) {
+                    return Err((
+                        format!("route[{i}].allow[{j}].groups"),
+                        format!("no [[organisation]] is in group \"{g}\""),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, o) in c.rate_limits.overrides.iter().enumerate() {
+        if !csv && !orgs.contains(o.org.as_str()) {
+            return Err((
+                format!("rate_limit.override[{i}].org"),
+                format!("no [[organisation]] with code \"{}\"", o.org),
+            ));
+        }
+    }
+    Ok(())
+}
