@@ -1,1 +1,253 @@
-//! TODO
+//! Upstreams: pooled keep-alive clients per `[[upstream]]`, round robin over its origins with
+//! fail-over on connect errors, header hygiene both ways, and bodies streamed as they come.
+
+use crate::config;
+use crate::identity::ClientIdentity;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Request bodies on their way upstream.
+pub type UpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why forwarding failed.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// No origin accepted a connection (or the request failed before a response head).
+    Unavailable,
+    /// No response head within `response_timeout`.
+    Timeout,
+}
+
+/// One `[[upstream]]`: its origins and a pooled client shared by all requests.
+pub struct Upstream {
+    pub name: String,
+    origins: Vec<(http::uri::Scheme, http::uri::Authority)>,
+    next: AtomicUsize,
+    client: Client<HttpsConnector<HttpConnector>, SharedBody>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn build(i: usize, u: &config::Upstream) -> Result<Upstream, (String, String)> {
+        let key = |k: &str| format!("upstream[{i}].{k}");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &u.ca {
+            for cert in crate::tls::load_certs(&key("ca"), ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| (key("ca"), format!("{} is not a usable CA certificate: {e}", ca.display())))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| (key("ca"), e.to_string()))?
+            .with_root_certificates(roots);
+        let tls = match (&u.client_cert, &u.client_key) {
+            (Some(c), Some(k)) => builder
+                .with_client_auth_cert(crate::tls::load_certs(&key("client_cert"), c)?, crate::tls::load_key(&key("client_key"), k)?)
+                .map_err(|e| (key("client_key"), format!("does not match client_cert: {e}")))?,
+            _ => builder.with_no_client_auth(),
+        };
+        if u.ca.is_none() && u.urls.iter().any(|u| u.scheme_str() == Some("https")) {
+            return Err((key("ca"), "an https upstream needs the CA that signed its certificate".into()));
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(u.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .set_host(false)
+            .build(connector);
+        let origins = u
+            .urls
+            .iter()
+            .filter_map(|o| Some((o.scheme()?.clone(), o.authority()?.clone())))
+            .collect();
+        Ok(Upstream {
+            name: u.name.clone(),
+            origins,
+            next: AtomicUsize::new(0),
+            client,
+            response_timeout: u.response_timeout,
+        })
+    }
+
+    /// Sends the request to the next origin, failing over to the others on connect errors
+    /// (the body is only handed on once an origin has taken it, so fail-over never loses it).
+    pub async fn send(&self, parts: http::request::Parts, body: UpBody) -> Result<Response<Incoming>, ForwardError> {
+        let slot = Arc::new(Mutex::new(Some(body)));
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        for k in 0..self.origins.len() {
+            let (scheme, authority) = &self.origins[(start + k) % self.origins.len()];
+            let mut uri = Uri::builder().scheme(scheme.clone()).authority(authority.clone());
+            if let Some(pq) = parts.uri.path_and_query() {
+                uri = uri.path_and_query(pq.clone());
+            }
+            let Ok(uri) = uri.build() else {
+                return Err(ForwardError::Unavailable);
+            };
+            let mut req = Request::new(SharedBody { slot: slot.clone(), body: None });
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = parts.headers.clone();
+            match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+                Err(_) => return Err(ForwardError::Timeout),
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::warn!(upstream = %self.name, origin = %authority, error = %e, "upstream connect failed");
+                    // Try the next origin only if this attempt never took the body.
+                    let untouched = slot.lock().map(|s| s.is_some()).unwrap_or(false);
+                    if !untouched {
+                        return Err(ForwardError::Unavailable);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %self.name, origin = %authority, error = %e, "upstream request failed");
+                    return Err(ForwardError::Unavailable);
+                }
+            }
+        }
+        Err(ForwardError::Unavailable)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that stays in a shared slot until an attempt first polls it.
+    pub struct SharedBody {
+        slot: Arc<Mutex<Option<UpBody>>>,
+        body: Option<UpBody>,
+    }
+}
+
+impl http_body::Body for SharedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if this.body.is_none() {
+            *this.body = this.slot.lock().ok().and_then(|mut s| s.take());
+        }
+        match this.body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.body {
+            Some(b) => b.is_end_stream(),
+            None => self.slot.lock().map(|s| s.as_ref().is_none_or(|b| b.is_end_stream())).unwrap_or(true),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.body {
+            Some(b) => b.size_hint(),
+            None => self
+                .slot
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|b| b.size_hint()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+// === header hygiene ===
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"];
+
+/// Headers only caregate may set: any client-sent copy is removed first.
+const IDENTITY_HEADERS: [&str; 10] = [
+    "x-client-org",
+    "x-client-cert-subject",
+    "x-client-cert-fingerprint",
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-request-id",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Prepares request headers for the upstream: hygiene, then the identity headers of SPEC §4.
+pub fn request_headers(
+    headers: &mut HeaderMap,
+    who: &ClientIdentity,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+    host: Option<&str>,
+) {
+    strip_hop_by_hop(headers);
+    for h in IDENTITY_HEADERS {
+        headers.remove(h);
+    }
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(org) = &who.org {
+        set(headers, "x-client-org", org);
+    }
+    set(headers, "x-client-cert-subject", &who.subject);
+    set(headers, "x-client-cert-fingerprint", &who.fingerprint);
+    set(headers, "client-cert", &who.client_cert_header);
+    let ip = peer.ip().to_string();
+    set(headers, "x-forwarded-for", &ip);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let for_ = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+    let forwarded = match host {
+        Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
+            format!("for={for_};host=\"{h}\";proto=https")
+        }
+        _ => format!("for={for_};proto=https"),
+    };
+    set(headers, "forwarded", &forwarded);
+    headers.insert("x-request-id", request_id.clone());
+}

@@ -19,6 +19,13 @@ pub struct Refusal {
     pub state: String,
 }
 
+impl Refusal {
+    /// `Retry-After` in whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        (self.retry_after.as_secs_f64().ceil() as u64).max(1)
+    }
+}
+
 impl Limits {
     pub fn new(_cfg: &config::RateLimits) -> Limits {
         Limits {}

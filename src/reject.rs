@@ -1,1 +1,150 @@
-//! TODO
+//! Refusals: each maps to one status and one reason (SPEC §4), in one `match`, rendered as
+//! `{"error", "request_id", "message"}` JSON or, on FHIR (`epr`) routes, an OperationOutcome.
+//! Bodies never carry internal details.
+
+use crate::limit::Refusal;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+#[derive(Debug, Clone)]
+pub enum Rejection {
+    /// Malformed or ambiguous request; the text says what, without echoing input.
+    BadRequest(&'static str),
+    UnknownOrg,
+    NotAllowed,
+    IdentityMismatch(&'static str),
+    NoRoute,
+    RateLimited(Refusal),
+    UpstreamUnavailable,
+    AuditUnavailable,
+    ShuttingDown,
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => StatusCode::FORBIDDEN,
+            Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::AuditUnavailable | Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The reason, as in the JSON body and the audit record.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadRequest(_) => "bad_request",
+            Rejection::UnknownOrg => "unknown_org",
+            Rejection::NotAllowed => "not_allowed",
+            Rejection::IdentityMismatch(_) => "identity_mismatch",
+            Rejection::NoRoute => "no_route",
+            Rejection::RateLimited(_) => "rate_limited",
+            Rejection::UpstreamUnavailable => "upstream_unavailable",
+            Rejection::AuditUnavailable => "audit_unavailable",
+            Rejection::ShuttingDown => "shutting_down",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// One sentence for the person reading the response.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Rejection::BadRequest(why) => why,
+            Rejection::UnknownOrg => "the client certificate does not identify an organisation known to this gateway",
+            Rejection::NotAllowed => "your organisation is not allowed to make this request",
+            Rejection::IdentityMismatch(why) => why,
+            Rejection::NoRoute => "no service is published at this path",
+            Rejection::RateLimited(_) => "too many requests from your organisation; retry after the time given",
+            Rejection::UpstreamUnavailable => "the service behind the gateway could not be reached",
+            Rejection::AuditUnavailable => "the gateway cannot record access right now; retry later",
+            Rejection::ShuttingDown => "the gateway is restarting; retry shortly",
+            Rejection::UpstreamTimeout => "the service behind the gateway did not answer in time",
+        }
+    }
+
+    fn fhir_issue_code(&self) -> &'static str {
+        match self {
+            Rejection::BadRequest(_) => "invalid",
+            Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => "forbidden",
+            Rejection::NoRoute => "not-found",
+            Rejection::RateLimited(_) => "throttled",
+            Rejection::UpstreamUnavailable | Rejection::AuditUnavailable | Rejection::ShuttingDown => "transient",
+            Rejection::UpstreamTimeout => "timeout",
+        }
+    }
+
+    /// The response for this refusal. `fhir` selects an OperationOutcome body.
+    pub fn render(&self, request_id: &str, fhir: bool) -> Response<Full<Bytes>> {
+        let body = if fhir {
+            serde_json::json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{
+                    "severity": "error",
+                    "code": self.fhir_issue_code(),
+                    "details": {"coding": [{"system": "https://caregate.example/reason", "code": self.reason()}], "text": self.reason()},
+                    "diagnostics": format!("{} (request {request_id})", self.message()),
+                }]
+            })
+        } else {
+            serde_json::json!({"error": self.reason(), "request_id": request_id, "message": self.message()})
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        let ct = if fhir { "application/fhir+json" } else { "application/json" };
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Rejection::RateLimited(r) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs()));
+                if let Ok(v) = HeaderValue::from_str(&r.policy) {
+                    h.insert("ratelimit-policy", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&r.state) {
+                    h.insert("ratelimit", v);
+                }
+            }
+            Rejection::AuditUnavailable | Rejection::ShuttingDown => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Rejection::BadRequest(_) => {
+                // A request we could not parse unambiguously leaves the connection in an unknown
+                // state: close it rather than read what follows as another request.
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_reasons_are_pinned() {
+        let cases = [
+            (Rejection::BadRequest("x"), 400, "bad_request"),
+            (Rejection::UnknownOrg, 403, "unknown_org"),
+            (Rejection::NotAllowed, 403, "not_allowed"),
+            (Rejection::IdentityMismatch("x"), 403, "identity_mismatch"),
+            (Rejection::NoRoute, 404, "no_route"),
+            (Rejection::UpstreamUnavailable, 502, "upstream_unavailable"),
+            (Rejection::AuditUnavailable, 503, "audit_unavailable"),
+            (Rejection::ShuttingDown, 503, "shutting_down"),
+            (Rejection::UpstreamTimeout, 504, "upstream_timeout"),
+        ];
+        for (r, status, reason) in cases {
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(r.reason(), reason);
+            let resp = r.render("abc", false);
+            assert_eq!(resp.status().as_u16(), status);
+        }
+    }
+}

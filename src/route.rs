@@ -1,1 +1,145 @@
-//! TODO
+//! Normalised path + host → the route that serves it (longest `path_prefix` wins; a route that
+//! names the host beats one that does not, at equal length).
+
+use crate::config::{self, Class};
+use std::sync::Arc;
+
+/// A route as the pipeline uses it.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub prefix: String,
+    pub host: Option<String>,
+    /// Index into the upstream table.
+    pub upstream: usize,
+    pub class: Class,
+    pub config: config::Route,
+    /// `route/allow[i]` labels, made once so decisions don't format strings.
+    pub rule_labels: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Sorted by prefix length, longest first, host-specific before host-less.
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// `upstream_index` maps an upstream name to its index (names were checked by config).
+    pub fn new(routes: &[config::Route], upstream_index: impl Fn(&str) -> usize) -> RouteTable {
+        let mut routes: Vec<Arc<Route>> = routes
+            .iter()
+            .map(|r| {
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    prefix: r.path_prefix.clone(),
+                    host: r.host.clone(),
+                    upstream: upstream_index(&r.upstream),
+                    class: r.class,
+                    rule_labels: (0..r.allow.len()).map(|i| format!("{}/allow[{i}]", r.name)).collect(),
+                    config: r.clone(),
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        RouteTable { routes }
+    }
+
+    /// The route for this request. `host` is the request's host without port, lower case.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| {
+            prefix_matches(&r.prefix, path)
+                && match &r.host {
+                    None => true,
+                    Some(h) => host == Some(h.as_str()),
+                }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// `/fhir/` matches `/fhir/…`; `/fhir` matches `/fhir`, `/fhir/…` and `/fhir?…` but not
+/// `/fhirx`, so a prefix never leaks into a sibling path.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if !path.starts_with(prefix) {
+        // `/fhir/` also serves `/fhir` itself.
+        return prefix.ends_with('/') && path.len() + 1 == prefix.len() && prefix.starts_with(path);
+    }
+    prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+}
+
+/// The request's host, lower case and without port.
+pub fn host_of(authority: &str) -> &str {
+    let h = if authority.starts_with('[') {
+        authority.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(authority)
+    } else {
+        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+    };
+    h.trim_end_matches('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, prefix: &str, host: Option<&str>) -> config::Route {
+        config::Route {
+            name: name.into(),
+            path_prefix: prefix.into(),
+            host: host.map(str::to_string),
+            upstream: "u".into(),
+            class: Class::Other,
+            provider_host: None,
+            require_ssp_headers: false,
+            check_token_org: false,
+            check_nhs_number: true,
+            allow: vec![],
+        }
+    }
+
+    #[test]
+    fn longest_prefix_and_host() {
+        let t = RouteTable::new(
+            &[
+                route("root", "/", None),
+                route("fhir", "/fhir/", None),
+                route("patient", "/fhir/Patient", None),
+                route("fhir-b", "/fhir/", Some("b.example")),
+            ],
+            |_| 0,
+        );
+        let name = |h: Option<&str>, p: &str| t.find(h, p).map(|r| r.name.clone());
+        assert_eq!(name(None, "/fhir/Observation").as_deref(), Some("fhir"));
+        assert_eq!(name(None, "/fhir/Patient/9990000018").as_deref(), Some("patient"));
+        assert_eq!(name(None, "/fhir/PatientX").as_deref(), Some("fhir"));
+        assert_eq!(name(Some("b.example"), "/fhir/Observation").as_deref(), Some("fhir-b"));
+        assert_eq!(name(None, "/other").as_deref(), Some("root"));
+        assert_eq!(name(None, "/fhir").as_deref(), Some("fhir"));
+    }
+
+    #[test]
+    fn no_route() {
+        let t = RouteTable::new(&[route("fhir", "/fhir/", None)], |_| 0);
+        assert!(t.find(None, "/admin").is_none());
+        assert!(t.find(None, "/fhirx").is_none());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("localhost:8443"), "localhost");
+        assert_eq!(host_of("[::1]:8443"), "::1");
+        assert_eq!(host_of("example.nhs.uk."), "example.nhs.uk");
+    }
+}

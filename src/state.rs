@@ -1,1 +1,49 @@
-//! TODO
+//! Everything reloadable, built from one config and swapped as a whole: a request takes one
+//! snapshot at its start and uses it throughout, so a reload never mixes old and new state.
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::forward::Upstream;
+use crate::limit::Limits;
+use crate::route::RouteTable;
+use crate::tls::TlsState;
+use std::sync::Arc;
+
+pub struct State {
+    pub config: Arc<Config>,
+    pub tls: TlsState,
+    pub directory: Directory,
+    pub routes: RouteTable,
+    pub upstreams: Vec<Upstream>,
+    pub limits: Arc<Limits>,
+    /// Increases with every reload; connections remember the generation they were verified in.
+    pub generation: u64,
+}
+
+impl State {
+    /// Loads every file the config names and checks what could only be checked with them.
+    /// This is what `caregate check` runs, so a config that passes `check` starts.
+    pub fn build(config: Config, generation: u64) -> Result<State, crate::config::ConfigError> {
+        let err = |(key, message): (String, String)| crate::config::ConfigError {
+            file: config.path.display().to_string(),
+            key,
+            message,
+        };
+        let tls = crate::tls::build(&config.listener).map_err(err)?;
+        let directory = Directory::build(&config).map_err(err)?;
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (i, u) in config.upstreams.iter().enumerate() {
+            upstreams.push(Upstream::build(i, u).map_err(err)?);
+        }
+        let routes = RouteTable::new(&config.routes, |name| {
+            config.upstreams.iter().position(|u| u.name == name).unwrap_or(0)
+        });
+        if let Some(key) = &config.audit.signing_key {
+            if let Err(e) = std::fs::metadata(key) {
+                return Err(err(("audit.signing_key".into(), format!("cannot read {}: {e}", key.display()))));
+            }
+        }
+        let limits = Arc::new(Limits::new(&config.rate_limits));
+        Ok(State { config: Arc::new(config), tls, directory, routes, upstreams, limits, generation })
+    }
+}

@@ -1,1 +1,263 @@
-//! TODO
+//! The TLS side of the listener: one function builds the rustls `ServerConfig` (roots → client
+//! verifier with CRLs → key-usage check → server cert → ALPN); handshakes run under a deadline
+//! and a refused one says why, for the `tls_rejected` audit record.
+
+use crate::config::{self, CrlExpired};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use x509_parser::prelude::*;
+
+/// The listener's TLS state, rebuilt as a whole on reload.
+pub struct TlsState {
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// Unix time at which the server certificate expires.
+    pub server_not_after: i64,
+    /// Each CRL file and its `nextUpdate` (unix time), for freshness metrics.
+    pub crl_next_update: Vec<(String, Option<i64>)>,
+    /// Serials (hex) revoked by the loaded CRLs, to cut off connections opened before a reload.
+    pub revoked: HashSet<String>,
+}
+
+type Invalid = (String, String);
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, Invalid> {
+    std::fs::read(path).map_err(|e| (key.to_string(), format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads every certificate in a PEM file (a chain or a CA bundle).
+pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Invalid> {
+    let pem = read(key, path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| (key.to_string(), format!("{} is not valid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err((key.to_string(), format!("{} holds no CERTIFICATE", path.display())));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Invalid> {
+    let pem = read(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|_| (key.to_string(), format!("{} holds no private key in PEM", path.display())))
+}
+
+/// Builds the listener's TLS state from `[listener]`.
+pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let mut roots = RootCertStore::empty();
+    for (i, path) in l.client_ca.iter().enumerate() {
+        let key = format!("listener.client_ca[{i}]");
+        for cert in load_certs(&key, path)? {
+            roots
+                .add(cert)
+                .map_err(|e| (key.clone(), format!("{} is not a usable CA certificate: {e}", path.display())))?;
+        }
+    }
+
+    let mut crls = Vec::new();
+    let mut crl_next_update = Vec::new();
+    let mut revoked = HashSet::new();
+    for (i, path) in l.crl.iter().enumerate() {
+        let key = format!("listener.crl[{i}]");
+        let bytes = read(&key, path)?;
+        let ders: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
+            CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| (key.clone(), format!("{} is not valid PEM: {e}", path.display())))?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes)]
+        };
+        if ders.is_empty() {
+            return Err((key, format!("{} holds no X509 CRL", path.display())));
+        }
+        for der in ders {
+            let (_, crl) = CertificateRevocationList::from_der(&der)
+                .map_err(|_| (key.clone(), format!("{} is not a valid CRL", path.display())))?;
+            crl_next_update.push((path.display().to_string(), crl.next_update().map(|t| t.timestamp())));
+            for r in crl.iter_revoked_certificates() {
+                revoked.insert(crate::hex(r.raw_serial()));
+            }
+            crls.push(der);
+        }
+    }
+
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        // A CA without a CRL file is not an error: only CAs that publish one are checked.
+        .allow_unknown_revocation_status();
+    if l.crl_expired == CrlExpired::Refuse {
+        builder = builder.enforce_revocation_expiration();
+    }
+    let webpki = builder
+        .build()
+        .map_err(|e| ("listener.client_ca".to_string(), format!("cannot build the client verifier: {e}")))?;
+
+    let chain = load_certs("listener.server_cert", &l.server_cert)?;
+    let (_, leaf) = X509Certificate::from_der(&chain[0])
+        .map_err(|_| ("listener.server_cert".to_string(), "the first certificate cannot be parsed".to_string()))?;
+    let server_not_after = leaf.validity().not_after.timestamp();
+    let key = load_key("listener.server_key", &l.server_key)?;
+    let certified = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| ("listener.server_key".to_string(), format!("does not match listener.server_cert: {e}")))?;
+
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ("listener".to_string(), e.to_string()))?
+        .with_client_cert_verifier(Arc::new(KeyUsageVerifier { inner: webpki }))
+        .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked })
+}
+
+// === the handshake note ===
+
+/// What the handshake learnt about the peer, kept for the `tls_rejected` record. Filled by the
+/// verifier and resolver below, which rustls calls synchronously inside the accept future's poll,
+/// so a task-local scoped around that future is the connection's own slot.
+#[derive(Debug, Default, Clone)]
+pub struct HandshakeNote {
+    pub sni: Option<String>,
+    pub subject: Option<String>,
+    pub fingerprint: Option<String>,
+    pub reason: Option<&'static str>,
+}
+
+tokio::task_local! {
+    static NOTE: RefCell<HandshakeNote>;
+}
+
+/// Runs a handshake future with a fresh note; returns the note with the result.
+pub async fn with_note<F: std::future::Future>(fut: F) -> (F::Output, HandshakeNote) {
+    NOTE.scope(RefCell::new(HandshakeNote::default()), async move {
+        let out = fut.await;
+        let note = NOTE.with(|n| n.borrow().clone());
+        (out, note)
+    })
+    .await
+}
+
+fn note(f: impl FnOnce(&mut HandshakeNote)) {
+    let _ = NOTE.try_with(|n| f(&mut n.borrow_mut()));
+}
+
+/// The `tls_rejected` reason for a failed handshake.
+pub fn rejection_reason(err: &std::io::Error, note: &HandshakeNote) -> &'static str {
+    if let Some(r) = note.reason {
+        return r;
+    }
+    match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_certificate",
+        Some(Error::InvalidCertificate(e)) => cert_reason(e),
+        _ => "other",
+    }
+}
+
+fn cert_reason(e: &CertificateError) -> &'static str {
+    match e {
+        CertificateError::UnknownIssuer => "unknown_issuer",
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+        CertificateError::Revoked => "revoked",
+        CertificateError::BadSignature => "bad_signature",
+        _ => "other",
+    }
+}
+
+#[derive(Debug)]
+struct NoteSni(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for NoteSni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(sni) = hello.server_name() {
+            note(|n| n.sni = Some(sni.to_string()));
+        }
+        Some(self.0.clone())
+    }
+}
+
+/// webpki checks the chain, validity, CRLs and extended key usage, but not key usage: this adds
+/// it (a client leaf must allow digitalSignature when it has a key usage extension at all).
+#[derive(Debug)]
+struct KeyUsageVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for KeyUsageVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let parsed = X509Certificate::from_der(end_entity).ok().map(|(_, c)| c);
+        note(|n| {
+            n.fingerprint = Some(format!(
+                "sha256:{}",
+                crate::hex(ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref())
+            ));
+            n.subject = parsed.as_ref().map(|c| crate::identity::rfc4514(c.subject()));
+        });
+        let result = self.inner.verify_client_cert(end_entity, intermediates, now).and_then(|ok| {
+            let Some(cert) = &parsed else {
+                return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
+            };
+            match cert.key_usage() {
+                Ok(Some(ku)) if !ku.value.digital_signature() => {
+                    Err(Error::InvalidCertificate(CertificateError::InvalidPurpose))
+                }
+                Err(_) => Err(Error::InvalidCertificate(CertificateError::BadEncoding)),
+                _ => Ok(ok),
+            }
+        });
+        if let Err(Error::InvalidCertificate(e)) = &result {
+            let reason = cert_reason(e);
+            note(|n| n.reason = Some(reason));
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
