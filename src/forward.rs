@@ -94,7 +94,12 @@ impl Upstream {
 
     /// Sends the request to the next origin, failing over to the others on connect errors
     /// (the body is only handed on once an origin has taken it, so fail-over never loses it).
-    pub async fn send(&self, parts: http::request::Parts, body: UpBody) -> Result<Response<Incoming>, ForwardError> {
+    pub async fn send(
+        &self,
+        _permit: crate::proxy::Permit,
+        parts: http::request::Parts,
+        body: UpBody,
+    ) -> Result<Response<Incoming>, ForwardError> {
         let slot = Arc::new(Mutex::new(Some(body)));
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.response_timeout;

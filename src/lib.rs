@@ -19,12 +19,17 @@
 //! - [`reject`]: refusals → status codes and bodies, in one place.
 //! - [`proxy`]: the pipeline for one request, phase by phase.
 //! - [`forward`]: upstream pools, header hygiene, streaming bodies.
+//! - [`body`]: request bytes counted; the response body that completes its audit record.
 //! - [`audit`]: the tamper-evident trail: writer, verify, query, export.
+//! - [`metrics`]: Prometheus series for the admin listener.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`state`]: everything reloadable, built from a config, swapped atomically.
 //! - [`server`]: listeners, accept loop, connection cap, reload, drain.
 //! - [`pki`], [`demo`]: the development PKI and the embedded demo.
 
+pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod clinical;
 pub mod config;
 pub mod demo;
@@ -32,6 +37,7 @@ pub mod directory;
 pub mod forward;
 pub mod identity;
 pub mod limit;
+pub mod metrics;
 pub mod path;
 pub mod pki;
 pub mod policy;

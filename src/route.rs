@@ -52,8 +52,15 @@ impl RouteTable {
 
     /// The route for this request. `host` is the request's host without port, lower case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.find_for(host, None, path)
+    }
+
+    /// As `find`, for Spine Secure Proxy-style addressing (`/https://<provider>/…`): only
+    /// routes naming that `provider_host` match, and only they.
+    pub fn find_for(&self, host: Option<&str>, provider: Option<&str>, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| {
             prefix_matches(&r.prefix, path)
+                && r.config.provider_host.as_deref() == provider
                 && match &r.host {
                     None => true,
                     Some(h) => host == Some(h.as_str()),

@@ -1,31 +1,273 @@
-//! STUB: listeners, accept loop, reload, drain.
+//! Listeners and the life of the gateway: a bounded accept loop (a permit before `accept`),
+//! handshakes under a deadline, connections served by hyper-util, reload, drain.
 
+use crate::audit::record::{self, Event};
+use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::proxy::{Conn, Gateway};
+use crate::state::State;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("audit.dir: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+}
 
-/// A gateway that is running: its bound addresses and the handle to stop it.
+/// A gateway that is running: its bound addresses and the handles to reload and stop it.
 pub struct Running {
     /// The TLS listener's address (useful when `listener.bind` had port 0).
     pub addr: SocketAddr,
     /// The admin listener's address, if `[admin]` is configured.
     pub admin_addr: Option<SocketAddr>,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    config_path: PathBuf,
+    /// Serialises reloads.
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 /// Loads everything the config names, binds the listeners and starts serving.
-pub async fn start(_config: Config) -> Result<Running, StartError> {
-    Err(StartError("not yet".into()))
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config_path = config.path.clone();
+    let state = State::build(config, 0)?;
+    let cfg = state.config.clone();
+    let audit = AuditLog::open(&cfg.audit)?;
+    let listener = TcpListener::bind(cfg.listener.bind)
+        .await
+        .map_err(|source| StartError::Bind { key: "listener.bind", addr: cfg.listener.bind, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { key: "listener.bind", addr: cfg.listener.bind, source })?;
+    let gateway = Arc::new(Gateway::new(state, audit.clone()));
+    gateway.metrics.audit_healthy.set(1);
+    refresh_cert_metrics(&gateway);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let admin_addr = match &cfg.admin {
+        Some(a) => {
+            let l = TcpListener::bind(a.bind)
+                .await
+                .map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
+            let admin_addr = l.local_addr().map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
+            tokio::spawn(crate::admin::serve(l, gateway.clone(), shutdown_rx.clone()));
+            Some(admin_addr)
+        }
+        None => None,
+    };
+
+    audit.append(Event::Lifecycle(record::Lifecycle { action: "start".into(), config_sha256: cfg.sha256.clone() }));
+    tracing::info!(%addr, admin = ?admin_addr, "caregate listening");
+    let task = tokio::spawn(accept_loop(listener, gateway.clone(), shutdown_rx));
+    Ok(Running { addr, admin_addr, gateway, shutdown, task, config_path, reload_lock: Default::default() })
 }
 
 impl Running {
     /// Starts a graceful drain (as SIGTERM does).
-    pub fn shutdown(&self) {}
-
-    /// Waits until the gateway has drained and stopped.
-    pub async fn wait(self) -> Result<(), StartError> {
-        Ok(())
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
     }
+
+    /// Waits until the gateway has drained and stopped, with the final audit records written.
+    pub async fn wait(self) -> Result<(), crate::audit::AuditError> {
+        let _ = self.task.await;
+        let g = &self.gateway;
+        let sha = g.state.load().config.sha256.clone();
+        g.audit.append(Event::Lifecycle(record::Lifecycle { action: "stop".into(), config_sha256: sha }));
+        g.audit.close().await
+    }
+
+    /// Reloads the config file and everything it names (SIGHUP). A config that fails to load
+    /// leaves the running one in place; either way the attempt is logged and audited.
+    pub async fn reload(&self) -> Result<(), crate::config::ConfigError> {
+        let _guard = self.reload_lock.lock().await;
+        let g = &self.gateway;
+        let generation = g.state.load().generation + 1;
+        let result = Config::load(&self.config_path).and_then(|c| State::build(c, generation));
+        match result {
+            Ok(state) => {
+                let sha = state.config.sha256.clone();
+                g.state.store(Arc::new(state));
+                g.generation.send_replace(generation);
+                g.metrics.reload(true);
+                refresh_cert_metrics(g);
+                tracing::info!(generation, config_sha256 = %sha, "config reloaded");
+                g.audit.append(Event::Lifecycle(record::Lifecycle { action: "reload".into(), config_sha256: sha }));
+                Ok(())
+            }
+            Err(e) => {
+                g.metrics.reload(false);
+                tracing::error!(error = %e, "reload refused; the running config stays");
+                let sha = std::fs::read(&self.config_path)
+                    .map(|b| crate::hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref()))
+                    .unwrap_or_default();
+                g.audit.append(Event::Lifecycle(record::Lifecycle { action: "reload_failed".into(), config_sha256: sha }));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Sets the gauges of seconds until the server certificate and CRLs expire.
+pub fn refresh_cert_metrics(g: &Gateway) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let state = g.state.load();
+    let left = state.tls.server_not_after - now;
+    g.metrics.server_cert_expiry_seconds.set(left);
+    if left < 14 * 86400 {
+        tracing::warn!(seconds_left = left, "the server certificate expires within 14 days");
+    }
+    for (file, next) in &state.tls.crl_next_update {
+        if let Some(next) = next {
+            let left = next - now;
+            g.metrics
+                .crl_next_update_seconds
+                .get_or_create(&crate::metrics::FileLabels { file: file.clone() })
+                .set(left);
+            if left < 0 {
+                tracing::warn!(crl = %file, "a CRL is past its nextUpdate");
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let max = gw.state.load().config.listener.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        // Take a permit before accepting: at the cap, new connections wait in the backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let gw = gw.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            gw.metrics.active_connections.inc();
+            serve_connection(tcp, peer, &gw, shutdown).await;
+            gw.metrics.active_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Drain: stop accepting, refuse new requests, let in-flight ones finish until the deadline.
+    gw.draining.store(true, Ordering::Relaxed);
+    let deadline = gw.state.load().config.listener.drain_timeout;
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_err() {
+        tracing::warn!("drain deadline passed with connections still open");
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let _ = tcp.set_nodelay(true);
+    let state = gw.state.load_full();
+    let l = &state.config.listener;
+    let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.server_config.clone());
+    let (result, note) = crate::tls::with_note(tokio::time::timeout(l.handshake_timeout, acceptor.accept(tcp))).await;
+    let tls = match result {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = crate::tls::rejection_reason(&e, &note);
+            return tls_rejected(gw, peer, note, reason);
+        }
+        Err(_) => return tls_rejected(gw, peer, note, "other"),
+    };
+    let (_, session) = tls.get_ref();
+    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+        return tls_rejected(gw, peer, note, "no_certificate");
+    };
+    let identity = match crate::identity::identify(leaf, &state.config.identity.org_from, &state.directory) {
+        Ok(i) => Arc::new(i),
+        Err(_) => return tls_rejected(gw, peer, note, "other"),
+    };
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let serial = identity.serial.clone();
+    let mut reloads = gw.generation.subscribe();
+    let conn = Arc::new(Conn { peer, identity });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_timeout)
+        .max_buf_size(l.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(l.idle_timeout / 2))
+        .keep_alive_timeout(l.idle_timeout / 2);
+    // ALPN decided the protocol; don't let a client switch to the other one behind it.
+    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+    let g = gw.clone();
+    let service = service_fn(move |req| crate::proxy::handle(g.clone(), conn.clone(), req));
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    drop(state);
+
+    // Watch for drain and for reloads whose CRL revokes this connection's certificate: either
+    // way, finish the current exchange and close (HTTP/1: no keep-alive; HTTP/2: GOAWAY).
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            Ok(()) = reloads.changed(), if !closing => {
+                if gw.state.load().tls.revoked.contains(&serial) {
+                    tracing::info!(%peer, "closing a connection whose certificate a reloaded CRL revokes");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+fn tls_rejected(gw: &Gateway, peer: SocketAddr, note: crate::tls::HandshakeNote, reason: &str) {
+    gw.metrics.tls_rejected(reason);
+    tracing::info!(%peer, reason, "TLS handshake refused");
+    gw.audit.append(Event::TlsRejected(record::TlsRejected {
+        client: record::Client {
+            ip: peer.ip().to_string(),
+            port: peer.port(),
+            subject: note.subject,
+            fingerprint: note.fingerprint,
+            ..Default::default()
+        },
+        sni: note.sni,
+        reason: reason.to_string(),
+    }));
 }

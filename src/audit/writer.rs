@@ -27,8 +27,21 @@ impl AuditLog {
         true
     }
 
+    pub fn stats(&self) -> AuditStats {
+        AuditStats { healthy: true, ..Default::default() }
+    }
+
     /// Writes the final checkpoint, makes everything durable and stops the writer.
     pub async fn close(&self) -> Result<(), AuditError> {
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditStats {
+    pub queue_depth: u64,
+    pub records_written: u64,
+    pub fsyncs: u64,
+    pub last_fsync_seconds: f64,
+    pub healthy: bool,
 }

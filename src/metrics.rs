@@ -1,0 +1,170 @@
+//! Prometheus metrics (SPEC §6), through prometheus-client. Labels never carry a path, query or
+//! anything else that could hold a patient identifier.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub class: String,
+    pub decision: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabels {
+    pub file: String,
+}
+
+/// Every series the gateway exports. Cheap to clone (each metric is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub tls_rejections: Family<ReasonLabels, Counter>,
+    pub rate_limited: Counter,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub active_connections: Gauge,
+    pub in_flight: Gauge,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub audit_healthy: Gauge,
+    pub audit_queue_depth: Gauge,
+    pub audit_fsync_seconds: Gauge<f64, AtomicU64>,
+    pub server_cert_expiry_seconds: Gauge,
+    pub crl_next_update_seconds: Family<FileLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            tls_rejections: Family::default(),
+            rate_limited: Counter::default(),
+            upstream_errors: Family::default(),
+            active_connections: Gauge::default(),
+            in_flight: Gauge::default(),
+            reloads: Family::default(),
+            audit_healthy: Gauge::default(),
+            audit_queue_depth: Gauge::default(),
+            audit_fsync_seconds: Gauge::default(),
+            server_cert_expiry_seconds: Gauge::default(),
+            crl_next_update_seconds: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry holding every series, for `/metrics`.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("caregate");
+        r.register("requests", "Requests by route, class, decision and status", self.requests.clone());
+        r.register("request_duration_seconds", "Time to the end of the response, by route", self.latency.clone());
+        r.register("request_bytes", "Request body bytes received from clients", self.bytes_in.clone());
+        r.register("response_bytes", "Response body bytes sent to clients", self.bytes_out.clone());
+        r.register("tls_rejections", "Refused TLS handshakes by reason", self.tls_rejections.clone());
+        r.register("rate_limited", "Requests refused with 429", self.rate_limited.clone());
+        r.register("upstream_errors", "Upstream connect, request and timeout failures", self.upstream_errors.clone());
+        r.register("active_connections", "Open client connections", self.active_connections.clone());
+        r.register("in_flight_requests", "Requests being served", self.in_flight.clone());
+        r.register("reloads", "Config reloads by result", self.reloads.clone());
+        r.register("audit_healthy", "1 while the audit trail can be written", self.audit_healthy.clone());
+        r.register("audit_queue_depth", "Audit records waiting to be written", self.audit_queue_depth.clone());
+        r.register("audit_fsync_seconds", "Duration of the last audit fsync", self.audit_fsync_seconds.clone());
+        r.register(
+            "server_cert_expiry_seconds",
+            "Seconds until the server certificate expires",
+            self.server_cert_expiry_seconds.clone(),
+        );
+        r.register(
+            "crl_next_update_seconds",
+            "Seconds until each CRL's nextUpdate (negative: stale)",
+            self.crl_next_update_seconds.clone(),
+        );
+        r
+    }
+
+    pub fn observe_start(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn observe_end(&self, route: Option<&str>, class: Option<&str>, decision: &str, status: u16, started: Instant) {
+        self.in_flight.dec();
+        let route = route.unwrap_or("").to_string();
+        self.latency
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                class: class.unwrap_or("").to_string(),
+                decision: decision.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn observe_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+    }
+
+    pub fn upstream_error(&self, upstream: &str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamLabels { upstream: upstream.to_string() })
+            .inc();
+    }
+
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    pub fn tls_rejected(&self, reason: &str) {
+        self.tls_rejections
+            .get_or_create(&ReasonLabels { reason: reason.to_string() })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result: result.into() }).inc();
+    }
+
+    /// Renders the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        out
+    }
+}
