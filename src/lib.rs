@@ -25,12 +25,14 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`state`]: everything reloadable, built from a config, swapped atomically.
 //! - [`server`]: listeners, accept loop, connection cap, reload, drain.
+//! - [`cli`]: `check`, `explain` and the auditor's commands, as text.
 //! - [`pki`], [`demo`]: the development PKI and the embedded demo.
 
 pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod clinical;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod directory;

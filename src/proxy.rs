@@ -401,3 +401,24 @@ impl RequestIds {
         format!("{}-{n:08x}", self.prefix)
     }
 }
+
+/// What `caregate explain` reports: the access record the request would get, and the refusal
+/// if there would be one. Runs the same `admit` as live traffic, against a fresh state.
+pub fn explain(snap: &State, identity: ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
+    let conn = Conn { peer: SocketAddr::from(([127, 0, 0, 1], 0)), identity: Arc::new(identity) };
+    let (parts, ()) = req.into_parts();
+    let host = request_host(&parts);
+    let mut access = access_record(&conn, &parts, "explain", host.as_deref());
+    match admit(snap, &conn, &parts, host.as_deref(), &mut access) {
+        Ok(a) => {
+            access.decision = "allow".into();
+            access.reason = "allowed".into();
+            access.rule = a.route.rule_labels.get(a.rule).cloned();
+            (access, None)
+        }
+        Err(r) => {
+            access.reason = r.reason().into();
+            (access, Some(r))
+        }
+    }
+}

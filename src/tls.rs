@@ -25,6 +25,8 @@ pub struct TlsState {
     pub crl_next_update: Vec<(String, Option<i64>)>,
     /// Serials (hex) revoked by the loaded CRLs, to cut off connections opened before a reload.
     pub revoked: HashSet<String>,
+    /// The client verifier the listener uses, for `caregate explain`.
+    pub verifier: Arc<dyn ClientCertVerifier>,
 }
 
 type Invalid = (String, String);
@@ -103,6 +105,8 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         .build()
         .map_err(|e| ("listener.client_ca".to_string(), format!("cannot build the client verifier: {e}")))?;
 
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(KeyUsageVerifier { inner: webpki });
+
     let chain = load_certs("listener.server_cert", &l.server_cert)?;
     let (_, leaf) = X509Certificate::from_der(&chain[0])
         .map_err(|_| ("listener.server_cert".to_string(), "the first certificate cannot be parsed".to_string()))?;
@@ -114,10 +118,10 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ("listener".to_string(), e.to_string()))?
-        .with_client_cert_verifier(Arc::new(KeyUsageVerifier { inner: webpki }))
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked })
+    Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked, verifier })
 }
 
 // === the handshake note ===

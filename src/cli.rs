@@ -1,0 +1,133 @@
+//! The text behind the commands that are not the gateway itself: `check`'s summary,
+//! `explain`, and the auditor's `audit` commands.
+
+use crate::state::State;
+use std::fmt::Write as _;
+
+/// `caregate check`: a short summary of what was loaded.
+pub fn check_summary(s: &State) -> String {
+    let c = &s.config;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", c.path.display());
+    let _ = writeln!(out, "  listener   {} ({} client CA file(s), {} CRL file(s))", c.listener.bind, c.listener.client_ca.len(), c.listener.crl.len());
+    let days = (s.tls.server_not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86400;
+    let _ = writeln!(out, "  server cert expires in {days} days");
+    let _ = writeln!(out, "  organisations {}, endpoints {}", s.directory.len(), c.endpoints.len());
+    let _ = writeln!(out, "  upstreams  {}", c.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(out, "  routes     {}", c.routes.iter().map(|r| format!("{} {}", r.name, r.path_prefix)).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(out, "  audit      {} ({:?}{})", c.audit.dir.display(), c.audit.durability, if c.audit.signing_key.is_some() { ", signed checkpoints" } else { "" });
+    if let Some(a) = &c.admin {
+        let _ = writeln!(out, "  admin      {}", a.bind);
+    }
+    out.trim_end().to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("the certificate file holds no PEM certificate")]
+    NoCertificate,
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("\"{0}\" is not a path or URL")]
+    BadTarget(String),
+    #[error("\"{0}\" is not an HTTP method")]
+    BadMethod(String),
+}
+
+/// `caregate explain`: one request, dry run, in words.
+pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result<String, ExplainError> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .and_then(Result::ok)
+        .ok_or(ExplainError::NoCertificate)?;
+    let identity = crate::identity::identify(&der, &s.config.identity.org_from, &s.directory)?;
+    let uri: http::Uri = target.parse().map_err(|_| ExplainError::BadTarget(target.into()))?;
+    let method: http::Method = method.to_ascii_uppercase().parse().map_err(|_| ExplainError::BadMethod(method.into()))?;
+    let mut req = http::Request::builder().method(method).uri(uri.clone()).version(http::Version::HTTP_11);
+    if let Some(a) = uri.authority() {
+        req = req.header(http::header::HOST, a.as_str());
+    }
+    let req = req.body(()).map_err(|_| ExplainError::BadTarget(target.into()))?;
+
+    let mut out = String::new();
+    let tls = s
+        .tls
+        .verifier
+        .verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now());
+    let _ = writeln!(out, "certificate  {}", identity.subject);
+    let _ = writeln!(out, "             {} serial {}", identity.fingerprint, identity.serial);
+    match tls {
+        Ok(_) => {
+            let _ = writeln!(out, "TLS          accepted (chain, validity, revocation, key usage)");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "TLS          REFUSED at the handshake: {e}");
+        }
+    }
+    match identity.org.as_deref() {
+        Some(code) => match s.directory.organisation(code) {
+            Some(o) => {
+                let _ = writeln!(out, "organisation {} ({}), groups [{}]", o.code, o.name, o.groups.join(", "));
+            }
+            None => {
+                let _ = writeln!(out, "organisation {code} (not in [[organisation]] or the ODS CSV)");
+            }
+        },
+        None => {
+            let _ = writeln!(out, "organisation none found by identity.org_from");
+        }
+    }
+    let (access, refusal) = crate::proxy::explain(s, identity, req);
+    let _ = writeln!(out, "path         {}", access.request.path);
+    match (&access.route, &access.class) {
+        (Some(r), Some(c)) => {
+            let upstream = s.config.routes.iter().find(|x| &x.name == r).map(|x| x.upstream.as_str()).unwrap_or("");
+            let _ = writeln!(out, "route        {r} → upstream {upstream}, class {c}");
+            if let Some(class) = crate::config::Class::parse(c) {
+                let org = access.client.org.as_deref().unwrap_or("");
+                match s.config.rate_limits.for_org(org, class) {
+                    Some(l) => {
+                        let _ = writeln!(out, "rate limit   class {c}: {l:?}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "rate limit   class {c}: not limited");
+                    }
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "route        none");
+        }
+    }
+    if !access.clinical.is_empty() {
+        let _ = writeln!(out, "clinical     {}", serde_json::to_string(&access.clinical).unwrap_or_default());
+    }
+    match refusal {
+        None => {
+            let _ = writeln!(out, "decision     ALLOW by {}", access.rule.as_deref().unwrap_or("?"));
+        }
+        Some(r) => {
+            let _ = writeln!(out, "decision     DENY {} {} ({})", r.status().as_u16(), r.reason(), r.message());
+        }
+    }
+    Ok(out)
+}
+
+/// The auditor's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole trail: chain, sequence, checkpoints.
+    Verify {
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        public_key: Option<std::path::PathBuf>,
+    },
+}
+
+/// Runs an audit command; returns the exit code.
+pub fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
+    match cmd {
+        AuditCommand::Verify { .. } => anyhow::bail!("not yet"),
+    }
+}
