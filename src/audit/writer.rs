@@ -461,6 +461,12 @@ impl Writer {
         if self.shared.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(file = %self.segment.path.display(), %error, "audit trail cannot be written; refusing requests until it can");
         }
+        // Cut back before answering, so that no caller who got an error can still find the
+        // half-written record in the file.
+        self.needs_repair = true;
+        if let Err(error) = self.repair_if_needed() {
+            tracing::error!(file = %self.segment.path.display(), %error, "cannot cut the audit file back to its last good record");
+        }
         let mut dropped = 0;
         for p in batch.into_iter().skip(done) {
             match p.reply {
@@ -471,10 +477,6 @@ impl Writer {
         }
         if dropped > 0 {
             tracing::error!(records = dropped, "audit records dropped: the retry queue is full");
-        }
-        self.needs_repair = true;
-        if let Err(error) = self.repair_if_needed() {
-            tracing::error!(file = %self.segment.path.display(), %error, "cannot cut the audit file back to its last good record");
         }
     }
 
