@@ -22,10 +22,14 @@ const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 /// Done by the caller, not the writer thread, so serialisation runs in parallel on the
 /// runtime's workers and the one thread that owns the files only splices bytes and hashes.
 pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
-    let mut json = serde_json::to_vec(event)
-        .map_err(|e| AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name())))?;
+    let mut json = serde_json::to_vec(event).map_err(|e| {
+        AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name()))
+    })?;
     if json.len() < 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
-        return Err(AuditError::Invalid(format!("{} record is not a JSON object", event.name())));
+        return Err(AuditError::Invalid(format!(
+            "{} record is not a JSON object",
+            event.name()
+        )));
     }
     json.pop();
     json.remove(0);
@@ -45,7 +49,10 @@ pub(crate) fn encode(
 ) -> String {
     let start = out.len();
     // Writes into a Vec cannot fail.
-    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\"");
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\""
+    );
     if !fields.is_empty() {
         out.push(b',');
         out.extend_from_slice(fields);
@@ -59,6 +66,20 @@ pub(crate) fn encode(
     out.extend_from_slice(hash.as_bytes());
     out.extend_from_slice(b"\"}\n");
     hash
+}
+
+/// Serialises `event` and appends it to `out` as record `seq` after `prev`, exactly as the
+/// writer does minus the I/O; returns its hash. For the benchmark, not a stable interface.
+#[doc(hidden)]
+pub fn encode_event(
+    out: &mut Vec<u8>,
+    seq: u64,
+    event: &Event,
+    prev: &str,
+) -> Result<String, AuditError> {
+    let fields = event_fields(event)?;
+    let time = Clock::default().next();
+    Ok(encode(out, seq, &time, event.name(), &fields, prev))
 }
 
 /// `SHA-256(prev ‖ "\n" ‖ body)` as lowercase hex.
@@ -102,7 +123,11 @@ pub(crate) fn check_line(line: &[u8]) -> Result<LastRecord, String> {
     if chain_hash(prev, &body) != hash {
         return Err(format!("record {seq}: hash does not match its contents"));
     }
-    Ok(LastRecord { seq, hash: hash.to_string(), event: event.to_string() })
+    Ok(LastRecord {
+        seq,
+        hash: hash.to_string(),
+        event: event.to_string(),
+    })
 }
 
 // === impl Clock ===
@@ -152,11 +177,25 @@ mod tests {
     #[test]
     fn encode_then_check_line_round_trips() {
         let mut out = Vec::new();
-        let h1 = encode(&mut out, 1, "2026-11-22T05:08:59.123456Z", "lifecycle", br#""action":"start""#, GENESIS);
+        let h1 = encode(
+            &mut out,
+            1,
+            "2026-11-22T05:08:59.123456Z",
+            "lifecycle",
+            br#""action":"start""#,
+            GENESIS,
+        );
         let line = &out[..out.len() - 1];
         assert_eq!(*out.last().unwrap(), b'\n');
         let last = check_line(line).unwrap();
-        assert_eq!(last, LastRecord { seq: 1, hash: h1.clone(), event: "lifecycle".into() });
+        assert_eq!(
+            last,
+            LastRecord {
+                seq: 1,
+                hash: h1.clone(),
+                event: "lifecycle".into()
+            }
+        );
         assert!(std::str::from_utf8(line).unwrap().starts_with(
             r#"{"seq":1,"time":"2026-11-22T05:08:59.123456Z","event":"lifecycle","action":"start","prev":"0000"#
         ));
@@ -170,19 +209,30 @@ mod tests {
     #[test]
     fn empty_fields_make_valid_json() {
         let mut out = Vec::new();
-        encode(&mut out, 7, "2026-01-01T00:00:00.000000Z", "x", b"", GENESIS);
+        encode(
+            &mut out,
+            7,
+            "2026-01-01T00:00:00.000000Z",
+            "x",
+            b"",
+            GENESIS,
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["seq"], 7);
     }
 
     #[test]
     fn time_has_microseconds_and_parses_as_rfc3339() {
-        assert_eq!(format_micros(1_795_324_139_123_456), "2026-11-22T05:08:59.123456Z");
+        assert_eq!(
+            format_micros(1_795_324_139_123_456),
+            "2026-11-22T05:08:59.123456Z"
+        );
         assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
         let mut clock = Clock::default();
         let (a, b) = (clock.next(), clock.next());
         assert!(a <= b);
-        let parsed = time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
+        let parsed =
+            time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
         assert!(parsed.is_ok(), "{a}");
     }
 }

@@ -40,7 +40,10 @@ impl Signer {
     /// Loads an Ed25519 PKCS#8 key from a PEM file (`-----BEGIN PRIVATE KEY-----`).
     pub(crate) fn load(path: &Path) -> Result<Signer, AuditError> {
         let der = PrivatePkcs8KeyDer::from_pem_file(path).map_err(|e| {
-            AuditError::SigningKey(format!("{}: not a PKCS#8 PEM private key: {e}", path.display()))
+            AuditError::SigningKey(format!(
+                "{}: not a PKCS#8 PEM private key: {e}",
+                path.display()
+            ))
         })?;
         Signer::from_pkcs8(der.secret_pkcs8_der())
             .map_err(|e| AuditError::SigningKey(format!("{}: {e}", path.display())))
@@ -74,14 +77,21 @@ mod tests {
 
     #[test]
     fn message_format_is_pinned() {
-        assert_eq!(checkpoint_message(42, "ab"), b"caregate-checkpoint-v1\n42\nab\n".to_vec());
+        assert_eq!(
+            checkpoint_message(42, "ab"),
+            b"caregate-checkpoint-v1\n42\nab\n".to_vec()
+        );
     }
 
     #[test]
     fn fields_carry_a_verifiable_signature() {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let signer = Signer::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap().public_key().as_ref().to_vec();
+        let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
         let head = super::super::chain::GENESIS;
         let fields = signer.fields(9, head);
         let v: serde_json::Value =
@@ -102,6 +112,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         std::fs::write(&path, "not pem").unwrap();
-        assert!(matches!(Signer::load(&path), Err(AuditError::SigningKey(_))));
+        assert!(matches!(
+            Signer::load(&path),
+            Err(AuditError::SigningKey(_))
+        ));
     }
 }

@@ -8,6 +8,8 @@ pub mod record;
 mod segment;
 mod writer;
 
+#[doc(hidden)]
+pub use chain::encode_event;
 pub use checkpoint::{checkpoint_message, key_id};
 pub use record::Event;
 pub use writer::{AuditLog, AuditStats};

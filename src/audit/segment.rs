@@ -3,7 +3,9 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, GENESIS};
@@ -64,7 +66,10 @@ fn create_dir(dir: &Path) -> io::Result<()> {
         }
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     // The mode above is filtered by the umask; this is not.
     fs::set_permissions(dir, Permissions::from_mode(0o700))?;
     if let Some(parent) = dir.parent() {
@@ -114,7 +119,8 @@ pub(crate) fn create(dir: &Path, first_seq: u64) -> io::Result<Segment> {
 /// Finds where the trail in `dir` ends: the newest file, cut back to its last complete line,
 /// and that line's `seq` and `hash`. Creates the folder and the first file for a new trail.
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
-    let damaged = |path: &Path, why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
+    let damaged =
+        |path: &Path, why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
     create_dir(dir)?;
     let files = list(dir)?;
     let Some((newest_first, _)) = files.last().cloned() else {
@@ -141,24 +147,41 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             file.sync_data()?;
         }
         if idx == newest {
-            segment = Some(Segment { file, path: path.clone(), len: good });
+            segment = Some(Segment {
+                file,
+                path: path.clone(),
+                len: good,
+            });
         }
         let Some(line) = last else {
             if idx != newest {
-                return Err(damaged(path, "empty file in the middle of the trail".into()));
+                return Err(damaged(
+                    path,
+                    "empty file in the middle of the trail".into(),
+                ));
             }
             continue;
         };
-        let record = chain::check_line(&line)
-            .map_err(|e| damaged(path, format!("last record is damaged ({e}); move the file aside to continue")))?;
+        let record = chain::check_line(&line).map_err(|e| {
+            damaged(
+                path,
+                format!("last record is damaged ({e}); move the file aside to continue"),
+            )
+        })?;
         if record.seq < *first {
-            return Err(damaged(path, format!("holds seq {} below its name", record.seq)));
+            return Err(damaged(
+                path,
+                format!("holds seq {} below its name", record.seq),
+            ));
         }
         let next_seq = record.seq + 1;
         if idx != newest && newest_first != next_seq {
             return Err(damaged(
                 &files[newest].1,
-                format!("named for seq {newest_first} but the trail before it ends at {}", record.seq),
+                format!(
+                    "named for seq {newest_first} but the trail before it ends at {}",
+                    record.seq
+                ),
             ));
         }
         let Some(segment) = segment else {
@@ -195,7 +218,10 @@ fn tail(file: &File, len: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
     let mut good = None;
     loop {
         if good.is_none() {
-            good = buf.iter().rposition(|&b| b == b'\n').map(|i| pos + i as u64 + 1);
+            good = buf
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| pos + i as u64 + 1);
         }
         match good {
             Some(good) => {
@@ -228,7 +254,10 @@ mod tests {
     fn names_are_zero_padded_and_parsed_back() {
         assert_eq!(file_name(1), "audit-000000000001.jsonl");
         assert_eq!(parse_name("audit-000000000001.jsonl"), Some(1));
-        assert_eq!(parse_name("audit-1234567890123.jsonl"), Some(1_234_567_890_123));
+        assert_eq!(
+            parse_name("audit-1234567890123.jsonl"),
+            Some(1_234_567_890_123)
+        );
         assert_eq!(parse_name("audit-1.jsonl"), None);
         assert_eq!(parse_name("audit-000000000000.jsonl"), None);
         assert_eq!(parse_name("audit-00000000000x.jsonl"), None);

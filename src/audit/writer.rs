@@ -107,7 +107,11 @@ impl AuditLog {
     pub async fn append_durable(&self, event: Event) -> Result<u64, AuditError> {
         let fields = chain::event_fields(&event)?;
         let (reply, done) = oneshot::channel();
-        self.send(Pending { event: event.name(), fields, reply: Some(reply) })?;
+        self.send(Pending {
+            event: event.name(),
+            fields,
+            reply: Some(reply),
+        })?;
         done.await.unwrap_or(Err(AuditError::Closed))
     }
 
@@ -115,8 +119,13 @@ impl AuditLog {
     /// appended before it.
     pub fn append(&self, event: Event) {
         let name = event.name();
-        let sent = chain::event_fields(&event)
-            .and_then(|fields| self.send(Pending { event: name, fields, reply: None }));
+        let sent = chain::event_fields(&event).and_then(|fields| {
+            self.send(Pending {
+                event: name,
+                fields,
+                reply: None,
+            })
+        });
         if let Err(error) = sent {
             tracing::error!(event = name, %error, "audit record dropped");
         }
@@ -158,10 +167,12 @@ impl AuditLog {
             Err(_) => None,
         };
         // Unanswered: the writer already stopped, after an earlier close or a crash.
-        answered.unwrap_or_else(|| match self.shared.closed_cleanly.load(Ordering::Acquire) {
-            true => Ok(()),
-            false => Err(AuditError::Closed),
-        })
+        answered.unwrap_or_else(
+            || match self.shared.closed_cleanly.load(Ordering::Acquire) {
+                true => Ok(()),
+                false => Err(AuditError::Closed),
+            },
+        )
     }
 }
 
@@ -210,13 +221,25 @@ impl Drop for StopGuard {
 }
 
 impl Writer {
-    fn new(cfg: &config::Audit, signer: Option<Signer>, r: segment::Recovered, shared: Arc<Shared>) -> Writer {
+    fn new(
+        cfg: &config::Audit,
+        signer: Option<Signer>,
+        r: segment::Recovered,
+        shared: Arc<Shared>,
+    ) -> Writer {
         let mut clock = Clock::default();
         let reserve = signer.as_ref().map_or(0, |s| {
             // The longest checkpoint line: seq at its widest.
             let mut line = Vec::new();
             let time = clock.next();
-            chain::encode(&mut line, u64::MAX, &time, "checkpoint", &s.fields(u64::MAX, GENESIS), GENESIS);
+            chain::encode(
+                &mut line,
+                u64::MAX,
+                &time,
+                "checkpoint",
+                &s.fields(u64::MAX, GENESIS),
+                GENESIS,
+            );
             line.len() as u64
         });
         Writer {
@@ -277,7 +300,9 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => stop = Some(None),
                 }
             }
-            self.shared.queue_depth.fetch_sub(received, Ordering::Relaxed);
+            self.shared
+                .queue_depth
+                .fetch_sub(received, Ordering::Relaxed);
 
             let stopping = stop.is_some();
             let result = if batch.is_empty() && !stopping && !self.interval_due() {
@@ -302,7 +327,8 @@ impl Writer {
             (Some(_), Some(since)) => since.checked_add(self.checkpoint_interval),
             _ => None,
         };
-        let retry = (!self.shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
+        let retry =
+            (!self.shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
         match (checkpoint, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -320,9 +346,17 @@ impl Writer {
 
     /// Writes the final checkpoint (done by the caller's last commit), answers close(), and
     /// refuses whatever raced in behind it.
-    fn stop(&mut self, rx: Receiver<Msg>, reply: Option<oneshot::Sender<Result<(), AuditError>>>, result: io::Result<()>) {
+    fn stop(
+        &mut self,
+        rx: Receiver<Msg>,
+        reply: Option<oneshot::Sender<Result<(), AuditError>>>,
+        result: io::Result<()>,
+    ) {
         if !self.retained.is_empty() {
-            tracing::error!(records = self.retained.len(), "audit writer stopped with records it could not write");
+            tracing::error!(
+                records = self.retained.len(),
+                "audit writer stopped with records it could not write"
+            );
         }
         let ok = result.is_ok();
         self.shared.closed.store(true, Ordering::Release);
@@ -345,17 +379,27 @@ impl Writer {
                         None => lost += 1,
                     }
                 }
-                Msg::Close(reply) => drop(reply.send(if ok { Ok(()) } else { Err(AuditError::Closed) })),
+                Msg::Close(reply) => {
+                    drop(reply.send(if ok { Ok(()) } else { Err(AuditError::Closed) }))
+                }
             }
         }
         if lost > 0 {
-            tracing::error!(records = lost, "audit records appended after close were dropped");
+            tracing::error!(
+                records = lost,
+                "audit records appended after close were dropped"
+            );
         }
     }
 
     /// Writes `batch` (plus any checkpoint that falls due), answers its waiters, and on failure
     /// rolls back to what is on disk.
-    fn commit(&mut self, mut batch: Vec<Pending>, checkpoint_if_due: bool, stopping: bool) -> io::Result<()> {
+    fn commit(
+        &mut self,
+        mut batch: Vec<Pending>,
+        checkpoint_if_due: bool,
+        stopping: bool,
+    ) -> io::Result<()> {
         self.last_attempt = Instant::now();
         let mut done = 0;
         let checkpoint = stopping || (checkpoint_if_due && self.interval_due());
@@ -369,7 +413,13 @@ impl Writer {
         result
     }
 
-    fn write_batch(&mut self, batch: &mut [Pending], done: &mut usize, checkpoint: bool, sync: bool) -> io::Result<()> {
+    fn write_batch(
+        &mut self,
+        batch: &mut [Pending],
+        done: &mut usize,
+        checkpoint: bool,
+        sync: bool,
+    ) -> io::Result<()> {
         let mut work = self.chain.clone();
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut line = Vec::with_capacity(1024);
@@ -379,7 +429,14 @@ impl Writer {
             line.clear();
             let time = self.clock.next();
             let p = &batch[i];
-            let hash = chain::encode(&mut line, work.next_seq, &time, p.event, &p.fields, &work.head);
+            let hash = chain::encode(
+                &mut line,
+                work.next_seq,
+                &time,
+                p.event,
+                &p.fields,
+                &work.head,
+            );
             let used = self.segment.len + buf.len() as u64;
             if used > 0 && used + line.len() as u64 + self.reserve > self.rotate_bytes {
                 if work.unsigned > 0 {
@@ -429,20 +486,25 @@ impl Writer {
     /// One write and (per durability, or `force_sync`) one fdatasync; then `work` is the chain.
     fn flush(&mut self, buf: &mut Vec<u8>, work: &Chain, force_sync: bool) -> io::Result<()> {
         #[cfg(test)]
-        self.shared.hooks.before_write(&self.segment.file, &buf[..])?;
+        self.shared
+            .hooks
+            .before_write(&self.segment.file, &buf[..])?;
         (&self.segment.file).write_all(buf)?;
         if force_sync || self.durability == Durability::Fsync {
             let started = Instant::now();
             self.segment.file.sync_data()?;
             let s = &self.shared;
             s.fsyncs.fetch_add(1, Ordering::Relaxed);
-            s.last_fsync_nanos.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            s.last_fsync_nanos
+                .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         self.segment.len += buf.len() as u64;
         buf.clear();
         let records = work.next_seq - self.chain.next_seq;
         self.chain = work.clone();
-        self.shared.records_written.fetch_add(records, Ordering::Relaxed);
+        self.shared
+            .records_written
+            .fetch_add(records, Ordering::Relaxed);
         self.mark_healthy();
         #[cfg(test)]
         self.shared.hooks.notify();
@@ -476,7 +538,10 @@ impl Writer {
             }
         }
         if dropped > 0 {
-            tracing::error!(records = dropped, "audit records dropped: the retry queue is full");
+            tracing::error!(
+                records = dropped,
+                "audit records dropped: the retry queue is full"
+            );
         }
     }
 

@@ -57,8 +57,20 @@ fn wait_written(log: &AuditLog, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut held = hooks.written.lock().unwrap();
     while log.stats().records_written < n {
-        let left = deadline.checked_duration_since(Instant::now()).expect("writer did not write in time");
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("writer did not write in time");
         held = hooks.written_cond.wait_timeout(held, left).unwrap().0;
+    }
+}
+
+/// Spins (without awaiting, so a held gate never crosses an await) until `n` records are
+/// queued; the records are sent by tasks on the runtime's other threads.
+fn wait_queued(log: &AuditLog, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.stats().queue_depth < n {
+        assert!(Instant::now() < deadline, "records were not queued in time");
+        std::thread::yield_now();
     }
 }
 
@@ -69,7 +81,10 @@ fn cfg(dir: &Path) -> config::Audit {
 }
 
 fn lifecycle(action: &str) -> Event {
-    Event::Lifecycle(Lifecycle { action: action.into(), config_sha256: "ab".repeat(32) })
+    Event::Lifecycle(Lifecycle {
+        action: action.into(),
+        config_sha256: "ab".repeat(32),
+    })
 }
 
 fn access(i: usize) -> Event {
@@ -96,7 +111,11 @@ fn access(i: usize) -> Event {
         decision: "allow".into(),
         reason: "allowed".into(),
         rule: Some("epr-fhir/allow[0]".into()),
-        clinical: Clinical { fhir_type: Some("Patient".into()), nhs_number: Some("9434765919".into()), ..Default::default() },
+        clinical: Clinical {
+            fhir_type: Some("Patient".into()),
+            nhs_number: Some("9434765919".into()),
+            ..Default::default()
+        },
     }))
 }
 
@@ -113,7 +132,11 @@ fn complete(i: usize) -> Event {
 
 fn tls_rejected() -> Event {
     Event::TlsRejected(TlsRejected {
-        client: Client { ip: "10.9.9.9".into(), port: 1, ..Default::default() },
+        client: Client {
+            ip: "10.9.9.9".into(),
+            port: 1,
+            ..Default::default()
+        },
         sni: None,
         reason: "no_certificate".into(),
     })
@@ -122,7 +145,11 @@ fn tls_rejected() -> Event {
 /// Writes a fresh Ed25519 key as PKCS#8 PEM; returns its path and raw public key.
 fn signing_key(dir: &Path) -> (PathBuf, Vec<u8>) {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap().public_key().as_ref().to_vec();
+    let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
     let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
     let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
     for chunk in b64.as_bytes().chunks(64) {
@@ -153,7 +180,10 @@ fn verify(dir: &Path) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     for path in trail_files(dir) {
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.is_empty() || text.ends_with('\n'), "{path:?} ends mid-line");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{path:?} ends mid-line"
+        );
         let mut records = Vec::new();
         for line in text.lines() {
             let at = line.rfind(",\"hash\":\"").expect("hash member");
@@ -170,7 +200,11 @@ fn verify(dir: &Path) -> Vec<Vec<Value>> {
             assert_eq!(v["seq"], seq);
             assert_eq!(v["prev"], prev.as_str());
             let time = v["time"].as_str().unwrap();
-            assert_eq!((time.len(), &time[19..20], &time[26..]), (27, ".", "Z"), "{time}");
+            assert_eq!(
+                (time.len(), &time[19..20], &time[26..]),
+                (27, ".", "Z"),
+                "{time}"
+            );
             if records.is_empty() {
                 let name = path.file_name().unwrap().to_str().unwrap();
                 assert_eq!(name, format!("audit-{seq:012}.jsonl"));
@@ -193,11 +227,18 @@ fn verify_checkpoint(record: &Value, public: &[u8]) {
     let seq = record["seq"].as_u64().unwrap();
     let head = record["chain_head"].as_str().unwrap();
     let digest = ring::digest::digest(&ring::digest::SHA256, public);
-    let id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(record["key_id"], id.as_str());
-    let sig = base64::engine::general_purpose::STANDARD.decode(record["signature"].as_str().unwrap()).unwrap();
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(record["signature"].as_str().unwrap())
+        .unwrap();
     let message = format!("caregate-checkpoint-v1\n{seq}\n{head}\n");
-    UnparsedPublicKey::new(&ED25519, public).verify(message.as_bytes(), &sig).expect("checkpoint signature");
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(message.as_bytes(), &sig)
+        .expect("checkpoint signature");
 }
 
 // === Tests ===
@@ -209,7 +250,10 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
     let log = AuditLog::open(&cfg).unwrap();
     assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 1);
     for i in 0..20 {
-        assert_eq!(log.append_durable(access(i)).await.unwrap(), 2 + 2 * i as u64);
+        assert_eq!(
+            log.append_durable(access(i)).await.unwrap(),
+            2 + 2 * i as u64
+        );
         log.append(complete(i));
     }
     log.append(tls_rejected());
@@ -220,10 +264,16 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
     assert_eq!(records.len(), 42);
     assert_eq!(records[0]["event"], "lifecycle");
     assert_eq!(records[1]["event"], "access");
-    assert_eq!(records[1]["client"]["org_name"], "The \"Surgery\"\nLine two");
+    assert_eq!(
+        records[1]["client"]["org_name"],
+        "The \"Surgery\"\nLine two"
+    );
     assert_eq!(records[2]["event"], "complete");
     assert_eq!(records[41]["event"], "tls_rejected");
-    let times: Vec<&str> = records.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    let times: Vec<&str> = records
+        .iter()
+        .map(|r| r["time"].as_str().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "time follows seq");
     assert_eq!(log.stats().records_written, 42);
 }
@@ -231,7 +281,10 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
 #[tokio::test]
 async fn rotation_keeps_seq_contiguous_across_files_and_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit { rotate_bytes: 4096, ..cfg(tmp.path()) };
+    let cfg = config::Audit {
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..60 {
         log.append_durable(access(i)).await.unwrap();
@@ -266,8 +319,12 @@ async fn partial_last_line_is_cut_off_on_open() {
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
     let good = std::fs::metadata(&path).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(br#"{"seq":6,"time":"2026-11-22T05:08"#).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(br#"{"seq":6,"time":"2026-11-22T05:08"#)
+        .unwrap();
     drop(f);
 
     let log = AuditLog::open(&cfg).unwrap();
@@ -285,7 +342,9 @@ async fn a_damaged_last_record_stops_open() {
     log.append_durable(lifecycle("start")).await.unwrap();
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
-    let text = std::fs::read_to_string(&path).unwrap().replace("start", "stop!");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("start", "stop!");
     std::fs::write(&path, text).unwrap();
     assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
 }
@@ -293,7 +352,10 @@ async fn a_damaged_last_record_stops_open() {
 #[tokio::test]
 async fn folder_is_0700_and_files_0600() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit { rotate_bytes: 4096, ..cfg(tmp.path()) };
+    let cfg = config::Audit {
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..20 {
         log.append_durable(access(i)).await.unwrap();
@@ -320,9 +382,7 @@ async fn concurrent_appends_share_one_fsync() {
         })
         .collect();
     // The writer holds the first record and waits at the gate; the rest queue behind it.
-    while log.stats().queue_depth < 256 {
-        tokio::task::yield_now().await;
-    }
+    wait_queued(&log, 256);
     drop(gate);
     let mut seqs = Vec::new();
     for t in tasks {
@@ -331,7 +391,10 @@ async fn concurrent_appends_share_one_fsync() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=256).collect::<Vec<u64>>());
     let stats = log.stats();
-    assert_eq!((stats.records_written, stats.fsyncs, stats.queue_depth), (256, 1, 0));
+    assert_eq!(
+        (stats.records_written, stats.fsyncs, stats.queue_depth),
+        (256, 1, 0)
+    );
     assert!(stats.last_fsync_seconds > 0.0);
     log.close().await.unwrap();
     verify(&cfg(tmp.path()).dir);
@@ -340,7 +403,10 @@ async fn concurrent_appends_share_one_fsync() {
 #[tokio::test]
 async fn flush_durability_syncs_only_at_close() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit { durability: Durability::Flush, ..cfg(tmp.path()) };
+    let cfg = config::Audit {
+        durability: Durability::Flush,
+        ..cfg(tmp.path())
+    };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..10 {
         log.append_durable(access(i)).await.unwrap();
@@ -355,7 +421,11 @@ async fn flush_durability_syncs_only_at_close() {
 async fn checkpoints_every_n_records_and_at_close_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let (key, public) = signing_key(tmp.path());
-    let cfg = config::Audit { signing_key: Some(key), checkpoint_every: 5, ..cfg(tmp.path()) };
+    let cfg = config::Audit {
+        signing_key: Some(key),
+        checkpoint_every: 5,
+        ..cfg(tmp.path())
+    };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..12 {
         log.append_durable(access(i)).await.unwrap();
@@ -381,7 +451,11 @@ async fn checkpoints_every_n_records_and_at_close_verify() {
 async fn every_rotated_file_ends_with_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let (key, public) = signing_key(tmp.path());
-    let cfg = config::Audit { signing_key: Some(key), rotate_bytes: 4096, ..cfg(tmp.path()) };
+    let cfg = config::Audit {
+        signing_key: Some(key),
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..40 {
         log.append_durable(access(i)).await.unwrap();
@@ -410,12 +484,16 @@ fn interval_checkpoint_signs_records_when_idle() {
     let records = verify(&cfg.dir).concat();
     assert_eq!(records.len(), 2);
     verify_checkpoint(&records[1], &public);
-    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(log.close()).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(log.close())
+        .unwrap();
     // Nothing new since the interval checkpoint: close adds none.
     assert_eq!(all(&verify(&cfg.dir)).len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = cfg(tmp.path());
@@ -430,9 +508,7 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
         let log = log.clone();
         async move { log.append_durable(access(2)).await }
     });
-    while log.stats().queue_depth < 2 {
-        tokio::task::yield_now().await;
-    }
+    wait_queued(&log, 2);
     drop(gate);
     assert!(matches!(durable.await.unwrap(), Err(AuditError::Io(_))));
     assert!(!log.is_healthy());
@@ -447,7 +523,10 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     log.close().await.unwrap();
     let files = verify(&cfg.dir);
     let records = all(&files);
-    let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap_or("-")).collect();
+    let ids: Vec<&str> = records
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or("-"))
+        .collect();
     assert_eq!(ids, ["-", "req-1", "req-4"]);
 }
 
@@ -456,7 +535,10 @@ async fn appends_after_close_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
     log.close().await.unwrap();
-    assert!(matches!(log.append_durable(lifecycle("stop")).await, Err(AuditError::Closed)));
+    assert!(matches!(
+        log.append_durable(lifecycle("stop")).await,
+        Err(AuditError::Closed)
+    ));
     assert!(!log.is_healthy());
     log.close().await.unwrap();
 }
@@ -467,7 +549,13 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status();
         match status {
@@ -489,7 +577,9 @@ impl Drop for Tmpfs {
 #[tokio::test]
 async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount(tmp.path(), "256k") else { return };
+    let Some(mount) = Tmpfs::mount(tmp.path(), "256k") else {
+        return;
+    };
     let cfg = cfg(&mount.0);
     let log = AuditLog::open(&cfg).unwrap();
     log.append_durable(lifecycle("start")).await.unwrap();
