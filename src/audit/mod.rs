@@ -2,11 +2,17 @@
 //! commit, SHA-256 chain, rotation, signed checkpoints), and the readers the auditor's CLI uses
 //! (verify, query, export).
 
+mod chain;
+mod checkpoint;
 pub mod record;
+mod segment;
 mod writer;
 
+#[doc(hidden)]
+pub use chain::encode_event;
+pub use checkpoint::{checkpoint_message, key_id};
 pub use record::Event;
-pub use writer::AuditLog;
+pub use writer::{AuditLog, AuditStats};
 
 /// Why a record could not be made durable.
 #[derive(Debug, thiserror::Error)]
@@ -17,4 +23,6 @@ pub enum AuditError {
     Closed,
     #[error("{0}")]
     Invalid(String),
+    #[error("audit signing key: {0}")]
+    SigningKey(String),
 }

@@ -1,0 +1,238 @@
+//! One record line and the SHA-256 chain that links it to the one before (SPEC §5).
+//!
+//! A line is `{"seq":N,"time":"…","event":"…",<event fields>,"prev":"<hex>","hash":"<hex>"}\n`.
+//! `body` is the line without its final `,"hash":"…"` member, and
+//! `hash = SHA-256(prev ‖ "\n" ‖ body)`. The writer and the recovery on open both go through
+//! here so that there is exactly one definition of the bytes that get hashed.
+
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::digest;
+
+use super::{AuditError, Event};
+
+/// The `prev` of record 1.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const HASH_MEMBER: &[u8] = b",\"hash\":\"";
+
+/// The event's own members as serde_json writes them, without the surrounding braces.
+///
+/// Done by the caller, not the writer thread, so serialisation runs in parallel on the
+/// runtime's workers and the one thread that owns the files only splices bytes and hashes.
+pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
+    let mut json = serde_json::to_vec(event).map_err(|e| {
+        AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name()))
+    })?;
+    if json.len() < 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
+        return Err(AuditError::Invalid(format!(
+            "{} record is not a JSON object",
+            event.name()
+        )));
+    }
+    json.pop();
+    json.remove(0);
+    Ok(json)
+}
+
+/// Appends one complete line (with its `\n`) to `out` and returns its hash (lowercase hex).
+///
+/// `fields` are JSON members without braces (may be empty); `prev` is the previous hash.
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time: &str,
+    event: &str,
+    fields: &[u8],
+    prev: &str,
+) -> String {
+    let start = out.len();
+    // Writes into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\""
+    );
+    if !fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(fields);
+    }
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(prev.as_bytes());
+    out.extend_from_slice(b"\"}");
+    let hash = chain_hash(prev, &out[start..]);
+    out.pop();
+    out.extend_from_slice(HASH_MEMBER);
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
+/// Serialises `event` and appends it to `out` as record `seq` after `prev`, exactly as the
+/// writer does minus the I/O; returns its hash. For the benchmark, not a stable interface.
+#[doc(hidden)]
+pub fn encode_event(
+    out: &mut Vec<u8>,
+    seq: u64,
+    event: &Event,
+    prev: &str,
+) -> Result<String, AuditError> {
+    let fields = event_fields(event)?;
+    let time = Clock::default().next();
+    Ok(encode(out, seq, &time, event.name(), &fields, prev))
+}
+
+/// `SHA-256(prev ‖ "\n" ‖ body)` as lowercase hex.
+pub(crate) fn chain_hash(prev: &str, body: &[u8]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev.as_bytes());
+    ctx.update(b"\n");
+    ctx.update(body);
+    crate::hex(ctx.finish().as_ref())
+}
+
+/// What recovery needs from the last line of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastRecord {
+    pub seq: u64,
+    pub hash: String,
+    pub event: String,
+}
+
+/// Parses one line (without `\n`) and checks that its `hash` matches its own body and `prev`.
+///
+/// This cannot prove the line belongs to the chain (that needs the record before it), only
+/// that it is whole: enough to continue the chain after it.
+pub(crate) fn check_line(line: &[u8]) -> Result<LastRecord, String> {
+    let at = line
+        .windows(HASH_MEMBER.len())
+        .rposition(|w| w == HASH_MEMBER)
+        .ok_or("no \"hash\" member")?;
+    let tail = &line[at + HASH_MEMBER.len()..];
+    if tail.len() != 64 + 2 || !tail.ends_with(b"\"}") {
+        return Err("\"hash\" is not the last member or not 64 hex digits".into());
+    }
+    let hash = std::str::from_utf8(&tail[..64]).map_err(|_| "\"hash\" is not hex")?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let seq = value["seq"].as_u64().ok_or("no numeric \"seq\"")?;
+    let prev = value["prev"].as_str().ok_or("no \"prev\"")?;
+    let event = value["event"].as_str().ok_or("no \"event\"")?;
+    let mut body = line[..at].to_vec();
+    body.push(b'}');
+    if chain_hash(prev, &body) != hash {
+        return Err(format!("record {seq}: hash does not match its contents"));
+    }
+    Ok(LastRecord {
+        seq,
+        hash: hash.to_string(),
+        event: event.to_string(),
+    })
+}
+
+// === impl Clock ===
+
+/// Record times: microseconds, UTC, never going backwards within one writer, so that the
+/// order of `seq` is also the order of `time` even if the system clock steps back.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Clock {
+    last_micros: u64,
+}
+
+impl Clock {
+    /// The next record time as `2026-11-22T05:08:59.123456Z`.
+    pub(crate) fn next(&mut self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.last_micros = self.last_micros.max(now);
+        format_micros(self.last_micros)
+    }
+}
+
+/// RFC 3339 UTC with exactly six fractional digits.
+pub(crate) fn format_micros(micros: u64) -> String {
+    let secs = (micros / 1_000_000) as i64;
+    let frac = micros % 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        // Only reachable for times past year 9999, which SystemTime cannot produce here.
+        Err(_) => format!("9999-12-31T23:59:59.{frac:06}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_check_line_round_trips() {
+        let mut out = Vec::new();
+        let h1 = encode(
+            &mut out,
+            1,
+            "2026-11-22T05:08:59.123456Z",
+            "lifecycle",
+            br#""action":"start""#,
+            GENESIS,
+        );
+        let line = &out[..out.len() - 1];
+        assert_eq!(*out.last().unwrap(), b'\n');
+        let last = check_line(line).unwrap();
+        assert_eq!(
+            last,
+            LastRecord {
+                seq: 1,
+                hash: h1.clone(),
+                event: "lifecycle".into()
+            }
+        );
+        assert!(std::str::from_utf8(line).unwrap().starts_with(
+            r#"{"seq":1,"time":"2026-11-22T05:08:59.123456Z","event":"lifecycle","action":"start","prev":"0000"#
+        ));
+
+        let mut tampered = line.to_vec();
+        let pos = tampered.windows(5).position(|w| w == b"start").unwrap();
+        tampered[pos] = b'S';
+        assert!(check_line(&tampered).is_err());
+    }
+
+    #[test]
+    fn empty_fields_make_valid_json() {
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            7,
+            "2026-01-01T00:00:00.000000Z",
+            "x",
+            b"",
+            GENESIS,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["seq"], 7);
+    }
+
+    #[test]
+    fn time_has_microseconds_and_parses_as_rfc3339() {
+        assert_eq!(
+            format_micros(1_795_324_139_123_456),
+            "2026-11-22T05:08:59.123456Z"
+        );
+        assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
+        let mut clock = Clock::default();
+        let (a, b) = (clock.next(), clock.next());
+        assert!(a <= b);
+        let parsed =
+            time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
+        assert!(parsed.is_ok(), "{a}");
+    }
+}

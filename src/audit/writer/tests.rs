@@ -1,0 +1,613 @@
+//! The writer against real files: every trail written here is re-checked by an independent
+//! implementation of the chain (SPEC §5), not by the writer's own code.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+use serde_json::Value;
+
+use super::*;
+use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, Request, TlsRejected};
+
+// === Hooks ===
+
+/// Test-only seams in the writer thread.
+#[derive(Default)]
+pub(super) struct Hooks {
+    /// Held by a test to stop the writer between taking its first message and draining the
+    /// queue, so that a known number of records builds up behind it.
+    gate: Mutex<()>,
+    /// Makes every write fail after writing half its bytes, like a disk filling up mid-batch.
+    fail: AtomicBool,
+    written: Mutex<()>,
+    written_cond: Condvar,
+}
+
+impl Hooks {
+    pub(super) fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn before_write(&self, mut file: &File, buf: &[u8]) -> io::Result<()> {
+        if !self.fail.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = file.write_all(&buf[..buf.len() / 2]);
+        Err(io::Error::other("injected write failure"))
+    }
+
+    pub(super) fn notify(&self) {
+        let _held = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        self.written_cond.notify_all();
+    }
+}
+
+/// Blocks until the writer has written `n` records (checkpoints included).
+fn wait_written(log: &AuditLog, n: u64) {
+    let hooks = &log.shared.hooks;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = hooks.written.lock().unwrap();
+    while log.stats().records_written < n {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("writer did not write in time");
+        held = hooks.written_cond.wait_timeout(held, left).unwrap().0;
+    }
+}
+
+/// Spins (without awaiting, so a held gate never crosses an await) until `n` records are
+/// queued; the records are sent by tasks on the runtime's other threads.
+fn wait_queued(log: &AuditLog, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.stats().queue_depth < n {
+        assert!(Instant::now() < deadline, "records were not queued in time");
+        std::thread::yield_now();
+    }
+}
+
+// === Fixtures ===
+
+fn cfg(dir: &Path) -> config::Audit {
+    config::Audit::in_dir(dir.join("audit"))
+}
+
+fn lifecycle(action: &str) -> Event {
+    Event::Lifecycle(Lifecycle {
+        action: action.into(),
+        config_sha256: "ab".repeat(32),
+    })
+}
+
+fn access(i: usize) -> Event {
+    Event::Access(Box::new(Access {
+        request_id: format!("req-{i}"),
+        client: Client {
+            org: Some("A81001".into()),
+            org_name: Some("The \"Surgery\"\nLine two".into()),
+            subject: Some("CN=gp.example.nhs.uk,OU=A81001".into()),
+            fingerprint: Some("cd".repeat(32)),
+            serial: Some("01".into()),
+            ip: "10.1.2.3".into(),
+            port: 50_000,
+        },
+        request: Request {
+            method: "GET".into(),
+            host: Some("epr.example.nhs.uk".into()),
+            path: format!("/fhir/Patient/{i}"),
+            query: None,
+            version: "HTTP/1.1".into(),
+        },
+        route: Some("epr-fhir".into()),
+        class: Some("epr".into()),
+        decision: "allow".into(),
+        reason: "allowed".into(),
+        rule: Some("epr-fhir/allow[0]".into()),
+        clinical: Clinical {
+            fhir_type: Some("Patient".into()),
+            nhs_number: Some("9434765919".into()),
+            ..Default::default()
+        },
+    }))
+}
+
+fn complete(i: usize) -> Event {
+    Event::Complete(Complete {
+        request_id: format!("req-{i}"),
+        status: 200,
+        bytes_in: 0,
+        bytes_out: 1234,
+        duration_ms: 5,
+        outcome: "ok".into(),
+    })
+}
+
+fn tls_rejected() -> Event {
+    Event::TlsRejected(TlsRejected {
+        client: Client {
+            ip: "10.9.9.9".into(),
+            port: 1,
+            ..Default::default()
+        },
+        sni: None,
+        reason: "no_certificate".into(),
+    })
+}
+
+/// Writes a fresh Ed25519 key as PKCS#8 PEM; returns its path and raw public key.
+fn signing_key(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    let path = dir.join("audit-signing.key");
+    std::fs::write(&path, pem).unwrap();
+    (path, public)
+}
+
+fn trail_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The SPEC §5 check, written from the spec rather than from the writer: every line's hash,
+/// `prev` links, `seq` 1..n, file names. Returns the records of each file.
+fn verify(dir: &Path) -> Vec<Vec<Value>> {
+    let mut prev = "0".repeat(64);
+    let mut seq = 0;
+    let mut out = Vec::new();
+    for path in trail_files(dir) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{path:?} ends mid-line"
+        );
+        let mut records = Vec::new();
+        for line in text.lines() {
+            let at = line.rfind(",\"hash\":\"").expect("hash member");
+            assert!(line.ends_with("\"}"));
+            let hash = &line[at + 9..line.len() - 2];
+            let body = format!("{}}}", &line[..at]);
+            let mut input = format!("{prev}\n").into_bytes();
+            input.extend_from_slice(body.as_bytes());
+            let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hash, hex, "hash of {line}");
+            let v: Value = serde_json::from_str(line).unwrap();
+            seq += 1;
+            assert_eq!(v["seq"], seq);
+            assert_eq!(v["prev"], prev.as_str());
+            let time = v["time"].as_str().unwrap();
+            assert_eq!(
+                (time.len(), &time[19..20], &time[26..]),
+                (27, ".", "Z"),
+                "{time}"
+            );
+            if records.is_empty() {
+                let name = path.file_name().unwrap().to_str().unwrap();
+                assert_eq!(name, format!("audit-{seq:012}.jsonl"));
+            }
+            prev = hash.to_string();
+            records.push(v);
+        }
+        out.push(records);
+    }
+    out
+}
+
+fn all(files: &[Vec<Value>]) -> Vec<&Value> {
+    files.iter().flatten().collect()
+}
+
+fn verify_checkpoint(record: &Value, public: &[u8]) {
+    assert_eq!(record["event"], "checkpoint");
+    assert_eq!(record["chain_head"], record["prev"]);
+    let seq = record["seq"].as_u64().unwrap();
+    let head = record["chain_head"].as_str().unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, public);
+    let id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(record["key_id"], id.as_str());
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(record["signature"].as_str().unwrap())
+        .unwrap();
+    let message = format!("caregate-checkpoint-v1\n{seq}\n{head}\n");
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(message.as_bytes(), &sig)
+        .expect("checkpoint signature");
+}
+
+// === Tests ===
+
+#[tokio::test]
+async fn chain_links_every_record_and_seq_is_contiguous() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 1);
+    for i in 0..20 {
+        assert_eq!(
+            log.append_durable(access(i)).await.unwrap(),
+            2 + 2 * i as u64
+        );
+        log.append(complete(i));
+    }
+    log.append(tls_rejected());
+    log.close().await.unwrap();
+
+    let files = verify(&cfg.dir);
+    let records = all(&files);
+    assert_eq!(records.len(), 42);
+    assert_eq!(records[0]["event"], "lifecycle");
+    assert_eq!(records[1]["event"], "access");
+    assert_eq!(
+        records[1]["client"]["org_name"],
+        "The \"Surgery\"\nLine two"
+    );
+    assert_eq!(records[2]["event"], "complete");
+    assert_eq!(records[41]["event"], "tls_rejected");
+    let times: Vec<&str> = records
+        .iter()
+        .map(|r| r["time"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time follows seq");
+    assert_eq!(log.stats().records_written, 42);
+}
+
+#[tokio::test]
+async fn rotation_keeps_seq_contiguous_across_files_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config::Audit {
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..60 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let before = trail_files(&cfg.dir).len();
+    assert!(before >= 5, "{before} files");
+
+    let log = AuditLog::open(&cfg).unwrap();
+    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 61);
+    for i in 0..20 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+
+    let files = verify(&cfg.dir);
+    assert!(files.len() > before);
+    assert_eq!(all(&files).len(), 81);
+    for path in trail_files(&cfg.dir) {
+        assert!(std::fs::metadata(&path).unwrap().len() <= 4096, "{path:?}");
+    }
+}
+
+#[tokio::test]
+async fn partial_last_line_is_cut_off_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..5 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let path = trail_files(&cfg.dir).pop().unwrap();
+    let good = std::fs::metadata(&path).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(br#"{"seq":6,"time":"2026-11-22T05:08"#)
+        .unwrap();
+    drop(f);
+
+    let log = AuditLog::open(&cfg).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 6);
+    log.close().await.unwrap();
+    assert_eq!(all(&verify(&cfg.dir)).len(), 6);
+}
+
+#[tokio::test]
+async fn a_damaged_last_record_stops_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    log.append_durable(lifecycle("start")).await.unwrap();
+    log.close().await.unwrap();
+    let path = trail_files(&cfg.dir).pop().unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("start", "stop!");
+    std::fs::write(&path, text).unwrap();
+    assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn folder_is_0700_and_files_0600() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config::Audit {
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..20 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cfg.dir), 0o700);
+    let files = trail_files(&cfg.dir);
+    assert!(files.len() > 1);
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{f:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_one_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    let gate = log.shared.hooks.gate();
+    let tasks: Vec<_> = (0..256)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append_durable(access(i)).await })
+        })
+        .collect();
+    // The writer holds the first record and waits at the gate; the rest queue behind it.
+    wait_queued(&log, 256);
+    drop(gate);
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=256).collect::<Vec<u64>>());
+    let stats = log.stats();
+    assert_eq!(
+        (stats.records_written, stats.fsyncs, stats.queue_depth),
+        (256, 1, 0)
+    );
+    assert!(stats.last_fsync_seconds > 0.0);
+    log.close().await.unwrap();
+    verify(&cfg(tmp.path()).dir);
+}
+
+#[tokio::test]
+async fn flush_durability_syncs_only_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config::Audit {
+        durability: Durability::Flush,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..10 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    assert_eq!(log.stats().fsyncs, 0);
+    log.close().await.unwrap();
+    assert_eq!(log.stats().fsyncs, 1);
+    assert_eq!(all(&verify(&cfg.dir)).len(), 10);
+}
+
+#[tokio::test]
+async fn checkpoints_every_n_records_and_at_close_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = signing_key(tmp.path());
+    let cfg = config::Audit {
+        signing_key: Some(key),
+        checkpoint_every: 5,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..12 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+
+    let files = verify(&cfg.dir);
+    let records = all(&files);
+    let checkpoints: Vec<u64> = records
+        .iter()
+        .filter(|r| r["event"] == "checkpoint")
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    // 5 records, checkpoint; 5 records, checkpoint; 2 records, checkpoint at close.
+    assert_eq!(checkpoints, [6, 12, 15]);
+    assert_eq!(records.last().unwrap()["seq"], 15);
+    for r in records.iter().filter(|r| r["event"] == "checkpoint") {
+        verify_checkpoint(r, &public);
+    }
+}
+
+#[tokio::test]
+async fn every_rotated_file_ends_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = signing_key(tmp.path());
+    let cfg = config::Audit {
+        signing_key: Some(key),
+        rotate_bytes: 4096,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..40 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let files = verify(&cfg.dir);
+    assert!(files.len() >= 4);
+    for (records, path) in files.iter().zip(trail_files(&cfg.dir)) {
+        assert!(std::fs::metadata(&path).unwrap().len() <= 4096, "{path:?}");
+        verify_checkpoint(records.last().unwrap(), &public);
+    }
+}
+
+#[test]
+fn interval_checkpoint_signs_records_when_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = signing_key(tmp.path());
+    let cfg = config::Audit {
+        signing_key: Some(key),
+        checkpoint_interval: Duration::from_millis(20),
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    log.append(lifecycle("start"));
+    wait_written(&log, 2);
+    let records = verify(&cfg.dir).concat();
+    assert_eq!(records.len(), 2);
+    verify_checkpoint(&records[1], &public);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(log.close())
+        .unwrap();
+    // Nothing new since the interval checkpoint: close adds none.
+    assert_eq!(all(&verify(&cfg.dir)).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    log.append_durable(lifecycle("start")).await.unwrap();
+    let hooks = &log.shared.hooks;
+
+    hooks.fail.store(true, Ordering::SeqCst);
+    let gate = hooks.gate();
+    log.append(complete(1));
+    let durable = tokio::spawn({
+        let log = log.clone();
+        async move { log.append_durable(access(2)).await }
+    });
+    wait_queued(&log, 2);
+    drop(gate);
+    assert!(matches!(durable.await.unwrap(), Err(AuditError::Io(_))));
+    assert!(!log.is_healthy());
+    assert!(log.append_durable(access(3)).await.is_err());
+    assert!(!log.stats().healthy);
+    // The half-written batch was cut off: only the first record is in the file.
+    assert_eq!(all(&verify(&cfg.dir)).len(), 1);
+
+    hooks.fail.store(false, Ordering::SeqCst);
+    assert_eq!(log.append_durable(access(4)).await.unwrap(), 3);
+    assert!(log.is_healthy());
+    log.close().await.unwrap();
+    let files = verify(&cfg.dir);
+    let records = all(&files);
+    let ids: Vec<&str> = records
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(ids, ["-", "req-1", "req-4"]);
+}
+
+#[tokio::test]
+async fn appends_after_close_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    log.close().await.unwrap();
+    assert!(matches!(
+        log.append_durable(lifecycle("stop")).await,
+        Err(AuditError::Closed)
+    ));
+    assert!(!log.is_healthy());
+    log.close().await.unwrap();
+}
+
+/// Unmounts on drop, so a failing test does not leave a mount behind.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Tmpfs(at.to_path_buf())),
+            other => {
+                eprintln!("skipping: cannot mount a tmpfs at {at:?} ({other:?}); needs root");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn full_disk_fails_closed_and_recovers_when_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mount) = Tmpfs::mount(tmp.path(), "256k") else {
+        return;
+    };
+    let cfg = cfg(&mount.0);
+    let log = AuditLog::open(&cfg).unwrap();
+    log.append_durable(lifecycle("start")).await.unwrap();
+
+    let filler = mount.0.join("filler");
+    let mut f = File::create(&filler).unwrap();
+    while f.write_all(&[0; 4096]).is_ok() {}
+    drop(f);
+
+    // A record may still fit in the file's last page; keep going until the disk says no.
+    let mut refused = None;
+    for i in 0..64 {
+        if let Err(e) = log.append_durable(access(i)).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(refused, Some(AuditError::Io(_))), "{refused:?}");
+    assert!(!log.is_healthy());
+    assert!(log.append_durable(access(99)).await.is_err());
+    verify(&cfg.dir);
+
+    std::fs::remove_file(&filler).unwrap();
+    let seq = log.append_durable(lifecycle("recovered")).await.unwrap();
+    assert!(log.is_healthy());
+    log.close().await.unwrap();
+    let records = verify(&cfg.dir).concat();
+    assert_eq!(records.last().unwrap()["seq"], seq);
+    assert_eq!(records.last().unwrap()["action"], "recovered");
+    drop(mount);
+}
