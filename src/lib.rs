@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: the TOML file, validated once; every error names its key.
 //! - [`tls`]: rustls server config, client-cert verification (CA, CRL, key usage), handshakes.
+//! - [`h1guard`]: HTTP/1 framing that hyper resolves silently, caught for refusal.
 //! - [`identity`]: verified leaf certificate → organisation code, subject, fingerprint.
 //! - [`directory`]: organisations, groups and registered endpoints (config and ODS CSV).
 //! - [`path`]: the one normalised path that is both matched and forwarded.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod forward;
+pub mod h1guard;
 pub mod identity;
 pub mod limit;
 pub mod metrics;

@@ -49,6 +49,8 @@ pub struct Gateway {
 pub struct Conn {
     pub peer: SocketAddr,
     pub identity: Arc<ClientIdentity>,
+    /// HTTP/1 only: the framing verdicts of the request heads read on this connection.
+    pub framing: Option<Arc<crate::h1guard::Verdicts>>,
 }
 
 impl Gateway {
@@ -117,11 +119,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
     let host = request_host(&parts);
     let mut access = access_record(&conn, &parts, &request_id, host.as_deref());
 
-    let admitted = if gw.draining.load(Ordering::Relaxed) {
-        Err(Rejection::ShuttingDown)
-    } else {
-        admit(&snap, &conn, &parts, host.as_deref(), &mut access)
-    };
+    let draining = gw.draining.load(Ordering::Relaxed);
+    let admitted = admit(&snap, &conn, &parts, host.as_deref(), draining, &mut access);
     let fhir = access.class.as_deref() == Some(Class::Epr.as_str());
     match &admitted {
         Ok(a) => {
@@ -232,8 +231,16 @@ fn admit(
     conn: &Conn,
     parts: &http::request::Parts,
     host: Option<&str>,
+    draining: bool,
     access: &mut record::Access,
 ) -> Result<Admitted, Rejection> {
+    // Every HTTP/1 request takes its framing verdict, refused or not, to stay in step.
+    if let Some(why) = conn.framing.as_ref().and_then(|v| v.next()) {
+        return Err(Rejection::BadRequest(why));
+    }
+    if draining {
+        return Err(Rejection::ShuttingDown);
+    }
     check_framing(parts)?;
 
     // Identity: an organisation the gateway knows, or nothing goes further.
@@ -405,11 +412,11 @@ impl RequestIds {
 /// What `caregate explain` reports: the access record the request would get, and the refusal
 /// if there would be one. Runs the same `admit` as live traffic, against a fresh state.
 pub fn explain(snap: &State, identity: ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
-    let conn = Conn { peer: SocketAddr::from(([127, 0, 0, 1], 0)), identity: Arc::new(identity) };
+    let conn = Conn { peer: SocketAddr::from(([127, 0, 0, 1], 0)), identity: Arc::new(identity), framing: None };
     let (parts, ()) = req.into_parts();
     let host = request_host(&parts);
     let mut access = access_record(&conn, &parts, "explain", host.as_deref());
-    match admit(snap, &conn, &parts, host.as_deref(), &mut access) {
+    match admit(snap, &conn, &parts, host.as_deref(), false, &mut access) {
         Ok(a) => {
             access.decision = "allow".into();
             access.reason = "allowed".into();

@@ -207,7 +207,8 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let h2 = session.alpn_protocol() == Some(b"h2");
     let serial = identity.serial.clone();
     let mut reloads = gw.generation.subscribe();
-    let conn = Arc::new(Conn { peer, identity });
+    let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes);
+    let conn = Arc::new(Conn { peer, identity, framing: (!h2).then_some(framing) });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -226,7 +227,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let g = gw.clone();
     let service = service_fn(move |req| crate::proxy::handle(g.clone(), conn.clone(), req));
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     drop(state);
 

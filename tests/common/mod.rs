@@ -124,7 +124,8 @@ pub async fn start_upstream() -> Upstream {
 
 async fn upstream_answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    // Routes may sit under /files/: the fixture's behaviour keys off the rest.
+    let path = parts.uri.path().trim_start_matches("/files").to_string();
     if path.starts_with("/slow") {
         std::future::pending::<()>().await;
     }

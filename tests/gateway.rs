@@ -1,0 +1,349 @@
+//! The gateway end to end: real TLS on loopback, certificates minted per run, a real upstream
+//! that records what it received.
+
+mod common;
+
+use bytes::Bytes;
+use caregate::pki::{Eku, KeyUsage, LeafSpec};
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use time::{Duration, OffsetDateTime};
+
+#[tokio::test]
+async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+
+    // URI SAN, subject OU and a registered endpoint's DNS name.
+    let by_uri = pki.client("A81001");
+    let mut spec = LeafSpec::client("practice system");
+    spec.org_unit = Some("A81002".into());
+    let by_ou = pki.issue(&spec);
+    let mut spec = LeafSpec::client("gpsystem.a81003.example.nhs.uk");
+    spec.dns_names = vec!["gpsystem.a81003.example.nhs.uk".into()];
+    let by_endpoint = pki.issue(&spec);
+
+    for (leaf, org) in [(&by_uri, "A81001"), (&by_ou, "A81002"), (&by_endpoint, "A81003")] {
+        let req = Request::builder()
+            .uri("/fhir/Patient/9990000018")
+            .header("host", "localhost")
+            // Spoofed copies of what only the gateway may set.
+            .header("x-client-org", "RXC")
+            .header("x-client-cert-subject", "CN=evil")
+            .header("x-client-cert-fingerprint", "sha256:00")
+            .header("client-cert", ":AAAA:")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("forwarded", "for=10.0.0.1")
+            .header("x-custom", "kept")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let a = send(gw.addr(), &pki, leaf, false, req).await;
+        assert_eq!(a.status, 200, "{org}: {:?}", a.body);
+        assert_eq!(&a.body[..], b"upstream ok");
+        assert!(a.headers.contains_key("x-request-id"));
+        let seen = up.seen().pop().unwrap();
+        let h = &seen.headers;
+        assert_eq!(h.get_all("x-client-org").iter().collect::<Vec<_>>(), vec![org], "{org}");
+        let fp = format!("sha256:{}", caregate::hex(ring::digest::digest(&ring::digest::SHA256, &leaf.cert_der).as_ref()));
+        assert_eq!(h["x-client-cert-fingerprint"], fp.as_str());
+        assert!(h["x-client-cert-subject"].to_str().unwrap().starts_with("CN="));
+        assert!(h["client-cert"].to_str().unwrap().starts_with(':'));
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["127.0.0.1"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"localhost\";proto=https");
+        assert_eq!(h["x-custom"], "kept");
+        assert_eq!(seen.uri, "/fhir/Patient/9990000018");
+    }
+}
+
+#[tokio::test]
+async fn bad_certificates_are_refused_at_the_handshake() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let now = OffsetDateTime::now_utc();
+
+    let mut expired = LeafSpec::client("expired");
+    expired.uris = vec!["urn:nhs:ods:A81001".into()];
+    expired.not_before = Some(now - Duration::days(30));
+    expired.not_after = Some(now - Duration::days(1));
+    let mut future = expired.clone();
+    future.not_before = Some(now + Duration::days(1));
+    future.not_after = Some(now + Duration::days(30));
+    let mut server_only = LeafSpec::client("server only");
+    server_only.uris = vec!["urn:nhs:ods:A81001".into()];
+    server_only.eku = vec![Eku::ServerAuth];
+    let mut encipher_only = server_only.clone();
+    encipher_only.eku = vec![Eku::ClientAuth];
+    encipher_only.key_usage = vec![KeyUsage::KeyEncipherment];
+    let revoked = pki.client("A81001");
+    pki.revoke(&[revoked.serial]);
+    let rogue = {
+        let mut s = LeafSpec::client("rogue");
+        s.uris = vec!["urn:nhs:ods:A81001".into()];
+        pki.other_ca.issue(&s).unwrap()
+    };
+    let gw = start_gateway(&pki, &up).await;
+
+    let good = pki.client("A81001");
+    assert!(!handshake_refused(gw.addr(), &pki, Some(&good)).await, "a good cert must pass");
+    let forwarded = up.seen().len();
+    let cases = [
+        ("no certificate", None, "no_certificate"),
+        ("another CA", Some(rogue), "unknown_issuer"),
+        ("expired", Some(pki.issue(&expired)), "expired"),
+        ("not yet valid", Some(pki.issue(&future)), "not_yet_valid"),
+        ("revoked", Some(revoked), "revoked"),
+        ("serverAuth-only EKU", Some(pki.issue(&server_only)), "other"),
+        ("keyEncipherment-only key usage", Some(pki.issue(&encipher_only)), "other"),
+    ];
+    for (what, leaf, _) in &cases {
+        assert!(handshake_refused(gw.addr(), &pki, leaf.as_ref()).await, "{what} must be refused");
+    }
+    assert_eq!(up.seen().len(), forwarded, "nothing else reaches the upstream");
+    gw.running.shutdown();
+    let audit = gw.audit_dir.clone();
+    gw.running.wait().await.unwrap();
+    let reasons: Vec<String> = audit_records(&audit)
+        .iter()
+        .filter(|r| r["event"] == "tls_rejected")
+        .map(|r| r["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    for (what, _, reason) in &cases {
+        assert!(reasons.iter().any(|r| r == reason), "{what}: no tls_rejected record with {reason} in {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_have_their_status_and_reason() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    let gp = pki.client("A81001");
+    let unknown = pki.client("ZZZ99");
+    let no_rights = pki.client("B99999");
+    let post = Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+
+    let cases = [
+        (&unknown, get("/fhir/Patient/9990000018"), 403, "unknown_org"),
+        (&no_rights, get("/fhir/Patient/9990000018"), 403, "not_allowed"),
+        (&gp, post, 403, "not_allowed"),
+        (&gp, get("/nowhere"), 404, "no_route"),
+    ];
+    for (leaf, req, status, reason) in cases {
+        let a = send(gw.addr(), &pki, leaf, false, req).await;
+        assert_eq!(a.status, status, "{reason}");
+        let body = a.json();
+        // FHIR routes answer with an OperationOutcome, others with the JSON of SPEC §4.
+        let got = body["error"]
+            .as_str()
+            .or_else(|| body["issue"][0]["details"]["text"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(got, reason);
+    }
+    assert!(up.seen().is_empty(), "refused requests never reach the upstream");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_silent_upstream_is_504() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    // An address nothing listens on: bind, learn the port, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let rest = standard_rest(&up).replace(&up.url(), &format!("http://{dead}"));
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let trust = pki.client("RXC");
+    let a = send(gw.addr(), &pki, &trust, false, get("/files/x")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.json()["error"], "upstream_unavailable");
+
+    let gw = start_gateway(&pki, &up).await;
+    let a = send(gw.addr(), &pki, &trust, false, get("/files/slow")).await;
+    assert_eq!(a.status, 504);
+    assert_eq!(a.json()["error"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn failover_to_the_next_origin_keeps_the_body() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let rest = standard_rest(&up).replace(
+        &format!("urls = [\"{}\"]", up.url()),
+        &format!("urls = [\"http://{dead}\", \"{}\"]", up.url()),
+    );
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let trust = pki.client("RXC");
+    for _ in 0..4 {
+        let body = pattern(100_000);
+        let req = Request::builder()
+            .method("POST")
+            .uri("/files/upload")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let a = send(gw.addr(), &pki, &trust, false, req).await;
+        assert_eq!(a.status, 200);
+    }
+    assert!(up.seen().iter().all(|s| s.body_len == 100_000));
+    assert_eq!(up.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn path_tricks_never_reach_a_route_they_should_not() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    // A81001 may use /files/ and /fhir/ (GET); the trick is to reach /files/ via /fhir/ or
+    // anything else via traversal.
+    let gp = pki.client("A81002");
+    let cases: [(&str, u16, Option<&str>); 9] = [
+        ("/fhir/../files/secret", 403, None),
+        ("/fhir/%2e%2e/files/secret", 403, None),
+        ("/fhir/%2E%2E/%2e%2e/etc/passwd", 400, None),
+        ("/fhir%2f..%2ffiles/secret", 400, None),
+        ("/fhir/..%5cfiles", 400, None),
+        ("/fhir/a%00b", 400, None),
+        ("//fhir//Patient", 200, Some("/fhir/Patient")),
+        ("/fhir/./Patient/%39990000018", 200, Some("/fhir/Patient/9990000018")),
+        ("/fhir/Patient/../Observation?patient=9990000018", 200, Some("/fhir/Observation?patient=9990000018")),
+    ];
+    for (path, status, forwarded) in cases {
+        let before = up.seen().len();
+        let a = raw(
+            gw.addr(),
+            &pki,
+            &gp,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(a.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {a}");
+        let seen = up.seen();
+        match forwarded {
+            Some(p) => assert_eq!(seen.last().unwrap().uri, p, "{path}"),
+            None => assert_eq!(seen.len(), before, "{path} must not be forwarded"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_refused_and_never_forwarded() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    let trust = pki.client("RXC");
+    let cases: [&[u8]; 7] = [
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length:\r\n\r\n",
+        b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n  b\r\n\r\n",
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+    ];
+    for case in cases {
+        let a = raw(gw.addr(), &pki, &trust, case).await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{}: {a:?}", String::from_utf8_lossy(case));
+    }
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
+}
+
+#[tokio::test]
+async fn http2_and_http11_carry_large_bodies_both_ways() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    let trust = pki.client("RXC");
+    let n = 8 << 20;
+    for h2 in [false, true] {
+        let a = send(gw.addr(), &pki, &trust, h2, get(&format!("/files/bytes/{n}"))).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body.len(), n);
+        assert_eq!(&a.body[..], &pattern(n)[..], "download h2={h2}");
+
+        let body = pattern(n);
+        let req = Request::builder()
+            .method("PUT")
+            .uri("https://localhost/files/echo")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let a = send(gw.addr(), &pki, &trust, h2, req).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(&a.body[..], &body[..], "upload h2={h2}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway_with(&pki, "header_timeout = \"300ms\"", &standard_rest(&up)).await;
+    let trust = pki.client("RXC");
+    let mut tls = connect(gw.addr(), &pki, Some(&trust), &[b"http/1.1"]).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(50));
+    for b in head.iter() {
+        interval.tick().await;
+        if tls.write_all(&[*b]).await.is_err() || tls.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+    }
+    if !cut {
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf).await;
+        cut = !String::from_utf8_lossy(&buf).contains("200");
+    }
+    assert!(cut, "the slow head must be cut off");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(up.seen().is_empty());
+}
+
+#[test]
+fn config_errors_name_their_key() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream { addr: Some("127.0.0.1:9".parse().unwrap()), ..Default::default() };
+    let good = config_text(&pki, &dir.path().join("audit"), "", &standard_rest(&up));
+    let cases = [
+        ("bind = \"127.0.0.1:0\"", "bind = \"nonsense\"", "listener.bind"),
+        ("[admin]", "[admin]\nport = 1", "port"),
+        ("durability = \"flush\"", "durability = \"sometimes\"", "audit.durability"),
+        ("connect_timeout = \"1s\"", "connect_timeout = \"1 fortnight\"", "upstream[0].connect_timeout"),
+        ("upstream = \"epr\"\nclass = \"epr\"", "upstream = \"pacs\"\nclass = \"epr\"", "route[0].upstream"),
+        ("class = \"epr\"", "class = \"xray\"", "route[0].class"),
+        ("groups = [\"gp\"]\n  methods", "groups = [\"nobody\"]\n  methods", "route[0].allow[0].groups"),
+        ("org = \"A81003\"", "org = \"NOPE1\"", "endpoint[0].org"),
+        ("server.pem\"", "missing.pem\"", "listener.server_cert"),
+        ("client_ca = [\"", "client_ca = [\"/nonexistent", "listener.client_ca[0]"),
+    ];
+    for (from, to, key) in cases {
+        assert!(good.contains(from), "fixture lacks {from}");
+        let text = good.replacen(from, to, 1);
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = caregate::config::Config::load(&path)
+            .and_then(|c| caregate::state::State::build(c, 0).map(|_| ()))
+            .expect_err(key);
+        let msg = err.to_string();
+        assert!(msg.contains(key), "{key}: {msg}");
+        assert!(!msg.contains('\n'), "one sentence: {msg}");
+    }
+}
