@@ -72,12 +72,17 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body_sha: String,
+    /// When the upstream was told an audit dir: whether this request's `access` record was
+    /// already on disk when the request arrived.
+    pub access_on_disk: Option<bool>,
 }
 
 #[derive(Clone, Default)]
 pub struct Upstream {
     pub addr: Option<SocketAddr>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Set to have the upstream check the audit trail for each request's access record.
+    pub audit_dir: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl Upstream {
@@ -105,14 +110,17 @@ pub async fn start_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut up = Upstream { addr: Some(listener.local_addr().unwrap()), ..Default::default() };
     let seen = up.seen.clone();
+    let audit_dir = up.audit_dir.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
             let seen = seen.clone();
+            let audit_dir = audit_dir.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let seen = seen.clone();
-                    async move { Ok::<_, Infallible>(upstream_answer(req, seen).await) }
+                    let dir = audit_dir.lock().unwrap().clone();
+                    async move { Ok::<_, Infallible>(upstream_answer(req, seen, dir).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
             });
@@ -122,8 +130,16 @@ pub async fn start_upstream() -> Upstream {
     up
 }
 
-async fn upstream_answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+async fn upstream_answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    audit_dir: Option<PathBuf>,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
     let (parts, body) = req.into_parts();
+    let access_on_disk = audit_dir.map(|dir| {
+        let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        audit_records(&dir).iter().any(|r| r["event"] == "access" && r["request_id"] == id.as_str())
+    });
     // Routes may sit under /files/: the fixture's behaviour keys off the rest.
     let path = parts.uri.path().trim_start_matches("/files").to_string();
     if path.starts_with("/slow") {
@@ -136,6 +152,7 @@ async fn upstream_answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) ->
             headers: parts.headers.clone(),
             body_len: 0,
             body_sha: String::new(),
+            access_on_disk,
         });
         let body = body.map_err(std::io::Error::other).boxed();
         return Response::new(body);
@@ -147,6 +164,7 @@ async fn upstream_answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) ->
         headers: parts.headers.clone(),
         body_len: bytes.len(),
         body_sha: sha(&bytes),
+        access_on_disk,
     });
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
         // Streamed in 64 KiB frames so large bodies never sit in memory.
