@@ -13,7 +13,7 @@ mod dev;
 #[cfg(test)]
 mod tests;
 
-pub use dev::{dev, DevClient, DevPki};
+pub use dev::{dev, DevClient, DevPki, SOCIAL_CARE_FQDN};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
