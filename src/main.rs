@@ -135,8 +135,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => {
-            let _ = (dir, ctrl_c);
-            anyhow::bail!("DEMO-PENDING")
+            let opts = caregate::demo::DemoOptions { dir, ephemeral_ports: false };
+            runtime()?.block_on(caregate::demo::run(opts, ctrl_c()))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => Ok(ExitCode::from(caregate::cli::audit(command)?)),
     }

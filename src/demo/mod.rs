@@ -63,6 +63,8 @@ pub enum DemoError {
     },
     #[error("starting the gateway: {0}")]
     Start(#[from] StartError),
+    #[error("stopping the gateway: {0}")]
+    Stop(#[from] crate::audit::AuditError),
 }
 
 /// What [`prepare`] found or made: the config to run, and whether the PKI is new.

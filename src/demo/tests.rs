@@ -421,7 +421,7 @@ fn lexical_paths() {
 }
 
 #[tokio::test]
-#[ignore = "needs server: crate::server::start is still a stub"]
+
 async fn demo_starts_end_to_end_with_ephemeral_ports() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = super::start(DemoOptions {
