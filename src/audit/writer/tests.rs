@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, Request, TlsRejected};
+use crate::config::Durability;
 
 // === Hooks ===
 
