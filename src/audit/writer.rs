@@ -5,7 +5,9 @@
 //! `seq`, `time` and the chain, writes the batch with one `write` and one `fdatasync` (group
 //! commit), and only then answers the batch's waiters. A failed write or sync answers every
 //! waiter with an error, cuts the file back to its last good length and leaves the chain where it
-//! was on disk: no caller ever sees `Ok` for a record that is not durable.
+//! was on disk: no caller ever sees `Ok` for a record that is not durable. Fire-and-forget
+//! records of a failed batch have nobody to tell, so they are kept and go first in the next
+//! attempt; the writer retries on every append and at least once a second.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -612,3 +612,29 @@ async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     assert_eq!(records.last().unwrap()["action"], "recovered");
     drop(mount);
 }
+
+#[tokio::test]
+async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..3 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+
+    // Created by a rotation, crashed before the first record reached it.
+    let empty = cfg.dir.join("audit-000000000004.jsonl");
+    File::create(&empty).unwrap();
+    let log = AuditLog::open(&cfg).unwrap();
+    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 4);
+    log.close().await.unwrap();
+    assert_eq!(
+        verify(&cfg.dir).iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 1]
+    );
+
+    // A name that does not follow on from the trail is refused, not papered over.
+    File::create(cfg.dir.join("audit-000000000009.jsonl")).unwrap();
+    assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
+}
