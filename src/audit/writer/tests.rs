@@ -638,3 +638,14 @@ async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
     File::create(cfg.dir.join("audit-000000000009.jsonl")).unwrap();
     assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
 }
+
+#[test]
+fn handle_and_its_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    send_sync(&log);
+    send(&log.append_durable(lifecycle("start")));
+    send(&log.close());
+}
