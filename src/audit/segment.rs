@@ -116,6 +116,24 @@ pub(crate) fn create(dir: &Path, first_seq: u64) -> io::Result<Segment> {
     Ok(Segment { file, path, len: 0 })
 }
 
+/// Can the disk under `dir` take a write and a sync? Writes and removes `dir/.probe`.
+pub(crate) fn probe(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".probe");
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        // About the size of a few records: enough to need fresh blocks on a full disk.
+        io::Write::write_all(&mut file, &[0; 4096])?;
+        file.sync_data()
+    })();
+    let _ = fs::remove_file(&path);
+    result
+}
+
 /// Finds where the trail in `dir` ends: the newest file, cut back to its last complete line,
 /// and that line's `seq` and `hash`. Creates the folder and the first file for a new trail.
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {

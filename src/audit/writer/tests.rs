@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, Request, TlsRejected};
+use crate::config::Durability;
 
 // === Hooks ===
 
@@ -610,4 +611,41 @@ async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     assert_eq!(records.last().unwrap()["seq"], seq);
     assert_eq!(records.last().unwrap()["action"], "recovered");
     drop(mount);
+}
+
+#[tokio::test]
+async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    for i in 0..3 {
+        log.append_durable(access(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+
+    // Created by a rotation, crashed before the first record reached it.
+    let empty = cfg.dir.join("audit-000000000004.jsonl");
+    File::create(&empty).unwrap();
+    let log = AuditLog::open(&cfg).unwrap();
+    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 4);
+    log.close().await.unwrap();
+    assert_eq!(
+        verify(&cfg.dir).iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 1]
+    );
+
+    // A name that does not follow on from the trail is refused, not papered over.
+    File::create(cfg.dir.join("audit-000000000009.jsonl")).unwrap();
+    assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
+}
+
+#[test]
+fn handle_and_its_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    send_sync(&log);
+    send(&log.append_durable(lifecycle("start")));
+    send(&log.close());
 }
