@@ -100,6 +100,8 @@ fn text(v: serde_json::Value) -> Option<String> {
         return None;
     };
     let s = s.trim();
-    let ok = !s.is_empty() && s.len() <= MAX_VALUE && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    let ok = !s.is_empty()
+        && s.len() <= MAX_VALUE
+        && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
     ok.then(|| s.to_string())
 }

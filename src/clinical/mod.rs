@@ -35,7 +35,10 @@ const SSP_INTERACTION_ID: HeaderName = HeaderName::from_static("ssp-interactioni
 
 /// The identifier systems of an NHS number (GP Connect and Care Connect use https; some older
 /// clients still send http).
-const NHS_SYSTEMS: [&str; 2] = ["https://fhir.nhs.uk/Id/nhs-number", "http://fhir.nhs.uk/Id/nhs-number"];
+const NHS_SYSTEMS: [&str; 2] = [
+    "https://fhir.nhs.uk/Id/nhs-number",
+    "http://fhir.nhs.uk/Id/nhs-number",
+];
 
 /// Parses what it can; never fails and never blocks a request it cannot parse.
 pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> Facts {
@@ -56,7 +59,10 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderM
         f.clinical.token_org = t.org;
         f.clinical.token_practitioner = t.practitioner;
     }
-    f.clinical.interaction = f.spine_interaction.clone().or_else(|| f.fhir_interaction.clone());
+    f.clinical.interaction = f
+        .spine_interaction
+        .clone()
+        .or_else(|| f.fhir_interaction.clone());
     f
 }
 
@@ -82,7 +88,8 @@ fn is_fhir_type(s: &str) -> bool {
 /// A FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
 fn is_fhir_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// `$name` (also sent as `%24name`), the name being `[A-Za-z0-9._-]{1,64}`.
@@ -196,8 +203,12 @@ fn dicom_path(c: &mut Clinical, path: &str) -> bool {
     let mut prev = "";
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         match prev {
-            "studies" if c.study_uid.is_none() && is_uid(seg) => c.study_uid = Some(seg.to_string()),
-            "series" if c.series_uid.is_none() && is_uid(seg) => c.series_uid = Some(seg.to_string()),
+            "studies" if c.study_uid.is_none() && is_uid(seg) => {
+                c.study_uid = Some(seg.to_string())
+            }
+            "series" if c.series_uid.is_none() && is_uid(seg) => {
+                c.series_uid = Some(seg.to_string())
+            }
             _ => {}
         }
         dicom |= matches!(seg, "studies" | "series" | "instances");
@@ -238,13 +249,17 @@ fn query_params(f: &mut Facts, q: &str) {
     for pair in q.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         // Keys are short and rarely encoded; decode only when they are (`patient%3APatient`).
-        let Some(key) = percent_decode(k) else { continue };
+        let Some(key) = percent_decode(k) else {
+            continue;
+        };
         let Some(p) = param(&key) else { continue };
         let Some(v) = percent_decode(v) else { continue };
         match p {
             Param::Identifier => {
                 for item in v.split(',') {
-                    let Some((system, value)) = item.split_once('|') else { continue };
+                    let Some((system, value)) = item.split_once('|') else {
+                        continue;
+                    };
                     if NHS_SYSTEMS.contains(&system) && ten_digits(value) {
                         nhs_number(f, value, true);
                     }

@@ -80,22 +80,46 @@ fn fhir_interactions() {
         (Method::GET, "/fhir/Patient/1", Some("read")),
         (Method::HEAD, "/fhir/Patient/1", Some("read")),
         (Method::GET, "/fhir/Patient/1/_history/2", Some("vread")),
-        (Method::GET, "/fhir/Patient/1/_history", Some("history-instance")),
+        (
+            Method::GET,
+            "/fhir/Patient/1/_history",
+            Some("history-instance"),
+        ),
         (Method::GET, "/fhir/Patient/_history", Some("history-type")),
         (Method::GET, "/fhir/Observation", Some("search-type")),
         (Method::GET, "/fhir/Observation/", Some("search-type")),
-        (Method::POST, "/fhir/Observation/_search", Some("search-type")),
-        (Method::GET, "/fhir/Observation/_search", Some("search-type")),
+        (
+            Method::POST,
+            "/fhir/Observation/_search",
+            Some("search-type"),
+        ),
+        (
+            Method::GET,
+            "/fhir/Observation/_search",
+            Some("search-type"),
+        ),
         (Method::POST, "/fhir/Observation", Some("create")),
         (Method::PUT, "/fhir/Observation/o1", Some("update")),
         (Method::PATCH, "/fhir/Observation/o1", Some("patch")),
         (Method::DELETE, "/fhir/Observation/o1", Some("delete")),
         (Method::PUT, "/fhir/Observation", Some("update")),
         (Method::POST, "/fhir/Patient/$match", Some("$match")),
-        (Method::GET, "/fhir/Patient/1/$everything", Some("$everything")),
-        (Method::GET, "/fhir/Patient/1/%24everything", Some("$everything")),
+        (
+            Method::GET,
+            "/fhir/Patient/1/$everything",
+            Some("$everything"),
+        ),
+        (
+            Method::GET,
+            "/fhir/Patient/1/%24everything",
+            Some("$everything"),
+        ),
         (Method::GET, "/fhir/metadata", Some("capabilities")),
-        (Method::GET, "/B82617/STU3/1/gpconnect/fhir/metadata", Some("capabilities")),
+        (
+            Method::GET,
+            "/B82617/STU3/1/gpconnect/fhir/metadata",
+            Some("capabilities"),
+        ),
         (
             Method::POST,
             "/B82617/STU3/1/gpconnect/fhir/Patient/$gpc.getstructuredrecord",
@@ -130,7 +154,12 @@ fn fhir_type_skips_version_and_ods_segments() {
     let f = get("/R4/DocumentReference/abc.1-2", None);
     assert_eq!(f.clinical.fhir_type.as_deref(), Some("DocumentReference"));
     assert_eq!(f.clinical.fhir_id.as_deref(), Some("abc.1-2"));
-    for p in ["/fhir/STU3", "/fhir/patient/1", "/fhir/Pa7ient/1", "/B82617"] {
+    for p in [
+        "/fhir/STU3",
+        "/fhir/patient/1",
+        "/fhir/Pa7ient/1",
+        "/B82617",
+    ] {
         assert_eq!(get(p, None).clinical.fhir_type, None, "{p}");
     }
 }
@@ -155,7 +184,10 @@ fn identifier_searches() {
         assert_eq!(f.clinical.nhs_number.as_deref(), Some("9990000026"), "{q}");
         assert_eq!(f.invalid_nhs_number, None, "{q}");
     }
-    let f = get("/fhir/Patient", Some(&format!("identifier={sys}|{BAD_CHECK}")));
+    let f = get(
+        "/fhir/Patient",
+        Some(&format!("identifier={sys}|{BAD_CHECK}")),
+    );
     assert_eq!(f.clinical.nhs_number, None);
     assert_eq!(f.invalid_nhs_number.as_deref(), Some(BAD_CHECK));
     // Other systems, other lengths and spaces are not NHS numbers.
@@ -167,7 +199,11 @@ fn identifier_searches() {
         "_id=9990000018",
     ] {
         let f = get("/fhir/Patient", Some(q));
-        assert_eq!((f.clinical.nhs_number, f.invalid_nhs_number), (None, None), "{q}");
+        assert_eq!(
+            (f.clinical.nhs_number, f.invalid_nhs_number),
+            (None, None),
+            "{q}"
+        );
     }
 }
 
@@ -209,8 +245,14 @@ fn path_number_comes_before_query_number() {
 
 #[test]
 fn dicomweb_uids() {
-    let f = get("/dicomweb/studies/1.2.826.0.1.3680043.8.498.1/series/4.5.6/instances", None);
-    assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.826.0.1.3680043.8.498.1"));
+    let f = get(
+        "/dicomweb/studies/1.2.826.0.1.3680043.8.498.1/series/4.5.6/instances",
+        None,
+    );
+    assert_eq!(
+        f.clinical.study_uid.as_deref(),
+        Some("1.2.826.0.1.3680043.8.498.1")
+    );
     assert_eq!(f.clinical.series_uid.as_deref(), Some("4.5.6"));
     assert_eq!(f.clinical.fhir_type, None);
     assert_eq!(f.fhir_interaction, None);
@@ -220,14 +262,32 @@ fn dicomweb_uids() {
     );
     assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.3"));
     assert_eq!(f.clinical.series_uid.as_deref(), Some("7.8.9"));
-    let f = get("/dicomweb/series", Some("0020000D=1.2.3&SeriesInstanceUID=4.5"));
+    let f = get(
+        "/dicomweb/series",
+        Some("0020000D=1.2.3&SeriesInstanceUID=4.5"),
+    );
     assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.3"));
     assert_eq!(f.clinical.series_uid.as_deref(), Some("4.5"));
     let long = "1.".repeat(32) + "1"; // 65 characters
-    for bad in ["1.2.x", ".1.2", "1.2.", "", "1.2,1.3", "<script>", long.as_str()] {
+    for bad in [
+        "1.2.x",
+        ".1.2",
+        "1.2.",
+        "",
+        "1.2,1.3",
+        "<script>",
+        long.as_str(),
+    ] {
         let f = get(&format!("/dicomweb/studies/{bad}/series/{bad}"), None);
-        assert_eq!((f.clinical.study_uid, f.clinical.series_uid), (None, None), "{bad}");
-        let f = get("/dicomweb/studies", Some(&format!("StudyInstanceUID={bad}")));
+        assert_eq!(
+            (f.clinical.study_uid, f.clinical.series_uid),
+            (None, None),
+            "{bad}"
+        );
+        let f = get(
+            "/dicomweb/studies",
+            Some(&format!("StudyInstanceUID={bad}")),
+        );
         assert_eq!(f.clinical.study_uid, None, "{bad}");
     }
     let uid64 = "1.".repeat(31) + "12";
@@ -239,10 +299,15 @@ fn dicomweb_uids() {
 #[test]
 fn spine_headers() {
     let mut h = HeaderMap::new();
-    h.insert("Ssp-TraceID", HeaderValue::from_static("09a01679-2564-0fb4-5129-aecc81ea2706"));
+    h.insert(
+        "Ssp-TraceID",
+        HeaderValue::from_static("09a01679-2564-0fb4-5129-aecc81ea2706"),
+    );
     h.insert(
         "Ssp-InteractionID",
-        HeaderValue::from_static("urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1"),
+        HeaderValue::from_static(
+            "urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1",
+        ),
     );
     let f = parse(
         &Method::POST,
@@ -257,7 +322,10 @@ fn spine_headers() {
     let urn = "urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1";
     assert_eq!(f.spine_interaction.as_deref(), Some(urn));
     assert_eq!(f.clinical.interaction.as_deref(), Some(urn));
-    assert_eq!(f.fhir_interaction.as_deref(), Some("$gpc.getstructuredrecord"));
+    assert_eq!(
+        f.fhir_interaction.as_deref(),
+        Some("$gpc.getstructuredrecord")
+    );
 
     let mut h = HeaderMap::new();
     h.insert("ssp-traceid", HeaderValue::from_static("has space"));
@@ -332,7 +400,10 @@ fn gp_connect_token() {
 
 #[test]
 fn garbage_tokens_give_nothing() {
-    let huge = format!(r#"{{"requesting_organization":{{"identifier":[{{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"A81001"}}]}},"pad":"{}"}}"#, "x".repeat(20_000));
+    let huge = format!(
+        r#"{{"requesting_organization":{{"identifier":[{{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"A81001"}}]}},"pad":"{}"}}"#,
+        "x".repeat(20_000)
+    );
     for payload in [
         "not json",
         "[]",
@@ -346,10 +417,20 @@ fn garbage_tokens_give_nothing() {
         assert_eq!(f.clinical.token_org, None, "{payload:.60}");
         assert_eq!(f.clinical.token_practitioner, None, "{payload:.60}");
     }
-    for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer a", "Bearer ..", "Bearer !!!.***.x"] {
+    for value in [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer ",
+        "Bearer a",
+        "Bearer ..",
+        "Bearer !!!.***.x",
+    ] {
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static(value));
-        assert!(parse(&Method::GET, "/", None, &h).clinical.is_empty(), "{value}");
+        assert!(
+            parse(&Method::GET, "/", None, &h).clinical.is_empty(),
+            "{value}"
+        );
     }
 }
 
@@ -389,11 +470,54 @@ impl Junk {
 #[test]
 fn junk_never_panics_and_never_records_a_bad_number() {
     let pieces = [
-        "/", "//", "%", "%2", "%24", "%7C", "%3A", "%2F", "%FF", "%C3", "%a9", "+", "?", "=", "&", "|", ",",
-        ".", "..", "$", "_history", "_search", "metadata", "Patient", "Observation", "STU3", "studies",
-        "series", "instances", "1.2.3", "9990000018", "9990000019", "999000001", "0", "é", "€", "\u{0}",
-        "identifier=", "https://fhir.nhs.uk/Id/nhs-number|", "patient=", "Patient/", "StudyInstanceUID=",
-        "0020000E=", "patient:Patient=", "subject.identifier=", " ", "\t", "x",
+        "/",
+        "//",
+        "%",
+        "%2",
+        "%24",
+        "%7C",
+        "%3A",
+        "%2F",
+        "%FF",
+        "%C3",
+        "%a9",
+        "+",
+        "?",
+        "=",
+        "&",
+        "|",
+        ",",
+        ".",
+        "..",
+        "$",
+        "_history",
+        "_search",
+        "metadata",
+        "Patient",
+        "Observation",
+        "STU3",
+        "studies",
+        "series",
+        "instances",
+        "1.2.3",
+        "9990000018",
+        "9990000019",
+        "999000001",
+        "0",
+        "é",
+        "€",
+        "\u{0}",
+        "identifier=",
+        "https://fhir.nhs.uk/Id/nhs-number|",
+        "patient=",
+        "Patient/",
+        "StudyInstanceUID=",
+        "0020000E=",
+        "patient:Patient=",
+        "subject.identifier=",
+        " ",
+        "\t",
+        "x",
     ];
     let methods = [
         Method::GET,
@@ -433,7 +557,10 @@ fn junk_never_panics_and_never_records_a_bad_number() {
         if let Some(n) = &f.invalid_nhs_number {
             assert!(ten_digits(n) && !nhs_number_valid(n), "{path:?} {q:?}");
         }
-        for uid in [&f.clinical.study_uid, &f.clinical.series_uid].into_iter().flatten() {
+        for uid in [&f.clinical.study_uid, &f.clinical.series_uid]
+            .into_iter()
+            .flatten()
+        {
             assert!(is_uid(uid));
         }
     }
@@ -447,5 +574,8 @@ fn percent_decoding() {
     assert_eq!(percent_decode("%zz%2").as_deref(), Some("%zz%2"));
     assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
     assert_eq!(percent_decode("%FF"), None);
-    assert!(matches!(percent_decode("plain"), Some(Cow::Borrowed("plain"))));
+    assert!(matches!(
+        percent_decode("plain"),
+        Some(Cow::Borrowed("plain"))
+    ));
 }

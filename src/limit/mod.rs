@@ -225,7 +225,7 @@ impl Limits {
             .iter()
             .map(|m| m.read().unwrap_or_else(|e| e.into_inner()).len())
             .sum();
-        self.rates.len() + slots
+        self.rates.key_count() + slots
     }
 
     pub fn is_empty(&self) -> bool {

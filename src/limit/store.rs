@@ -65,7 +65,7 @@ pub trait RateStore: Send + Sync {
     fn retain_recent(&self) {}
 
     /// Keys held (for tests and metrics); a remote store may answer 0.
-    fn len(&self) -> usize {
+    fn key_count(&self) -> usize {
         0
     }
 }
@@ -175,14 +175,24 @@ where
         self.limiters.store(Arc::new(next));
     }
 
-    fn check_in(&self, key: &OrgKey, class: Class, quota: &RateQuota) -> Option<Result<(), RateLimited>> {
+    fn check_in(
+        &self,
+        key: &OrgKey,
+        class: Class,
+        quota: &RateQuota,
+    ) -> Option<Result<(), RateLimited>> {
         let limiters = self.limiters.load();
         let entry = limiters
             .iter()
             .find(|e| e.class == class && e.quota == quota.quota)?;
-        Some(entry.limiter.check_key(key).map_err(|not_until| RateLimited {
-            retry_after: not_until.wait_time_from(self.clock.now()),
-        }))
+        Some(
+            entry
+                .limiter
+                .check_key(key)
+                .map_err(|not_until| RateLimited {
+                    retry_after: not_until.wait_time_from(self.clock.now()),
+                }),
+        )
     }
 }
 
@@ -208,7 +218,7 @@ where
         }
     }
 
-    fn len(&self) -> usize {
+    fn key_count(&self) -> usize {
         self.limiters.load().iter().map(|e| e.limiter.len()).sum()
     }
 }

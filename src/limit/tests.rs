@@ -29,9 +29,14 @@ fn fake(cfg: &RateLimits) -> (Limits, FakeRelativeClock) {
 fn burst_beyond_limit_is_refused_with_retry_after_and_headers() {
     let (l, _clock) = fake(&cfg(&[(Class::Epr, limit(Some(50.0), Some(100)))]));
     for i in 0..100 {
-        assert!(l.check("A81001", Class::Epr).is_ok(), "request {i} within burst");
+        assert!(
+            l.check("A81001", Class::Epr).is_ok(),
+            "request {i} within burst"
+        );
     }
-    let r = l.check("A81001", Class::Epr).expect_err("101st is over the burst");
+    let r = l
+        .check("A81001", Class::Epr)
+        .expect_err("101st is over the burst");
     assert_eq!(r.retry_after, Duration::from_millis(20)); // one request per 1/50 s
     assert_eq!(r.retry_after_secs(), 1);
     assert_eq!(r.policy, "\"epr\";q=100;w=2");
@@ -136,11 +141,16 @@ fn concurrency_slot_is_freed_on_drop() {
     let (l, _clock) = fake(&cfg(&[(Class::Image, c)]));
     let g1 = l.check("RXC", Class::Image).expect("first");
     let g2 = l.check("RXC", Class::Image).expect("second");
-    let r = l.check("RXC", Class::Image).expect_err("third is over max_concurrent");
+    let r = l
+        .check("RXC", Class::Image)
+        .expect_err("third is over max_concurrent");
     assert_eq!(r.policy, "\"image-concurrency\";q=2");
     assert_eq!(r.state, "\"image-concurrency\";r=0;t=1");
     assert_eq!(r.retry_after_secs(), 1);
-    assert!(l.check("A81001", Class::Image).is_ok(), "other orgs have their own slots");
+    assert!(
+        l.check("A81001", Class::Image).is_ok(),
+        "other orgs have their own slots"
+    );
     drop(g1);
     let g3 = l.check("RXC", Class::Image).expect("slot freed by drop");
     drop((g2, g3));
@@ -153,9 +163,15 @@ fn rate_refusal_gives_the_concurrency_slot_back() {
     c.max_concurrent = Some(1);
     let (l, clock) = fake(&cfg(&[(Class::Image, c)]));
     drop(l.check("RXC", Class::Image).expect("first"));
-    assert!(l.check("RXC", Class::Image).expect_err("rate").policy.starts_with("\"image\""));
+    assert!(l
+        .check("RXC", Class::Image)
+        .expect_err("rate")
+        .policy
+        .starts_with("\"image\""));
     clock.advance(Duration::from_secs(1));
-    let g = l.check("RXC", Class::Image).expect("slot was not leaked by the refusal");
+    let g = l
+        .check("RXC", Class::Image)
+        .expect("slot was not leaked by the refusal");
     drop(g);
 }
 
@@ -220,7 +236,10 @@ fn bandwidth(bytes_per_second: u64) -> RateLimits {
 }
 
 /// A body of `frames` data frames of `size` bytes each.
-fn body(frames: usize, size: usize) -> impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> {
+fn body(
+    frames: usize,
+    size: usize,
+) -> impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> {
     let chunk = Bytes::from(vec![7u8; size]);
     StreamBody::new(futures_util::stream::iter(
         (0..frames).map(move |_| Ok(http_body::Frame::data(chunk.clone()))),
@@ -284,7 +303,10 @@ async fn connections_of_one_org_share_a_bucket_and_two_orgs_do_not() {
     // Two orgs at once: each has its own 1 MiB/s, so 5 MiB takes about 5 s.
     let (a, b) = tokio::join!(transfer("AAA"), transfer("BBB"));
     let (a, b) = (a.expect("task"), b.expect("task"));
-    assert!((4.8..=5.1).contains(&a) && (4.8..=5.1).contains(&b), "{a} {b}");
+    assert!(
+        (4.8..=5.1).contains(&a) && (4.8..=5.1).contains(&b),
+        "{a} {b}"
+    );
     // Two connections of one org share 1 MiB/s: 10 MiB in about 10 s.
     let (a, b) = tokio::join!(transfer("AAA"), transfer("AAA"));
     let (a, b) = (a.expect("task"), b.expect("task"));
