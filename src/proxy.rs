@@ -180,7 +180,9 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
             completion.set_status(resp.status().as_u16());
             completion.finish(outcome);
             gw.metrics.observe_end(route_name.as_deref(), class_name.as_deref(), "allow", resp.status().as_u16(), started);
-            return Ok(resp.map(|b| b.map_err(|e| match e {}).boxed_unsync()));
+            let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
+            resp.headers_mut().insert("x-request-id", rid);
+            return Ok(resp);
         }
     };
     let (mut rparts, rbody) = resp.into_parts();

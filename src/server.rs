@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     audit.append(Event::Lifecycle(record::Lifecycle { action: "start".into(), config_sha256: cfg.sha256.clone() }));
     tracing::info!(%addr, admin = ?admin_addr, "caregate listening");
+    tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, gateway.clone(), shutdown_rx));
     Ok(Running { addr, admin_addr, gateway, shutdown, task, config_path, reload_lock: Default::default() })
 }
@@ -139,6 +140,21 @@ pub fn refresh_cert_metrics(g: &Gateway) {
                 tracing::warn!(crl = %file, "a CRL is past its nextUpdate");
             }
         }
+    }
+}
+
+/// Once a minute: forget limiter state of organisations not seen lately (bounded memory with
+/// many organisations), and refresh certificate expiry gauges and warnings.
+async fn housekeeping(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        gw.state.load().limits.retain_recent();
+        refresh_cert_metrics(&gw);
     }
 }
 
