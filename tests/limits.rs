@@ -1,0 +1,109 @@
+//! Per-organisation limits end to end: 429s with their headers, concurrency slots held by slow
+//! streams, and bandwidth shaping measured on a real transfer.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn a_burst_beyond_the_limit_is_429_while_another_org_still_passes() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let rest = format!(
+        "{}\n[rate_limit.epr]\nrequests_per_second = 0.5\nburst = 3\n",
+        standard_rest(&up)
+    );
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let busy = pki.client("A81001");
+    let other = pki.client("A81002");
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..5 {
+        let a = send(gw.addr(), &pki, &busy, false, get("/fhir/Patient/9990000018")).await;
+        statuses.push(a.status);
+        if a.status == 429 {
+            limited = Some(a);
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    let a = limited.unwrap();
+    let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    assert_eq!(a.headers["ratelimit-policy"], "\"epr\";q=3;w=6");
+    assert!(a.headers["ratelimit"].to_str().unwrap().starts_with("\"epr\";r=0;t="));
+    assert_eq!(a.json()["issue"][0]["code"], "throttled");
+
+    // Another organisation has its own quota.
+    assert_eq!(send(gw.addr(), &pki, &other, false, get("/fhir/Patient/9990000018")).await.status, 200);
+    // Refused requests use no quota and are audited with their reason.
+    assert_eq!(up.seen().len(), 4);
+    gw.running.shutdown();
+    let dir = gw.audit_dir.clone();
+    gw.running.wait().await.unwrap();
+    let limited: Vec<_> = audit_records(&dir)
+        .into_iter()
+        .filter(|r| r["event"] == "access" && r["reason"] == "rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[0]["decision"], "deny");
+}
+
+#[tokio::test]
+async fn max_concurrent_holds_while_slow_streams_are_open() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let rest = format!("{}\n[rate_limit.other]\nmax_concurrent = 2\n", standard_rest(&up));
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let trust = pki.client("RXC");
+
+    // Two downloads whose bodies we do not read: their slots stay taken.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let tls = connect(gw.addr(), &pki, Some(&trust), &[b"http/1.1"]).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let resp = s.send_request(get("/files/bytes/67108864")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        open.push((s, resp));
+    }
+    let a = send(gw.addr(), &pki, &trust, false, get("/files/small")).await;
+    assert_eq!(a.status, 429);
+    assert!(a.headers["ratelimit-policy"].to_str().unwrap().contains("concurrency"));
+
+    // Finishing one stream frees its slot.
+    let (_s, resp) = open.pop().unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 64 << 20);
+    assert_eq!(send(gw.addr(), &pki, &trust, false, get("/files/small")).await.status, 200);
+    // Dropping one mid-stream frees its slot too.
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = send(gw.addr(), &pki, &trust, false, get("/files/small")).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the aborted stream's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shaped_download_takes_the_expected_time() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let rest = format!("{}\n[rate_limit.other]\nbytes_per_second = \"2MiB\"\n", standard_rest(&up));
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let trust = pki.client("RXC");
+    let n = 6 << 20;
+    let started = Instant::now();
+    let a = send(gw.addr(), &pki, &trust, false, get(&format!("/files/bytes/{n}"))).await;
+    let took = started.elapsed();
+    assert_eq!(a.body.len(), n);
+    // 6 MiB at 2 MiB/s: about 3 s, less the bucket's first tenth of a second.
+    assert!(took > Duration::from_millis(2500), "too fast: {took:?}");
+    assert!(took < Duration::from_secs(6), "too slow: {took:?}");
+}
