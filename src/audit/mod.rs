@@ -2,7 +2,11 @@
 //! commit, SHA-256 chain, rotation, signed checkpoints), and the readers the auditor's CLI uses
 //! (verify, query, export).
 
+pub mod export;
+pub mod query;
+pub mod read;
 pub mod record;
+pub mod verify;
 mod writer;
 
 pub use record::Event;
