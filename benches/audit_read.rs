@@ -44,8 +44,7 @@ fn bench(c: &mut Criterion) {
                 patient: Some(black_box("9000000009").into()),
                 ..Default::default()
             };
-            query::query(dir.path(), &f, query::Format::Table, &mut std::io::sink())
-                .expect("query")
+            query::query(dir.path(), &f, query::Format::Table, &mut std::io::sink()).expect("query")
         })
     });
     g.bench_function("export_patient_fhir", |b| {

@@ -118,12 +118,13 @@ fn parse_bound(s: &str, flag: &str, until: bool) -> Result<OffsetDateTime, Query
             t
         });
     }
-    let date = Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| {
+    let date = Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).map_err(
+        |_| {
             QueryError::BadFilter(format!(
                 "{flag} must be RFC 3339 (2026-11-22T05:08:59Z) or a date (2026-11-22), not {s:?}"
             ))
-        })?;
+        },
+    )?;
     let start = date.midnight().assume_utc();
     Ok(if until {
         start + Duration::days(1)
@@ -139,7 +140,11 @@ pub enum QueryError {
     #[error("{0}")]
     BadFilter(String),
     #[error("{file} line {line}: {why}")]
-    Malformed { file: String, line: u64, why: String },
+    Malformed {
+        file: String,
+        line: u64,
+        why: String,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -318,8 +323,9 @@ fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<boo
                 .and_then(|c| c.nhs_number.as_ref())
                 .is_some_and(|n| *n.0 == *p)
         })
-        && f.decision
-            .map_or(true, |d| env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str()));
+        && f.decision.map_or(true, |d| {
+            env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str())
+        });
     if !ok || (f.since.is_none() && f.until.is_none()) {
         return Ok(ok);
     }
@@ -492,7 +498,9 @@ const CSV_COLUMNS: &[Column] = &[
         Cow::Borrowed(r.complete.as_ref().map_or("", |c| &c.outcome))
     }),
     ("bytes_in", |r| num(r.complete.as_ref().map(|c| c.bytes_in))),
-    ("bytes_out", |r| num(r.complete.as_ref().map(|c| c.bytes_out))),
+    ("bytes_out", |r| {
+        num(r.complete.as_ref().map(|c| c.bytes_out))
+    }),
     ("duration_ms", |r| {
         num(r.complete.as_ref().map(|c| c.duration_ms))
     }),
@@ -537,10 +545,7 @@ const MAX_WIDTH: usize = 48;
 
 impl Table {
     fn push(&mut self, out: &mut impl Write, row: Row) -> Result<(), QueryError> {
-        let cells: Vec<String> = TABLE_COLUMNS
-            .iter()
-            .map(|c| clean((c.1)(&row)))
-            .collect();
+        let cells: Vec<String> = TABLE_COLUMNS.iter().map(|c| clean((c.1)(&row))).collect();
         match &self.widths {
             Some(w) => write_table_line(out, w, &cells)?,
             None => {
@@ -581,7 +586,11 @@ fn clean(s: Cow<'_, str>) -> String {
         .collect()
 }
 
-fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
+fn write_table_line(
+    out: &mut impl Write,
+    widths: &[usize],
+    cells: &[String],
+) -> std::io::Result<()> {
     let last = cells.len().saturating_sub(1);
     for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
         if i == last {

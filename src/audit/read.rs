@@ -130,47 +130,45 @@ impl Lines {
 
     /// The next file boundary or line; `None` at the end of the last file.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, ReadError> {
-        loop {
-            if let Some((index, reader, line_no)) = &mut self.current {
-                self.buf.clear();
-                let n = reader
-                    .read_until(b'\n', &mut self.buf)
-                    .map_err(|source| ReadError::Io {
-                        path: self.files[*index].path.clone(),
-                        source,
-                    })?;
-                if n > 0 {
-                    *line_no += 1;
-                    let terminated = self.buf.last() == Some(&b'\n');
-                    let end = self.buf.len() - usize::from(terminated);
-                    let pos = Position {
-                        file: &self.files[*index],
-                        file_index: *index,
-                        line: *line_no,
-                    };
-                    return Ok(Some(Item::Line {
-                        pos,
-                        bytes: &self.buf[..end],
-                        terminated,
-                    }));
-                }
-                self.current = None;
+        if let Some((index, reader, line_no)) = &mut self.current {
+            self.buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| ReadError::Io {
+                    path: self.files[*index].path.clone(),
+                    source,
+                })?;
+            if n > 0 {
+                *line_no += 1;
+                let terminated = self.buf.last() == Some(&b'\n');
+                let end = self.buf.len() - usize::from(terminated);
+                let pos = Position {
+                    file: &self.files[*index],
+                    file_index: *index,
+                    line: *line_no,
+                };
+                return Ok(Some(Item::Line {
+                    pos,
+                    bytes: &self.buf[..end],
+                    terminated,
+                }));
             }
-            let Some(file) = self.files.get(self.next_file) else {
-                return Ok(None);
-            };
-            let handle = File::open(&file.path).map_err(|source| ReadError::Io {
-                path: file.path.clone(),
-                source,
-            })?;
-            self.current = Some((
-                self.next_file,
-                BufReader::with_capacity(READ_BUFFER, handle),
-                0,
-            ));
-            self.next_file += 1;
-            return Ok(Some(Item::FileStart(&self.files[self.next_file - 1])));
+            self.current = None;
         }
+        let Some(file) = self.files.get(self.next_file) else {
+            return Ok(None);
+        };
+        let handle = File::open(&file.path).map_err(|source| ReadError::Io {
+            path: file.path.clone(),
+            source,
+        })?;
+        self.current = Some((
+            self.next_file,
+            BufReader::with_capacity(READ_BUFFER, handle),
+            0,
+        ));
+        self.next_file += 1;
+        Ok(Some(Item::FileStart(file)))
     }
 }
 
@@ -186,10 +184,19 @@ mod tests {
         assert_eq!(parse_name("audit-1.jsonl.tmp"), None);
         assert_eq!(parse_name("audit-+1.jsonl"), None);
         let dir = tempfile::tempdir().unwrap();
-        for n in ["audit-100.jsonl", "audit-000000000001.jsonl", "audit-20.jsonl", "x.txt"] {
+        for n in [
+            "audit-100.jsonl",
+            "audit-000000000001.jsonl",
+            "audit-20.jsonl",
+            "x.txt",
+        ] {
             std::fs::write(dir.path().join(n), "").unwrap();
         }
-        let seqs: Vec<u64> = list_files(dir.path()).unwrap().iter().map(|f| f.first_seq).collect();
+        let seqs: Vec<u64> = list_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|f| f.first_seq)
+            .collect();
         assert_eq!(seqs, [1, 20, 100]);
     }
 

@@ -63,7 +63,11 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "intact: {} records, {} files, ", self.records, self.files)?;
+        write!(
+            f,
+            "intact: {} records, {} files, ",
+            self.records, self.files
+        )?;
         if self.signatures_checked {
             write!(f, "{} checkpoints verified", self.checkpoints)?;
         } else {
@@ -158,10 +162,7 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], String> {
     let begin = "-----BEGIN PUBLIC KEY-----";
     let end = "-----END PUBLIC KEY-----";
-    let start = text
-        .find(begin)
-        .ok_or("not a PEM \"PUBLIC KEY\" file")?
-        + begin.len();
+    let start = text.find(begin).ok_or("not a PEM \"PUBLIC KEY\" file")? + begin.len();
     let stop = text[start..]
         .find(end)
         .ok_or("PEM \"PUBLIC KEY\" block has no END line")?
@@ -297,9 +298,8 @@ impl Chain<'_> {
                 )
             } else if seq > self.next_seq {
                 format!(
-                    "expected seq {}, found {seq}: {} records are missing (lines deleted?)",
-                    self.next_seq,
-                    seq - self.next_seq
+                    "expected seq {}, found {seq}: records are missing or out of order",
+                    self.next_seq
                 )
             } else {
                 format!(
@@ -344,7 +344,8 @@ impl Chain<'_> {
         }
 
         if head.event == "checkpoint" {
-            self.check_checkpoint(&head).map_err(|p| broken(Some(seq), p))?;
+            self.check_checkpoint(&head)
+                .map_err(|p| broken(Some(seq), p))?;
             self.checkpoints += 1;
             self.last_checkpoint_seq = Some(seq);
         }
@@ -396,7 +397,9 @@ impl Chain<'_> {
             if sealed < last_seq {
                 let n = last_seq - sealed;
                 let problem = match self.last_checkpoint_seq {
-                    Some(at) => format!("unsealed tail: {n} records after the last checkpoint (seq {at})"),
+                    Some(at) => {
+                        format!("unsealed tail: {n} records after the last checkpoint (seq {at})")
+                    }
                     None => format!("unsealed tail: {n} records and no checkpoint"),
                 };
                 if !opts.allow_unsealed_tail {
@@ -469,7 +472,10 @@ mod tests {
         der.extend_from_slice(pair.public_key().as_ref());
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
         let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
-        assert_eq!(parse_public_key_pem(&pem).unwrap(), pair.public_key().as_ref());
+        assert_eq!(
+            parse_public_key_pem(&pem).unwrap(),
+            pair.public_key().as_ref()
+        );
         assert!(parse_public_key_pem("hello").is_err());
         let short = pem.replace(&b64, &b64[..20]);
         assert!(parse_public_key_pem(&short).is_err());
