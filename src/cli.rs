@@ -1,8 +1,11 @@
 //! The text behind the commands that are not the gateway itself: `check`'s summary,
 //! `explain`, and the auditor's `audit` commands.
 
+use crate::audit::{export, query, verify};
 use crate::state::State;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
 
 /// `caregate check`: a short summary of what was loaded.
 pub fn check_summary(s: &State) -> String {
@@ -117,17 +120,120 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
 /// The auditor's commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole trail: chain, sequence, checkpoints.
+    /// Check the whole trail: chain, sequence, checkpoints. Exit 0 intact, 1 broken, 2 unusable.
     Verify {
-        dir: std::path::PathBuf,
+        dir: PathBuf,
+        /// Ed25519 public key (PEM) to check checkpoint signatures and a sealed tail.
         #[arg(long)]
-        public_key: Option<std::path::PathBuf>,
+        public_key: Option<PathBuf>,
+        /// With --public-key: accept records after the last checkpoint (a live trail).
+        #[arg(long)]
+        allow_unsealed_tail: bool,
+    },
+    /// One row per request (access and completion joined), filtered.
+    Query {
+        dir: PathBuf,
+        #[command(flatten)]
+        filters: FilterArgs,
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// FHIR R4 AuditEvent resources (IHE BALP shape) as NDJSON.
+    Export {
+        dir: PathBuf,
+        #[arg(long, default_value = "fhir")]
+        format: String,
+        #[command(flatten)]
+        filters: FilterArgs,
     },
 }
 
-/// Runs an audit command; returns the exit code.
-pub fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
-    match cmd {
-        AuditCommand::Verify { .. } => anyhow::bail!("not yet"),
+/// Filters shared by `query` and `export`; all given ones must match.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// ODS code of the client organisation.
+    #[arg(long)]
+    org: Option<String>,
+    /// NHS number.
+    #[arg(long)]
+    patient: Option<String>,
+    /// DICOM study instance UID.
+    #[arg(long)]
+    study: Option<String>,
+    #[arg(long)]
+    route: Option<String>,
+    /// allow or deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// RFC 3339 time or a date (2026-11-22).
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 time (inclusive) or a date (the whole day).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    request_id: Option<String>,
+}
+
+impl FilterArgs {
+    fn parse(self) -> Result<query::Filters, query::QueryError> {
+        Ok(query::Filters {
+            org: self.org.map(|o| o.to_ascii_uppercase()),
+            patient: self.patient,
+            study: self.study,
+            route: self.route,
+            decision: self.decision.as_deref().map(str::parse).transpose()?,
+            since: self.since.as_deref().map(query::parse_since).transpose()?,
+            until: self.until.as_deref().map(query::parse_until).transpose()?,
+            request_id: self.request_id,
+        })
+    }
+}
+
+/// Runs an audit command and returns its exit code; errors are printed as one sentence.
+pub fn audit(cmd: AuditCommand) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let code = match cmd {
+        AuditCommand::Verify { dir, public_key, allow_unsealed_tail } => {
+            let args = verify::VerifyArgs { dir, public_key, options: verify::VerifyOptions { allow_unsealed_tail } };
+            match verify::run(&args, &mut out) {
+                Ok(_) => 0,
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("caregate audit verify: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+        AuditCommand::Query { dir, filters, format } => {
+            let result = filters.parse().and_then(|filters| {
+                let format = format.parse()?;
+                query::run(&query::QueryArgs { dir, filters, format }, &mut out)
+            });
+            query_exit(result, "query")
+        }
+        AuditCommand::Export { dir, format, filters } => {
+            if format != "fhir" {
+                eprintln!("caregate audit export: --format must be fhir, not {format:?}");
+                return 2;
+            }
+            let result = filters.parse().and_then(|filters| export::run(&export::ExportArgs { dir, filters }, &mut out));
+            query_exit(result, "export")
+        }
+    };
+    let _ = out.flush();
+    code
+}
+
+fn query_exit(result: Result<u64, query::QueryError>, what: &str) -> u8 {
+    match result {
+        Ok(_) => 0,
+        // `| head` closing the pipe is not an error worth a message.
+        Err(query::QueryError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("caregate audit {what}: {e}");
+            e.exit_code()
+        }
     }
 }

@@ -4,8 +4,12 @@
 
 mod chain;
 mod checkpoint;
+pub mod export;
+pub mod query;
+pub mod read;
 pub mod record;
 mod segment;
+pub mod verify;
 mod writer;
 
 #[doc(hidden)]
