@@ -91,7 +91,7 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
                 let org = access.client.org.as_deref().unwrap_or("");
                 match s.config.rate_limits.for_org(org, class) {
                     Some(l) => {
-                        let _ = writeln!(out, "rate limit   class {c}: {l:?}");
+                        let _ = writeln!(out, "rate limit   class {c}: {}", describe_limit(&l));
                     }
                     None => {
                         let _ = writeln!(out, "rate limit   class {c}: not limited");
@@ -115,6 +115,23 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
         }
     }
     Ok(out)
+}
+
+fn describe_limit(l: &crate::config::ClassLimit) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = l.requests_per_second {
+        parts.push(format!("{r} requests/s"));
+    }
+    if let Some(b) = l.burst {
+        parts.push(format!("burst {b}"));
+    }
+    if let Some(m) = l.max_concurrent {
+        parts.push(format!("{m} in flight"));
+    }
+    if let Some(b) = l.bytes_per_second {
+        parts.push(format!("{:.1} MiB/s", b as f64 / f64::from(1 << 20)));
+    }
+    parts.join(", ")
 }
 
 /// The auditor's commands.
