@@ -9,6 +9,8 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// One verdict per request head, in arrival order; `broken` once framing was lost.
@@ -59,16 +61,20 @@ pin_project_lite::pin_project! {
         state: State,
         verdicts: Arc<Verdicts>,
         max_head: usize,
+        header_timeout: Duration,
+        // Armed while a head is being read.
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
 impl<IO> Guarded<IO> {
     /// `http1`: track framing (HTTP/2 frames its own messages; the wrapper then only passes
     /// bytes through).
-    pub fn new(inner: IO, http1: bool, max_head: usize) -> (Self, Arc<Verdicts>) {
+    pub fn new(inner: IO, http1: bool, max_head: usize, header_timeout: Duration) -> (Self, Arc<Verdicts>) {
         let verdicts = Arc::new(Verdicts::default());
         let state = if http1 { State::Head(Vec::new()) } else { State::Off };
-        (Guarded { inner, state, verdicts: verdicts.clone(), max_head }, verdicts)
+        let guarded = Guarded { inner, state, verdicts: verdicts.clone(), max_head, header_timeout, deadline: None };
+        (guarded, verdicts)
     }
 }
 
@@ -80,6 +86,19 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
         if let Poll::Ready(Ok(())) = &res {
             let new = &buf.filled()[before..];
             feed(this.state, this.verdicts, *this.max_head, new);
+            let mid_head = matches!(this.state, State::Head(b) if !b.is_empty());
+            match (mid_head, this.deadline.is_some()) {
+                (true, false) => {
+                    *this.deadline = Some(Box::pin(tokio::time::sleep(*this.header_timeout)));
+                }
+                (false, true) => *this.deadline = None,
+                _ => {}
+            }
+        }
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")));
+            }
         }
         res
     }

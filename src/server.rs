@@ -223,14 +223,16 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let h2 = session.alpn_protocol() == Some(b"h2");
     let serial = identity.serial.clone();
     let mut reloads = gw.generation.subscribe();
-    let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes);
+    let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
     let conn = Arc::new(Conn { peer, identity, framing: (!h2).then_some(framing) });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(l.header_timeout)
+        // hyper's timer also runs while a keep-alive connection waits for its next request, so
+        // it is the idle timeout; the head's own deadline is kept by h1guard.
+        .header_read_timeout(l.idle_timeout + l.header_timeout)
         .max_buf_size(l.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
