@@ -310,7 +310,7 @@ pub fn for_each_row(
 fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<bool, String> {
     fn eq(want: &Option<String>, have: Option<&Str<'_>>) -> bool {
         want.as_deref()
-            .map_or(true, |w| have.is_some_and(|h| *h.0 == *w))
+            .is_none_or(|w| have.is_some_and(|h| *h.0 == *w))
     }
     let client_org = env.client.as_ref().and_then(|c| c.org.as_ref());
     let clinical = env.clinical.as_ref();
@@ -318,12 +318,12 @@ fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<boo
         && eq(&f.route, env.route.as_ref())
         && eq(&f.request_id, env.request_id.as_ref())
         && eq(&f.study, clinical.and_then(|c| c.study_uid.as_ref()))
-        && patient.map_or(true, |p| {
+        && patient.is_none_or(|p| {
             clinical
                 .and_then(|c| c.nhs_number.as_ref())
                 .is_some_and(|n| *n.0 == *p)
         })
-        && f.decision.map_or(true, |d| {
+        && f.decision.is_none_or(|d| {
             env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str())
         });
     if !ok || (f.since.is_none() && f.until.is_none()) {
@@ -331,7 +331,7 @@ fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<boo
     }
     let time = OffsetDateTime::parse(&env.time.0, &Rfc3339)
         .map_err(|e| format!("bad time {:?}: {e}", env.time.0))?;
-    Ok(f.since.map_or(true, |s| time >= s) && f.until.map_or(true, |u| time < u))
+    Ok(f.since.is_none_or(|s| time >= s) && f.until.is_none_or(|u| time < u))
 }
 
 // === borrowed views of a line ===
