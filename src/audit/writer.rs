@@ -87,13 +87,16 @@ impl AuditLog {
 
     fn start(cfg: &config::Audit, signer: Option<Signer>) -> Result<AuditLog, AuditError> {
         let recovered = segment::recover(&cfg.dir)?;
+        let lock = lock_trail(&cfg.dir)?;
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Release);
         let writer = Writer::new(cfg, signer, recovered, shared.clone());
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))?;
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+            // The lock is held for as long as this thread writes.
+            let _lock = lock;
+            writer.run(rx)
+        })?;
         Ok(AuditLog { tx, shared })
     }
 
@@ -167,5 +170,21 @@ impl AuditLog {
                 false => Err(AuditError::Closed),
             },
         )
+    }
+}
+
+/// One writer per trail: two processes appending to one folder would fork the chain. An
+/// advisory lock on `<dir>/.lock` refuses the second one.
+fn lock_trail(dir: &std::path::Path) -> Result<std::fs::File, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Invalid(format!(
+            "{} is locked: another caregate is writing this audit trail",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Io(e)),
     }
 }

@@ -649,3 +649,22 @@ fn handle_and_its_futures_can_cross_threads() {
     send(&log.append_durable(lifecycle("start")));
     send(&log.close());
 }
+
+#[test]
+fn a_second_writer_on_the_same_trail_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::config::Audit::in_dir(dir.path().join("trail"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let first = AuditLog::open(&cfg).unwrap();
+        let second = AuditLog::open(&cfg);
+        assert!(matches!(second, Err(AuditError::Invalid(ref m)) if m.contains("locked")), "{:?}", second.err());
+        first.close().await.unwrap();
+    });
+    // Once the first writer's thread has stopped, the trail can be opened again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.block_on(async { AuditLog::open(&cfg) }).is_err() {
+        assert!(Instant::now() < deadline, "the lock was never released");
+        std::thread::yield_now();
+    }
+}
