@@ -120,6 +120,11 @@ impl Completion {
         self.on_complete = Some(Box::new(f));
     }
 
+    /// For a request whose access record was never written: no completion either.
+    pub fn cancel(&mut self) {
+        self.done = true;
+    }
+
     pub fn finish(&mut self, outcome: &str) {
         if self.done {
             return;

@@ -143,6 +143,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
         (Err(r), Ok(_)) => return Ok(refuse(&gw, r, &request_id, fhir, completion, (route_name, class_name), started)),
         (_, Err(e)) => {
             tracing::error!(request_id = %request_id, error = %e, "audit record could not be made durable");
+            // No access record, so no completion either: an orphan would only confuse auditors.
+            completion.cancel();
             return Ok(refuse(&gw, Rejection::AuditUnavailable, &request_id, fhir, completion, (route_name, class_name), started));
         }
     };
