@@ -137,11 +137,7 @@ async fn independent_verifier_catches_a_changed_byte() {
     let dir = gw.audit_dir.clone();
     gw.running.wait().await.unwrap();
     assert!(independent_verify(&dir).is_ok());
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .unwrap();
+    let file = first_trail_file(&dir);
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("9990000018", "9990000026", 1)).unwrap();
     let first_bad = text.lines().position(|l| l.contains("9990000018")).unwrap() as u64 + 1;

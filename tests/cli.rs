@@ -90,11 +90,7 @@ async fn audit_commands_on_a_real_trail() {
     assert_eq!(event["resourceType"], "AuditEvent");
 
     // Tamper with one record: verify names it and exits 1.
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .unwrap();
+    let file = common::first_trail_file(&dir);
     let body = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, body.replacen("B99999", "A81001", 1)).unwrap();
     let out = caregate(&here, &["audit", "verify", trail]);

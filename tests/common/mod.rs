@@ -409,3 +409,14 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(&l).ok())
         .collect()
 }
+
+/// The first `.jsonl` file of a trail (for tampering tests).
+pub fn first_trail_file(dir: &Path) -> PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files.remove(0)
+}
