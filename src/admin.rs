@@ -9,23 +9,38 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+/// Serves the admin listener until `stop` (after the drain, so that `/readyz` answers 503 while
+/// it lasts). `accepting` is true while the TLS listener accepts connections.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    accepting: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = shutdown.changed() => return,
         };
         let gw = gw.clone();
+        let accepting = accepting.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(answer(&gw, &req)) }
+                let (gw, accepting) = (gw.clone(), accepting.clone());
+                async move { Ok::<_, Infallible>(answer(&gw, accepting.load(Ordering::Relaxed), &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -36,7 +51,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch:
     }
 }
 
-fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(gw: &Gateway, accepting: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -51,11 +66,13 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let audit_ok = gw.audit.is_healthy();
             let draining = gw.draining.load(Ordering::Relaxed);
             let upstreams = !gw.state.load().upstreams.is_empty();
-            if audit_ok && !draining && upstreams {
+            if audit_ok && accepting && !draining && upstreams {
                 text(StatusCode::OK, "ready\n".into())
             } else {
                 let why = if draining {
                     "draining"
+                } else if !accepting {
+                    "not listening yet"
                 } else if !audit_ok {
                     "audit trail not writable"
                 } else {
@@ -69,8 +86,9 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             gw.metrics.audit_healthy.set(i64::from(stats.healthy));
             gw.metrics.audit_queue_depth.set(stats.queue_depth as i64);
             gw.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds);
+            gw.metrics.draining.set(i64::from(gw.draining.load(Ordering::Relaxed)));
             crate::server::refresh_cert_metrics(gw);
-            let mut r = text(StatusCode::OK, gw.metrics.encode());
+            let mut r = text(StatusCode::OK, gw.metrics.encode_with(&stats));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -102,10 +102,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -150,18 +147,24 @@ async fn ctrl_c() {
 /// `caregate run`: serve until SIGTERM/SIGINT, reloading on SIGHUP.
 async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let running = caregate::server::start(config).await?;
+    // Handlers first: a signal that arrives as soon as "caregate listening" is logged must not
+    // meet the default action (which would kill the process mid-write).
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    loop {
+    let running = caregate::server::start(config).await?;
+    let signal = loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = running.reload().await; }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // Logged, audited and counted inside; a refused config leaves the old one serving.
+                let _ = running.reload().await;
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
         }
-    }
-    tracing::info!("draining");
+    };
+    tracing::info!(signal, "shutting down: no new connections, in-flight requests may finish");
     running.shutdown();
     running.wait().await?;
     tracing::info!("stopped");

@@ -2,7 +2,7 @@
 //! anything else that could hold a patient identifier.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -61,6 +61,8 @@ pub struct Metrics {
     pub audit_fsync_seconds: Gauge<f64, AtomicU64>,
     pub server_cert_expiry_seconds: Gauge,
     pub crl_next_update_seconds: Family<FileLabels, Gauge>,
+    /// 1 from SIGTERM until exit.
+    pub draining: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +83,7 @@ impl Default for Metrics {
             audit_fsync_seconds: Gauge::default(),
             server_cert_expiry_seconds: Gauge::default(),
             crl_next_update_seconds: Family::default(),
+            draining: Gauge::default(),
         }
     }
 }
@@ -101,7 +104,7 @@ impl Metrics {
         r.register("reloads", "Config reloads by result", self.reloads.clone());
         r.register("audit_healthy", "1 while the audit trail can be written", self.audit_healthy.clone());
         r.register("audit_queue_depth", "Audit records waiting to be written", self.audit_queue_depth.clone());
-        r.register("audit_fsync_seconds", "Duration of the last audit fsync", self.audit_fsync_seconds.clone());
+        r.register("audit_fsync_seconds", "Duration of the latest audit fsync", self.audit_fsync_seconds.clone());
         r.register(
             "server_cert_expiry_seconds",
             "Seconds until the server certificate expires",
@@ -112,6 +115,7 @@ impl Metrics {
             "Seconds until each CRL's nextUpdate (negative: stale)",
             self.crl_next_update_seconds.clone(),
         );
+        r.register("draining", "1 while draining for shutdown", self.draining.clone());
         r
     }
 
@@ -122,9 +126,7 @@ impl Metrics {
     pub fn observe_end(&self, route: Option<&str>, class: Option<&str>, decision: &str, status: u16, started: Instant) {
         self.in_flight.dec();
         let route = route.unwrap_or("").to_string();
-        self.latency
-            .get_or_create(&RouteLabels { route: route.clone() })
-            .observe(started.elapsed().as_secs_f64());
+        self.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
                 route,
@@ -141,9 +143,7 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, upstream: &str) {
-        self.upstream_errors
-            .get_or_create(&UpstreamLabels { upstream: upstream.to_string() })
-            .inc();
+        self.upstream_errors.get_or_create(&UpstreamLabels { upstream: upstream.to_string() }).inc();
     }
 
     pub fn rate_limited(&self) {
@@ -151,9 +151,7 @@ impl Metrics {
     }
 
     pub fn tls_rejected(&self, reason: &str) {
-        self.tls_rejections
-            .get_or_create(&ReasonLabels { reason: reason.to_string() })
-            .inc();
+        self.tls_rejections.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     pub fn reload(&self, ok: bool) {
@@ -163,8 +161,22 @@ impl Metrics {
 
     /// Renders the Prometheus text format.
     pub fn encode(&self) -> String {
+        self.render(self.registry())
+    }
+
+    /// Renders the Prometheus text format with the audit writer's running totals (counted by
+    /// the writer itself, read at scrape time): records written and fsyncs, whose rate beside
+    /// `audit_fsync_seconds` shows how well group commit is batching.
+    pub fn encode_with(&self, audit: &crate::audit::AuditStats) -> String {
+        let mut r = self.registry();
+        r.register("audit_records", "Audit records written", ConstCounter::new(audit.records_written));
+        r.register("audit_fsyncs", "Audit fsyncs (group commits)", ConstCounter::new(audit.fsyncs));
+        self.render(r)
+    }
+
+    fn render(&self, registry: Registry) -> String {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -34,6 +34,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
+    /// Stops the admin listener once the drain is over (it answers `/readyz` 503 meanwhile).
+    admin_stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     config_path: PathBuf,
     /// Serialises reloads.
@@ -46,37 +48,52 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = State::build(config, 0)?;
     let cfg = state.config.clone();
     let audit = AuditLog::open(&cfg.audit)?;
-    let listener = TcpListener::bind(cfg.listener.bind)
-        .await
-        .map_err(|source| StartError::Bind { key: "listener.bind", addr: cfg.listener.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { key: "listener.bind", addr: cfg.listener.bind, source })?;
+    let listener = TcpListener::bind(cfg.listener.bind).await.map_err(|source| StartError::Bind {
+        key: "listener.bind",
+        addr: cfg.listener.bind,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        key: "listener.bind",
+        addr: cfg.listener.bind,
+        source,
+    })?;
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
-    refresh_cert_metrics(&gateway);
+    check_cert_expiry(&gateway);
 
+    // True while the TLS listener accepts: `/readyz` is 503 before and after (drain).
+    let accepting = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let admin_addr = match &cfg.admin {
         Some(a) => {
-            let l = TcpListener::bind(a.bind)
-                .await
-                .map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
-            let admin_addr = l.local_addr().map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
-            tokio::spawn(crate::admin::serve(l, gateway.clone(), shutdown_rx.clone()));
+            let l = TcpListener::bind(a.bind).await.map_err(|source| StartError::Bind {
+                key: "admin.bind",
+                addr: a.bind,
+                source,
+            })?;
+            let admin_addr =
+                l.local_addr().map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
+            tokio::spawn(crate::admin::serve(l, gateway.clone(), accepting.clone(), admin_stop_rx));
             Some(admin_addr)
         }
         None => None,
     };
 
     audit.append(Event::Lifecycle(record::Lifecycle { action: "start".into(), config_sha256: cfg.sha256.clone() }));
-    tracing::info!(%addr, admin = ?admin_addr, "caregate listening");
+    tracing::info!(%addr, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
     tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
-    let task = tokio::spawn(accept_loop(listener, gateway.clone(), shutdown_rx));
-    Ok(Running { addr, admin_addr, gateway, shutdown, task, config_path, reload_lock: Default::default() })
+    let task = tokio::spawn(accept_loop(listener, gateway.clone(), accepting, shutdown_rx));
+    Ok(Running { addr, admin_addr, gateway, shutdown, admin_stop, task, config_path, reload_lock: Default::default() })
 }
 
 impl Running {
-    /// Starts a graceful drain (as SIGTERM does).
+    /// Starts a graceful drain (as SIGTERM does): stop accepting, answer new requests 503
+    /// `shutting_down`, close idle keep-alive connections, let in-flight requests finish.
     pub fn shutdown(&self) {
+        // Before the signal, so that no request admitted after this point is forwarded.
+        self.gateway.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
     }
 
@@ -86,7 +103,9 @@ impl Running {
         let g = &self.gateway;
         let sha = g.state.load().config.sha256.clone();
         g.audit.append(Event::Lifecycle(record::Lifecycle { action: "stop".into(), config_sha256: sha }));
-        g.audit.close().await
+        let closed = g.audit.close().await;
+        let _ = self.admin_stop.send(true);
+        closed
     }
 
     /// Reloads the config file and everything it names (SIGHUP). A config that fails to load
@@ -99,10 +118,11 @@ impl Running {
         match result {
             Ok(state) => {
                 let sha = state.config.sha256.clone();
+                warn_restart_only(&g.state.load().config, &state.config);
                 g.state.store(Arc::new(state));
                 g.generation.send_replace(generation);
                 g.metrics.reload(true);
-                refresh_cert_metrics(g);
+                check_cert_expiry(g);
                 tracing::info!(generation, config_sha256 = %sha, "config reloaded");
                 g.audit.append(Event::Lifecycle(record::Lifecycle { action: "reload".into(), config_sha256: sha }));
                 Ok(())
@@ -113,32 +133,70 @@ impl Running {
                 let sha = std::fs::read(&self.config_path)
                     .map(|b| crate::hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref()))
                     .unwrap_or_default();
-                g.audit.append(Event::Lifecycle(record::Lifecycle { action: "reload_failed".into(), config_sha256: sha }));
+                g.audit
+                    .append(Event::Lifecycle(record::Lifecycle { action: "reload_failed".into(), config_sha256: sha }));
                 Err(e)
             }
         }
     }
 }
 
-/// Sets the gauges of seconds until the server certificate and CRLs expire.
+/// Settings a reload cannot change (sockets and the audit writer are set up once): say so
+/// rather than pretend.
+fn warn_restart_only(old: &Config, new: &Config) {
+    let admin = |c: &Config| c.admin.as_ref().map(|a| a.bind);
+    let changed = [
+        ("listener.bind", old.listener.bind != new.listener.bind),
+        ("listener.max_connections", old.listener.max_connections != new.listener.max_connections),
+        ("admin.bind", admin(old) != admin(new)),
+        ("audit", format!("{:?}", old.audit) != format!("{:?}", new.audit)),
+    ];
+    for (key, _) in changed.iter().filter(|(_, c)| *c) {
+        tracing::warn!(key, "this setting changed but only takes effect after a restart");
+    }
+}
+
+/// Sets the gauges of seconds until the server certificate expires and each CRL's next update
+/// (on every `/metrics` scrape). Logs nothing: see [`check_cert_expiry`].
 pub fn refresh_cert_metrics(g: &Gateway) {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let state = g.state.load();
-    let left = state.tls.server_not_after - now;
-    g.metrics.server_cert_expiry_seconds.set(left);
-    if left < 14 * 86400 {
-        tracing::warn!(seconds_left = left, "the server certificate expires within 14 days");
-    }
+    g.metrics.server_cert_expiry_seconds.set(state.tls.server_not_after - now);
+    // Cleared first, so that a CRL removed by a reload stops being reported.
+    g.metrics.crl_next_update_seconds.clear();
     for (file, next) in &state.tls.crl_next_update {
         if let Some(next) = next {
-            let left = next - now;
             g.metrics
                 .crl_next_update_seconds
                 .get_or_create(&crate::metrics::FileLabels { file: file.clone() })
-                .set(left);
-            if left < 0 {
-                tracing::warn!(crl = %file, "a CRL is past its nextUpdate");
+                .set(next - now);
+        }
+    }
+}
+
+/// Refreshes the expiry gauges and warns in the logs about a server certificate that expires
+/// within 14 days and a CRL past its nextUpdate. At start, on reload and once a minute.
+pub fn check_cert_expiry(g: &Gateway) {
+    refresh_cert_metrics(g);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let state = g.state.load();
+    let left = state.tls.server_not_after - now;
+    if left < 14 * 86400 {
+        tracing::warn!(seconds_left = left, days_left = left / 86400, "the server certificate expires within 14 days");
+    }
+    let refuse = state.config.listener.crl_expired == crate::config::CrlExpired::Refuse;
+    for (file, next) in &state.tls.crl_next_update {
+        match next {
+            Some(next) if *next < now => {
+                let consequence = if refuse {
+                    "its CA's client certificates are refused"
+                } else {
+                    "accepted (crl_expired = \"warn\")"
+                };
+                tracing::warn!(crl = %file, seconds_past = now - next, consequence, "a CRL is past its nextUpdate");
             }
+            None => tracing::warn!(crl = %file, "a CRL has no nextUpdate"),
+            _ => {}
         }
     }
 }
@@ -154,13 +212,19 @@ async fn housekeeping(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         gw.state.load().limits.retain_recent();
-        refresh_cert_metrics(&gw);
+        check_cert_expiry(&gw);
     }
 }
 
-async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    accepting: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let max = gw.state.load().config.listener.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    accepting.store(true, Ordering::Relaxed);
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the backlog.
         let permit = tokio::select! {
@@ -189,12 +253,19 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watc
         });
     }
     drop(listener);
+    accepting.store(false, Ordering::Relaxed);
     // Drain: stop accepting, refuse new requests, let in-flight ones finish until the deadline.
     gw.draining.store(true, Ordering::Relaxed);
     let deadline = gw.state.load().config.listener.drain_timeout;
+    let open = max - permits.available_permits();
+    tracing::info!(connections = open, drain_timeout = ?deadline, "draining");
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_err() {
-        tracing::warn!("drain deadline passed with connections still open");
+    let drained = tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_ok();
+    if drained {
+        tracing::info!("drained: every connection closed");
+    } else {
+        let open = max - permits.available_permits();
+        tracing::warn!(connections = open, "drain deadline passed with connections still open");
     }
 }
 
@@ -222,6 +293,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     };
     let h2 = session.alpn_protocol() == Some(b"h2");
     let serial = identity.serial.clone();
+    let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
     let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
     let conn = Arc::new(Conn { peer, identity, framing: (!h2).then_some(framing) });
@@ -244,7 +316,19 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     // ALPN decided the protocol; don't let a client switch to the other one behind it.
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let g = gw.clone();
-    let service = service_fn(move |req| crate::proxy::handle(g.clone(), conn.clone(), req));
+    let service = service_fn(move |req| {
+        let (g, conn) = (g.clone(), conn.clone());
+        async move {
+            // A request that races the reload below: refused before it reaches the pipeline
+            // (hyper closes the HTTP/1 connection, resets the HTTP/2 stream).
+            let now = g.state.load();
+            if now.generation != verified_in && now.tls.is_revoked(&conn.identity.serial) {
+                return Err(CertRevoked);
+            }
+            drop(now);
+            crate::proxy::handle(g, conn, req).await.map_err(|e| match e {})
+        }
+    });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     drop(state);
@@ -265,7 +349,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
                 connection.as_mut().graceful_shutdown();
             }
             Ok(()) = reloads.changed(), if !closing => {
-                if gw.state.load().tls.revoked.contains(&serial) {
+                if gw.state.load().tls.is_revoked(&serial) {
                     tracing::info!(%peer, "closing a connection whose certificate a reloaded CRL revokes");
                     closing = true;
                     connection.as_mut().graceful_shutdown();
@@ -274,6 +358,11 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
         }
     }
 }
+
+/// A request on a connection whose certificate a reload revoked.
+#[derive(Debug, thiserror::Error)]
+#[error("the client certificate was revoked by a reloaded CRL")]
+struct CertRevoked;
 
 fn tls_rejected(gw: &Gateway, peer: SocketAddr, note: crate::tls::HandshakeNote, reason: &str) {
     gw.metrics.tls_rejected(reason);

@@ -23,7 +23,8 @@ pub struct TlsState {
     pub server_not_after: i64,
     /// Each CRL file and its `nextUpdate` (unix time), for freshness metrics.
     pub crl_next_update: Vec<(String, Option<i64>)>,
-    /// Serials (hex) revoked by the loaded CRLs, to cut off connections opened before a reload.
+    /// Serials revoked by the loaded CRLs (see [`serial_key`]), to cut off connections opened
+    /// before a reload.
     pub revoked: HashSet<String>,
     /// The client verifier the listener uses, for `caregate explain`.
     pub verifier: Arc<dyn ClientCertVerifier>,
@@ -88,7 +89,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
                 .map_err(|_| (key.clone(), format!("{} is not a valid CRL", path.display())))?;
             crl_next_update.push((path.display().to_string(), crl.next_update().map(|t| t.timestamp())));
             for r in crl.iter_revoked_certificates() {
-                revoked.insert(crate::hex(r.raw_serial()));
+                revoked.insert(serial_key(&crate::hex(r.raw_serial())).to_string());
             }
             crls.push(der);
         }
@@ -122,6 +123,24 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked, verifier })
+}
+
+impl TlsState {
+    /// Whether the loaded CRLs revoke the certificate with this serial (lowercase hex of the
+    /// DER integer's bytes, as [`crate::identity::ClientIdentity::serial`] holds it).
+    pub fn is_revoked(&self, serial_hex: &str) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains(serial_key(serial_hex))
+    }
+}
+
+/// A serial's hex without leading zero bytes: DER puts a `00` before a serial whose top bit is
+/// set, and a certificate and a CRL entry written by different tools need not agree on it.
+pub fn serial_key(serial_hex: &str) -> &str {
+    let mut s = serial_hex;
+    while s.len() > 2 && s.starts_with("00") {
+        s = &s[2..];
+    }
+    s
 }
 
 // === the handshake note ===
