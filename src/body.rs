@@ -82,8 +82,11 @@ pub struct Completion {
     done: bool,
     /// Held until the response is over: frees the concurrency slot on drop.
     _grant: Option<Grant>,
-    on_complete: Option<Box<dyn FnOnce(&Complete) + Send>>,
+    on_complete: Option<OnComplete>,
 }
+
+/// What runs once the completion is known (metrics).
+type OnComplete = Box<dyn FnOnce(&Complete) + Send>;
 
 impl Completion {
     pub fn new(audit: AuditLog, request_id: String, started: Instant, tally: Arc<Tally>) -> Completion {
