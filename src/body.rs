@@ -88,8 +88,6 @@ pub struct Completion {
     on_complete: Option<OnComplete>,
 }
 
-/// Runs once with the finished record (metrics).
-type OnComplete = Box<dyn FnOnce(&Complete) + Send>;
 
 impl Completion {
     pub fn new(audit: AuditLog, request_id: String, started: Instant, tally: Arc<Tally>) -> Completion {

@@ -2,6 +2,7 @@
 //! groups, and registered endpoints (`[[endpoint]]`, as in a Spine directory extract).
 
 use crate::config::{self, Config};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,15 +51,28 @@ impl Directory {
             }
             orgs.insert(
                 o.code.clone(),
-                Arc::new(Organisation { code: o.code.clone(), name: o.name.clone(), groups }),
+                Arc::new(Organisation {
+                    code: o.code.clone(),
+                    name: o.name.clone(),
+                    groups,
+                }),
             );
         }
         let mut endpoints = HashMap::new();
         for (i, e) in config.endpoints.iter().enumerate() {
             if !orgs.contains_key(&e.org) {
-                return Err((format!("endpoint[{i}].org"), format!("no organisation with code \"{}\"", e.org)));
+                return Err((
+                    format!("endpoint[{i}].org"),
+                    format!("no organisation with code \"{}\"", e.org),
+                ));
             }
-            endpoints.insert(e.fqdn.clone(), Endpoint { org: e.org.clone(), asid: e.asid.clone() });
+            endpoints.insert(
+                e.fqdn.clone(),
+                Endpoint {
+                    org: e.org.clone(),
+                    asid: e.asid.clone(),
+                },
+            );
         }
         let dir = Directory { orgs, endpoints };
         dir.check_references(config)?;
@@ -104,63 +118,123 @@ impl Directory {
     }
 }
 
-/// Reads organisations from an NHS ODS CSV extract (the layout of `epraccur.csv` and its
-/// siblings: no header; column 1 code, 2 name, 13 status code, 15 commissioner). Closed
-/// organisations (status `C`) are skipped; the commissioner (ICB) code becomes a group, so
-/// rules can allow "all practices of this ICB".
+/// Reads organisations from an NHS ODS CSV extract: the layout of `epraccur.csv` (GP
+/// practices) and its siblings, no header row, every field quoted. The columns read (1-based):
+///
+/// | column | field | use |
+/// | --- | --- | --- |
+/// | 1 | Organisation Code | the ODS code |
+/// | 2 | Name | `org_name` in the audit record |
+/// | 13 | Status Code (`A` active, `C` closed, `D` dormant, `P` proposed) | `C` and `D` are skipped |
+/// | 15 | Commissioner (the sub-ICB location / ICB) | a group, so rules can allow "all practices of this ICB" |
+///
+/// A header row (first field `Organisation Code` or `Code`, as in Data Search and Export
+/// reports) and a UTF-8 BOM are tolerated; an extract with fewer columns gives no status (kept)
+/// and no group.
 pub fn load_ods_csv(path: &Path) -> Result<Vec<Organisation>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = Vec::new();
+    parse_ods_csv(&text)
+        .map_err(|(line, code)| format!("{}: line {line}: \"{code}\" is not an ODS code", path.display()))
+}
+
+/// The body of [`load_ods_csv`]: organisations, or (line number, bad code).
+pub fn parse_ods_csv(text: &str) -> Result<Vec<Organisation>, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::with_capacity(text.len() / 200);
+    let mut fields = Vec::with_capacity(32);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let fields = split_csv_line(line);
-        let code = fields.first().map(|s| s.trim()).unwrap_or("");
-        if n == 0 && code.eq_ignore_ascii_case("code") || code.eq_ignore_ascii_case("organisation code") {
+        split_csv_line(line, &mut fields);
+        let field = |i: usize| fields.get(i).map(|s: &Cow<'_, str>| s.trim()).unwrap_or("");
+        let code = field(0);
+        if n == 0 && (code.eq_ignore_ascii_case("code") || code.eq_ignore_ascii_case("organisation code")) {
             continue; // a header row, in extracts that have one
         }
-        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(format!("{}: line {}: \"{code}\" is not an ODS code", path.display(), n + 1));
+        if code.is_empty() || code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err((n + 1, code.chars().take(40).collect()));
         }
-        let status = fields.get(12).map(|s| s.trim()).unwrap_or("");
-        if status.eq_ignore_ascii_case("C") {
+        let status = field(12);
+        if ["C", "D", "CLOSED", "DORMANT", "INACTIVE"]
+            .iter()
+            .any(|s| status.eq_ignore_ascii_case(s))
+        {
             continue;
         }
-        let name = fields.get(1).map(|s| s.trim()).filter(|s| !s.is_empty()).unwrap_or(code);
-        let mut groups = Vec::new();
-        if let Some(icb) = fields.get(14).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            groups.push(icb.to_string());
-        }
-        out.push(Organisation { code: code.to_ascii_uppercase(), name: name.to_string(), groups });
+        let name = Some(field(1)).filter(|s| !s.is_empty()).unwrap_or(code);
+        let groups = Some(field(14))
+            .filter(|s| !s.is_empty())
+            .map(|icb| vec![icb.to_ascii_uppercase()]);
+        out.push(Organisation {
+            code: code.to_ascii_uppercase(),
+            name: name.to_string(),
+            groups: groups.unwrap_or_default(),
+        });
     }
     Ok(out)
 }
 
-/// Splits one CSV line (RFC 4180 quoting; ODS extracts quote every field).
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
+/// Splits one CSV line into `fields` (RFC 4180 quoting; ODS extracts quote every field).
+/// Fields borrow from the line unless they hold an escaped quote.
+fn split_csv_line<'a>(line: &'a str, fields: &mut Vec<Cow<'a, str>>) {
+    fields.clear();
+    let b = line.as_bytes();
+    let mut i = 0;
+    loop {
+        if b.get(i) == Some(&b'"') {
+            // Quoted: up to the closing quote; `""` is one quote.
+            let start = i + 1;
+            let mut j = start;
+            let mut owned: Option<String> = None;
+            let mut run = start; // start of the text not yet copied into `owned`
+            while j < b.len() {
+                if b[j] == b'"' {
+                    if b.get(j + 1) == Some(&b'"') {
+                        owned.get_or_insert_with(String::new).push_str(&line[run..=j]);
+                        j += 2;
+                        run = j;
+                        continue;
+                    }
+                    break;
+                }
+                j += 1;
             }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
+            let field = match owned {
+                Some(mut s) => {
+                    s.push_str(&line[run..j]);
+                    Cow::Owned(s)
+                }
+                None => Cow::Borrowed(&line[start..j]),
+            };
+            fields.push(field);
+            // Skip anything between the closing quote and the next comma.
+            i = match line[j..].find(',') {
+                Some(k) => j + k + 1,
+                None => return,
+            };
+        } else {
+            match line[i..].find(',') {
+                Some(k) => {
+                    fields.push(Cow::Borrowed(&line[i..i + k]));
+                    i += k + 1;
+                }
+                None => {
+                    fields.push(Cow::Borrowed(&line[i..]));
+                    return;
+                }
+            }
         }
     }
-    fields.push(cur);
-    fields
 }
 
 impl From<&config::Organisation> for Organisation {
     fn from(o: &config::Organisation) -> Self {
-        Organisation { code: o.code.clone(), name: o.name.clone(), groups: o.groups.clone() }
+        Organisation {
+            code: o.code.clone(),
+            name: o.name.clone(),
+            groups: o.groups.clone(),
+        }
     }
 }
 
@@ -185,8 +259,43 @@ mod tests {
         assert_eq!(orgs[0].groups, vec!["16C".to_string()]);
     }
 
+    fn split(line: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        split_csv_line(line, &mut v);
+        v.into_iter().map(Cow::into_owned).collect()
+    }
+
     #[test]
     fn csv_quoting() {
-        assert_eq!(split_csv_line(r#""a","b ""c"", d",e"#), vec!["a", "b \"c\", d", "e"]);
+        assert_eq!(split(r#""a","b ""c"", d",e"#), vec!["a", "b \"c\", d", "e"]);
+        assert_eq!(split(r#""""x""","",,"#), vec!["\"x\"", "", "", ""]);
+        assert_eq!(split(r#"a,"b"#), vec!["a", "b"]);
+        assert_eq!(split(""), vec![""]);
+    }
+
+    #[test]
+    fn header_bom_dormant_and_bad_codes() {
+        let row = |code: &str, status: &str| {
+            format!("\"{code}\",\"N {code}\",\"Y54\",\"Q74\",\"\",\"\",\"\",\"\",\"\",\"TS18 1HU\",\"19740401\",\"\",\"{status}\",\"B\",\"16c\",\"\"\n")
+        };
+        let text = format!(
+            "\u{feff}\"Organisation Code\",\"Name\"\n{}{}{}",
+            row("a81001", "A"),
+            row("A81004", "D"),
+            row("A81005", "P")
+        );
+        let orgs = parse_ods_csv(&text).unwrap();
+        let codes: Vec<_> = orgs.iter().map(|o| o.code.as_str()).collect();
+        assert_eq!(codes, ["A81001", "A81005"]);
+        assert_eq!(orgs[0].groups, ["16C"]);
+        assert_eq!(
+            parse_ods_csv("\"A1\"\n\"not a code\",\"x\"\n").unwrap_err(),
+            (2, "not a code".to_string())
+        );
+        // Fewer columns: kept, no group.
+        assert_eq!(
+            parse_ods_csv("B82617,Some Practice\n").unwrap()[0].groups,
+            Vec::<String>::new()
+        );
     }
 }

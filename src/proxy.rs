@@ -22,8 +22,8 @@ use crate::state::State;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -111,7 +111,11 @@ fn access_record(conn: &Conn, req: &http::request::Parts, request_id: &str, host
     }
 }
 
-pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let snap = gw.state.load_full();
     let (mut parts, body) = req.into_parts();
@@ -121,7 +125,12 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
 
     let draining = gw.draining.load(Ordering::Relaxed);
     let admitted = admit(&snap, &conn, &parts, host.as_deref(), draining, &mut access);
-    let fhir = access.class.as_deref() == Some(Class::Epr.as_str());
+    // Refusals on FHIR routes are OperationOutcomes; one that found no route (no_route, a
+    // refused path, an unknown organisation) is one too when the request itself looks like FHIR.
+    let fhir = match access.class.as_deref() {
+        Some(class) => class == Class::Epr.as_str(),
+        None => crate::clinical::looks_like_fhir(parts.uri.path(), &parts.headers),
+    };
     match &admitted {
         Ok(a) => {
             access.decision = "allow".into();
@@ -140,17 +149,40 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
     let recorded = gw.audit.append_durable(Event::Access(Box::new(access))).await;
     let (admitted, permit) = match (admitted, recorded) {
         (Ok(a), Ok(_)) => (a, Permit { _private: () }),
-        (Err(r), Ok(_)) => return Ok(refuse(&gw, r, &request_id, fhir, completion, (route_name, class_name), started)),
+        (Err(r), Ok(_)) => {
+            return Ok(refuse(
+                &gw,
+                r,
+                &request_id,
+                fhir,
+                completion,
+                (route_name, class_name),
+                started,
+            ))
+        }
         (_, Err(e)) => {
             tracing::error!(request_id = %request_id, error = %e, "audit record could not be made durable");
             // No access record, so no completion either: an orphan would only confuse auditors.
             completion.cancel();
-            return Ok(refuse(&gw, Rejection::AuditUnavailable, &request_id, fhir, completion, (route_name, class_name), started));
+            return Ok(refuse(
+                &gw,
+                Rejection::AuditUnavailable,
+                &request_id,
+                fhir,
+                completion,
+                (route_name, class_name),
+                started,
+            ));
         }
     };
 
     // === forward ===
-    let Admitted { route, grant, path_and_query, .. } = admitted;
+    let Admitted {
+        route,
+        grant,
+        path_and_query,
+        ..
+    } = admitted;
     let rid = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     forward::request_headers(&mut parts.headers, &conn.identity, conn.peer, &rid, host.as_deref());
     if parts.headers.get(header::HOST).is_none() {
@@ -162,7 +194,17 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
     }
     parts.uri = match path_and_query.parse() {
         Ok(u) => u,
-        Err(_) => return Ok(refuse(&gw, Rejection::BadRequest("the request target is not valid"), &request_id, fhir, completion, (route_name, class_name), started)),
+        Err(_) => {
+            return Ok(refuse(
+                &gw,
+                Rejection::BadRequest("the request target is not valid"),
+                &request_id,
+                fhir,
+                completion,
+                (route_name, class_name),
+                started,
+            ))
+        }
     };
     let up_body = grant.shape(Counted::new(body, tally.clone())).boxed_unsync();
     let upstream = &snap.upstreams[route.upstream];
@@ -181,7 +223,13 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
             let resp = rejection.render(&request_id, fhir);
             completion.set_status(resp.status().as_u16());
             completion.finish(outcome);
-            gw.metrics.observe_end(route_name.as_deref(), class_name.as_deref(), "allow", resp.status().as_u16(), started);
+            gw.metrics.observe_end(
+                route_name.as_deref(),
+                class_name.as_deref(),
+                "allow",
+                resp.status().as_u16(),
+                started,
+            );
             let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
             resp.headers_mut().insert("x-request-id", rid);
             return Ok(resp);
@@ -195,13 +243,16 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<Conn>, req: Request<Incoming>) -
     let m = gw.clone();
     completion.on_complete(move |c| {
         m.metrics.observe_bytes(c.bytes_in, c.bytes_out);
-        m.metrics.observe_end(route_name.as_deref(), class_name.as_deref(), "allow", status, started);
+        m.metrics
+            .observe_end(route_name.as_deref(), class_name.as_deref(), "allow", status, started);
     });
     let body = grant.shape(rbody);
     completion.hold(grant);
-    Ok(Response::from_parts(rparts, Completing::new(body, completion).boxed_unsync()))
+    Ok(Response::from_parts(
+        rparts,
+        Completing::new(body, completion).boxed_unsync(),
+    ))
 }
-
 
 /// Renders a refusal and completes its record.
 fn refuse(
@@ -219,8 +270,14 @@ fn refuse(
     let resp = r.render(request_id, fhir);
     completion.add_bytes_out(resp.body().size_hint().exact().unwrap_or(0));
     completion.set_status(resp.status().as_u16());
-        completion.finish("ok");
-    gw.metrics.observe_end(route.as_deref(), class.as_deref(), "deny", resp.status().as_u16(), started);
+    completion.finish("ok");
+    gw.metrics.observe_end(
+        route.as_deref(),
+        class.as_deref(),
+        "deny",
+        resp.status().as_u16(),
+        started,
+    );
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -248,7 +305,11 @@ fn admit(
     check_framing(parts)?;
 
     // Identity: an organisation the gateway knows, or nothing goes further.
-    let org = conn.identity.org.as_deref().and_then(|code| snap.directory.organisation(code));
+    let org = conn
+        .identity
+        .org
+        .as_deref()
+        .and_then(|code| snap.directory.organisation(code));
     if let Some(o) = org {
         access.client.org_name = Some(o.name.clone());
     }
@@ -269,6 +330,19 @@ fn admit(
     let query = parts.uri.query();
     let facts = crate::clinical::parse(&parts.method, &path, query, &parts.headers);
     access.clinical = facts.clinical.clone();
+    let cfg = &route.config;
+
+    // A Spine-style route needs the Spine headers whatever its rules say: their absence is a
+    // malformed request (400), not a rule that failed to match.
+    if cfg.require_ssp_headers
+        && ["ssp-traceid", "ssp-from", "ssp-to", "ssp-interactionid"]
+            .iter()
+            .any(|h| parts.headers.get(*h).is_none_or(|v| v.is_empty()))
+    {
+        return Err(Rejection::BadRequest(
+            "Ssp-TraceID, Ssp-From, Ssp-To and Ssp-InteractionID are required",
+        ));
+    }
 
     let rule = match policy::decide(route, Some(org), &parts.method, &facts) {
         Decision::Allow { rule } => rule,
@@ -278,37 +352,50 @@ fn admit(
     access.rule = route.rule_labels.get(rule).cloned();
 
     // Clinical checks of an allowed request.
-    let cfg = &route.config;
     if cfg.check_nhs_number && facts.invalid_nhs_number.is_some() {
-        return Err(Rejection::BadRequest("the NHS number in the request fails its check digit"));
-    }
-    if cfg.require_ssp_headers
-        && ["ssp-traceid", "ssp-from", "ssp-to", "ssp-interactionid"]
-            .iter()
-            .any(|h| parts.headers.get(*h).is_none())
-    {
-        return Err(Rejection::BadRequest("Ssp-TraceID, Ssp-From, Ssp-To and Ssp-InteractionID are required"));
+        return Err(Rejection::BadRequest(
+            "the NHS number in the request is not valid: its check digit (modulus 11) is wrong",
+        ));
     }
     if let (Some(from), Some(asid)) = (parts.headers.get("ssp-from"), &conn.identity.asid) {
         if from.as_bytes() != asid.as_bytes() {
-            return Err(Rejection::IdentityMismatch("Ssp-From does not match the ASID registered for this certificate"));
+            return Err(Rejection::IdentityMismatch(
+                "Ssp-From does not match the ASID registered for this certificate",
+            ));
         }
     }
-    if cfg.check_token_org && facts.clinical.token_org.as_deref() != Some(org.code.as_str()) {
-        return Err(Rejection::IdentityMismatch(
-            "the requesting organisation in the token is not the certificate's organisation",
-        ));
+    // The token only ever narrows: it is compared with the certificate, never trusted alone.
+    if cfg.check_token_org {
+        match facts.clinical.token_org.as_deref() {
+            Some(code) if code == org.code => {}
+            Some(_) => {
+                return Err(Rejection::IdentityMismatch(
+                    "the requesting organisation in the token is not the certificate's organisation",
+                ))
+            }
+            None => return Err(Rejection::IdentityMismatch(
+                "this route needs a GP Connect token whose requesting_organization is the certificate's organisation",
+            )),
+        }
     }
 
     // Limits last, so refused requests use no quota.
-    let grant = snap.limits.check(&org.code, route.class).map_err(Rejection::RateLimited)?;
+    let grant = snap
+        .limits
+        .check(&org.code, route.class)
+        .map_err(Rejection::RateLimited)?;
 
     let mut path_and_query = path;
     if let Some(q) = query {
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    Ok(Admitted { route: route.clone(), grant, rule, path_and_query })
+    Ok(Admitted {
+        route: route.clone(),
+        grant,
+        rule,
+        path_and_query,
+    })
 }
 
 /// HTTP/1 and HTTP/2 framing that hyper lets through but a boundary proxy must not: a
@@ -321,15 +408,25 @@ fn check_framing(parts: &http::request::Parts) -> Result<(), Rejection> {
     }
     match parts.version {
         Version::HTTP_2 | Version::HTTP_3 => {
-            for name in ["transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade"] {
+            for name in [
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "upgrade",
+            ] {
                 if h.contains_key(name) {
-                    return Err(Rejection::BadRequest("the request carries a connection-specific header"));
+                    return Err(Rejection::BadRequest(
+                        "the request carries a connection-specific header",
+                    ));
                 }
             }
         }
         _ => {
             if cl == 1 && h.contains_key(header::TRANSFER_ENCODING) {
-                return Err(Rejection::BadRequest("the request has both Content-Length and Transfer-Encoding"));
+                return Err(Rejection::BadRequest(
+                    "the request has both Content-Length and Transfer-Encoding",
+                ));
             }
             if h.contains_key(header::UPGRADE) {
                 return Err(Rejection::BadRequest("protocol upgrades are not allowed here"));
@@ -358,7 +455,11 @@ fn split_provider(raw: &str) -> Result<(Option<&str>, &str), Rejection> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
         return Err(Rejection::BadRequest("the provider address in the path is not valid"));
     }
     Ok((Some(host), path))
@@ -397,7 +498,10 @@ impl RequestIds {
     fn new() -> RequestIds {
         let mut seed = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-        RequestIds { prefix: crate::hex(&seed), counter: AtomicU64::new(1) }
+        RequestIds {
+            prefix: crate::hex(&seed),
+            counter: AtomicU64::new(1),
+        }
     }
 
     fn for_request(&self, headers: &http::HeaderMap) -> String {
@@ -416,7 +520,11 @@ impl RequestIds {
 /// What `caregate explain` reports: the access record the request would get, and the refusal
 /// if there would be one. Runs the same `admit` as live traffic, against a fresh state.
 pub fn explain(snap: &State, identity: ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
-    let conn = Conn { peer: SocketAddr::from(([127, 0, 0, 1], 0)), identity: Arc::new(identity), framing: None };
+    let conn = Conn {
+        peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        identity: Arc::new(identity),
+        framing: None,
+    };
     let (parts, ()) = req.into_parts();
     let host = request_host(&parts);
     let mut access = access_record(&conn, &parts, "explain", host.as_deref());

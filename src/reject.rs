@@ -96,7 +96,11 @@ impl Rejection {
         let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        let ct = if fhir { "application/fhir+json" } else { "application/json" };
+        let ct = if fhir {
+            "application/fhir+json"
+        } else {
+            "application/json"
+        };
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
@@ -145,6 +149,42 @@ mod tests {
             assert_eq!(r.reason(), reason);
             let resp = r.render("abc", false);
             assert_eq!(resp.status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn fhir_refusals_are_operation_outcomes_with_their_issue_code() {
+        use http_body_util::BodyExt;
+        let limited = Refusal {
+            retry_after: std::time::Duration::from_millis(1500),
+            policy: "50;w=1".into(),
+            state: "limit=50, remaining=0, reset=2".into(),
+        };
+        let cases = [
+            (Rejection::BadRequest("x"), "invalid"),
+            (Rejection::UnknownOrg, "forbidden"),
+            (Rejection::NotAllowed, "forbidden"),
+            (Rejection::IdentityMismatch("x"), "forbidden"),
+            (Rejection::NoRoute, "not-found"),
+            (Rejection::RateLimited(limited), "throttled"),
+            (Rejection::UpstreamUnavailable, "transient"),
+            (Rejection::AuditUnavailable, "transient"),
+            (Rejection::ShuttingDown, "transient"),
+            (Rejection::UpstreamTimeout, "timeout"),
+        ];
+        for (r, code) in cases {
+            let resp = r.render("rid-1", true);
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/fhir+json");
+            let body = futures_util::FutureExt::now_or_never(resp.into_body().collect())
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["resourceType"], "OperationOutcome");
+            assert_eq!(v["issue"][0]["severity"], "error");
+            assert_eq!(v["issue"][0]["code"], code, "{}", r.reason());
+            assert_eq!(v["issue"][0]["details"]["coding"][0]["code"], r.reason());
+            assert!(v["issue"][0]["diagnostics"].as_str().unwrap().contains("rid-1"));
         }
     }
 }

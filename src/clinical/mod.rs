@@ -35,10 +35,7 @@ const SSP_INTERACTION_ID: HeaderName = HeaderName::from_static("ssp-interactioni
 
 /// The identifier systems of an NHS number (GP Connect and Care Connect use https; some older
 /// clients still send http).
-const NHS_SYSTEMS: [&str; 2] = [
-    "https://fhir.nhs.uk/Id/nhs-number",
-    "http://fhir.nhs.uk/Id/nhs-number",
-];
+const NHS_SYSTEMS: [&str; 2] = ["https://fhir.nhs.uk/Id/nhs-number", "http://fhir.nhs.uk/Id/nhs-number"];
 
 /// Parses what it can; never fails and never blocks a request it cannot parse.
 pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> Facts {
@@ -59,11 +56,22 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderM
         f.clinical.token_org = t.org;
         f.clinical.token_practitioner = t.practitioner;
     }
-    f.clinical.interaction = f
-        .spine_interaction
-        .clone()
-        .or_else(|| f.fhir_interaction.clone());
+    f.clinical.interaction = f.spine_interaction.clone().or_else(|| f.fhir_interaction.clone());
     f
+}
+
+/// Whether a request that reached no FHIR route still looks like FHIR, so that its refusal is
+/// an OperationOutcome a FHIR client can read: a path segment naming FHIR (`/fhir/`,
+/// `…/structured/fhir/…`), a `$operation` segment, or a FHIR media type in `Accept` or
+/// `Content-Type` (`application/fhir+json`, STU3's `application/json+fhir`). Cheap and
+/// conservative: anything else keeps the plain JSON of SPEC §4.
+pub fn looks_like_fhir(path: &str, headers: &HeaderMap) -> bool {
+    let says_fhir = |b: &[u8]| b.windows(4).any(|w| w.eq_ignore_ascii_case(b"fhir"));
+    path.split('/')
+        .any(|s| says_fhir(s.as_bytes()) || operation(s).is_some())
+        || [http::header::ACCEPT, http::header::CONTENT_TYPE]
+            .iter()
+            .any(|h| headers.get_all(h).iter().any(|v| says_fhir(v.as_bytes())))
 }
 
 /// A header value worth recording: visible ASCII, at most 256 bytes.
@@ -87,9 +95,7 @@ fn is_fhir_type(s: &str) -> bool {
 
 /// A FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
 fn is_fhir_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// `$name` (also sent as `%24name`), the name being `[A-Za-z0-9._-]{1,64}`.
@@ -203,12 +209,8 @@ fn dicom_path(c: &mut Clinical, path: &str) -> bool {
     let mut prev = "";
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         match prev {
-            "studies" if c.study_uid.is_none() && is_uid(seg) => {
-                c.study_uid = Some(seg.to_string())
-            }
-            "series" if c.series_uid.is_none() && is_uid(seg) => {
-                c.series_uid = Some(seg.to_string())
-            }
+            "studies" if c.study_uid.is_none() && is_uid(seg) => c.study_uid = Some(seg.to_string()),
+            "series" if c.series_uid.is_none() && is_uid(seg) => c.series_uid = Some(seg.to_string()),
             _ => {}
         }
         dicom |= matches!(seg, "studies" | "series" | "instances");

@@ -41,9 +41,7 @@ fn nhs_number_check_digit() {
     }
     // Every valid number has exactly one valid check digit.
     for base in ["999000001", "123456789", "000000000", "401023213"] {
-        let ok = (0..10)
-            .filter(|d| nhs_number_valid(&format!("{base}{d}")))
-            .count();
+        let ok = (0..10).filter(|d| nhs_number_valid(&format!("{base}{d}"))).count();
         assert!(ok <= 1, "{base}");
     }
 }
@@ -80,40 +78,20 @@ fn fhir_interactions() {
         (Method::GET, "/fhir/Patient/1", Some("read")),
         (Method::HEAD, "/fhir/Patient/1", Some("read")),
         (Method::GET, "/fhir/Patient/1/_history/2", Some("vread")),
-        (
-            Method::GET,
-            "/fhir/Patient/1/_history",
-            Some("history-instance"),
-        ),
+        (Method::GET, "/fhir/Patient/1/_history", Some("history-instance")),
         (Method::GET, "/fhir/Patient/_history", Some("history-type")),
         (Method::GET, "/fhir/Observation", Some("search-type")),
         (Method::GET, "/fhir/Observation/", Some("search-type")),
-        (
-            Method::POST,
-            "/fhir/Observation/_search",
-            Some("search-type"),
-        ),
-        (
-            Method::GET,
-            "/fhir/Observation/_search",
-            Some("search-type"),
-        ),
+        (Method::POST, "/fhir/Observation/_search", Some("search-type")),
+        (Method::GET, "/fhir/Observation/_search", Some("search-type")),
         (Method::POST, "/fhir/Observation", Some("create")),
         (Method::PUT, "/fhir/Observation/o1", Some("update")),
         (Method::PATCH, "/fhir/Observation/o1", Some("patch")),
         (Method::DELETE, "/fhir/Observation/o1", Some("delete")),
         (Method::PUT, "/fhir/Observation", Some("update")),
         (Method::POST, "/fhir/Patient/$match", Some("$match")),
-        (
-            Method::GET,
-            "/fhir/Patient/1/$everything",
-            Some("$everything"),
-        ),
-        (
-            Method::GET,
-            "/fhir/Patient/1/%24everything",
-            Some("$everything"),
-        ),
+        (Method::GET, "/fhir/Patient/1/$everything", Some("$everything")),
+        (Method::GET, "/fhir/Patient/1/%24everything", Some("$everything")),
         (Method::GET, "/fhir/metadata", Some("capabilities")),
         (
             Method::GET,
@@ -154,12 +132,7 @@ fn fhir_type_skips_version_and_ods_segments() {
     let f = get("/R4/DocumentReference/abc.1-2", None);
     assert_eq!(f.clinical.fhir_type.as_deref(), Some("DocumentReference"));
     assert_eq!(f.clinical.fhir_id.as_deref(), Some("abc.1-2"));
-    for p in [
-        "/fhir/STU3",
-        "/fhir/patient/1",
-        "/fhir/Pa7ient/1",
-        "/B82617",
-    ] {
+    for p in ["/fhir/STU3", "/fhir/patient/1", "/fhir/Pa7ient/1", "/B82617"] {
         assert_eq!(get(p, None).clinical.fhir_type, None, "{p}");
     }
 }
@@ -184,10 +157,7 @@ fn identifier_searches() {
         assert_eq!(f.clinical.nhs_number.as_deref(), Some("9990000026"), "{q}");
         assert_eq!(f.invalid_nhs_number, None, "{q}");
     }
-    let f = get(
-        "/fhir/Patient",
-        Some(&format!("identifier={sys}|{BAD_CHECK}")),
-    );
+    let f = get("/fhir/Patient", Some(&format!("identifier={sys}|{BAD_CHECK}")));
     assert_eq!(f.clinical.nhs_number, None);
     assert_eq!(f.invalid_nhs_number.as_deref(), Some(BAD_CHECK));
     // Other systems, other lengths and spaces are not NHS numbers.
@@ -199,11 +169,7 @@ fn identifier_searches() {
         "_id=9990000018",
     ] {
         let f = get("/fhir/Patient", Some(q));
-        assert_eq!(
-            (f.clinical.nhs_number, f.invalid_nhs_number),
-            (None, None),
-            "{q}"
-        );
+        assert_eq!((f.clinical.nhs_number, f.invalid_nhs_number), (None, None), "{q}");
     }
 }
 
@@ -235,10 +201,7 @@ fn patient_references() {
 
 #[test]
 fn path_number_comes_before_query_number() {
-    let f = get(
-        "/fhir/Patient/9990000018/$everything",
-        Some("patient=9990000026"),
-    );
+    let f = get("/fhir/Patient/9990000018/$everything", Some("patient=9990000026"));
     assert_eq!(f.clinical.nhs_number.as_deref(), Some("9990000018"));
     assert_eq!(f.fhir_interaction.as_deref(), Some("$everything"));
 }
@@ -249,10 +212,7 @@ fn dicomweb_uids() {
         "/dicomweb/studies/1.2.826.0.1.3680043.8.498.1/series/4.5.6/instances",
         None,
     );
-    assert_eq!(
-        f.clinical.study_uid.as_deref(),
-        Some("1.2.826.0.1.3680043.8.498.1")
-    );
+    assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.826.0.1.3680043.8.498.1"));
     assert_eq!(f.clinical.series_uid.as_deref(), Some("4.5.6"));
     assert_eq!(f.clinical.fhir_type, None);
     assert_eq!(f.fhir_interaction, None);
@@ -262,32 +222,14 @@ fn dicomweb_uids() {
     );
     assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.3"));
     assert_eq!(f.clinical.series_uid.as_deref(), Some("7.8.9"));
-    let f = get(
-        "/dicomweb/series",
-        Some("0020000D=1.2.3&SeriesInstanceUID=4.5"),
-    );
+    let f = get("/dicomweb/series", Some("0020000D=1.2.3&SeriesInstanceUID=4.5"));
     assert_eq!(f.clinical.study_uid.as_deref(), Some("1.2.3"));
     assert_eq!(f.clinical.series_uid.as_deref(), Some("4.5"));
     let long = "1.".repeat(32) + "1"; // 65 characters
-    for bad in [
-        "1.2.x",
-        ".1.2",
-        "1.2.",
-        "",
-        "1.2,1.3",
-        "<script>",
-        long.as_str(),
-    ] {
+    for bad in ["1.2.x", ".1.2", "1.2.", "", "1.2,1.3", "<script>", long.as_str()] {
         let f = get(&format!("/dicomweb/studies/{bad}/series/{bad}"), None);
-        assert_eq!(
-            (f.clinical.study_uid, f.clinical.series_uid),
-            (None, None),
-            "{bad}"
-        );
-        let f = get(
-            "/dicomweb/studies",
-            Some(&format!("StudyInstanceUID={bad}")),
-        );
+        assert_eq!((f.clinical.study_uid, f.clinical.series_uid), (None, None), "{bad}");
+        let f = get("/dicomweb/studies", Some(&format!("StudyInstanceUID={bad}")));
         assert_eq!(f.clinical.study_uid, None, "{bad}");
     }
     let uid64 = "1.".repeat(31) + "12";
@@ -305,9 +247,7 @@ fn spine_headers() {
     );
     h.insert(
         "Ssp-InteractionID",
-        HeaderValue::from_static(
-            "urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1",
-        ),
+        HeaderValue::from_static("urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1"),
     );
     let f = parse(
         &Method::POST,
@@ -322,10 +262,7 @@ fn spine_headers() {
     let urn = "urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1";
     assert_eq!(f.spine_interaction.as_deref(), Some(urn));
     assert_eq!(f.clinical.interaction.as_deref(), Some(urn));
-    assert_eq!(
-        f.fhir_interaction.as_deref(),
-        Some("$gpc.getstructuredrecord")
-    );
+    assert_eq!(f.fhir_interaction.as_deref(), Some("$gpc.getstructuredrecord"));
 
     let mut h = HeaderMap::new();
     h.insert("ssp-traceid", HeaderValue::from_static("has space"));
@@ -427,10 +364,7 @@ fn garbage_tokens_give_nothing() {
     ] {
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static(value));
-        assert!(
-            parse(&Method::GET, "/", None, &h).clinical.is_empty(),
-            "{value}"
-        );
+        assert!(parse(&Method::GET, "/", None, &h).clinical.is_empty(), "{value}");
     }
 }
 
@@ -557,10 +491,7 @@ fn junk_never_panics_and_never_records_a_bad_number() {
         if let Some(n) = &f.invalid_nhs_number {
             assert!(ten_digits(n) && !nhs_number_valid(n), "{path:?} {q:?}");
         }
-        for uid in [&f.clinical.study_uid, &f.clinical.series_uid]
-            .into_iter()
-            .flatten()
-        {
+        for uid in [&f.clinical.study_uid, &f.clinical.series_uid].into_iter().flatten() {
             assert!(is_uid(uid));
         }
     }
@@ -574,8 +505,31 @@ fn percent_decoding() {
     assert_eq!(percent_decode("%zz%2").as_deref(), Some("%zz%2"));
     assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
     assert_eq!(percent_decode("%FF"), None);
-    assert!(matches!(
-        percent_decode("plain"),
-        Some(Cow::Borrowed("plain"))
+    assert!(matches!(percent_decode("plain"), Some(Cow::Borrowed("plain"))));
+}
+
+#[test]
+fn fhir_shaped_requests_for_refusals_without_a_route() {
+    let none = HeaderMap::new();
+    assert!(looks_like_fhir("/fhir/Patient/9990000018", &none));
+    assert!(looks_like_fhir(
+        "/B82617/STU3/1/gpconnect/structured/fhir/Patient",
+        &none
     ));
+    assert!(looks_like_fhir(
+        "/https://provider.example.nhs.uk/FHIR/R4/metadata",
+        &none
+    ));
+    assert!(looks_like_fhir("/api/Patient/$everything", &none));
+    assert!(!looks_like_fhir("/nowhere", &none));
+    assert!(!looks_like_fhir("/dicomweb/studies/1.2.3", &none));
+    let mut accept = HeaderMap::new();
+    accept.insert(http::header::ACCEPT, "application/fhir+json".parse().unwrap());
+    assert!(looks_like_fhir("/nowhere", &accept));
+    let mut stu3 = HeaderMap::new();
+    stu3.insert(
+        http::header::CONTENT_TYPE,
+        "application/json+fhir; charset=utf-8".parse().unwrap(),
+    );
+    assert!(looks_like_fhir("/nowhere", &stu3));
 }
