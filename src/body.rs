@@ -70,6 +70,9 @@ where
     }
 }
 
+/// A hook that sees the `complete` record (metrics).
+type OnComplete = Box<dyn FnOnce(&Complete) + Send>;
+
 /// Writes the `complete` record exactly once. Dropped without `finish`, it records a client
 /// abort: the only way a response stops without anyone saying so.
 pub struct Completion {
@@ -82,7 +85,7 @@ pub struct Completion {
     done: bool,
     /// Held until the response is over: frees the concurrency slot on drop.
     _grant: Option<Grant>,
-    on_complete: Option<Box<dyn FnOnce(&Complete) + Send>>,
+    on_complete: Option<OnComplete>,
 }
 
 impl Completion {

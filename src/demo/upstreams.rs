@@ -349,7 +349,7 @@ fn dicomweb(req: &Request<Incoming>, pattern: &Bytes) -> Response<Body> {
         let patient = query_param(query, "PatientID").or_else(|| query_param(query, "00100020"));
         let studies: Vec<Value> = STUDIES
             .iter()
-            .filter(|s| patient.as_deref().map_or(true, |p| p == s.1))
+            .filter(|s| patient.as_deref().is_none_or(|p| p == s.1))
             .map(study_json)
             .collect();
         return dicom_json(StatusCode::OK, Value::Array(studies));

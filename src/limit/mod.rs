@@ -211,7 +211,7 @@ impl Limits {
             m.retain(|_, s| {
                 let idle = Arc::strong_count(s) == 1
                     && s.in_flight.load(Ordering::Acquire) == 0
-                    && s.bucket.as_ref().map_or(true, |b| b.is_full(now));
+                    && s.bucket.as_ref().is_none_or(|b| b.is_full(now));
                 !idle
             });
             m.shrink_to_fit();
