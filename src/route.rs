@@ -66,7 +66,11 @@ impl RouteTable {
             list.extend_from_slice(&any_segment);
             list.sort_unstable();
         }
-        RouteTable { routes, by_segment, any_segment }
+        RouteTable {
+            routes,
+            by_segment,
+            any_segment,
+        }
     }
 
     /// The route for this request. `host` is the request's host without port, lower case.
@@ -171,21 +175,50 @@ mod tests {
 
     #[test]
     fn the_segment_index_agrees_with_walking_every_route() {
-        let prefixes = ["/", "/fhir", "/fhir/", "/fhir/Patient", "/fhirx/", "/dicomweb/studies", "/a/b/c", "/a"];
+        let prefixes = [
+            "/",
+            "/fhir",
+            "/fhir/",
+            "/fhir/Patient",
+            "/fhirx/",
+            "/dicomweb/studies",
+            "/a/b/c",
+            "/a",
+        ];
         let routes: Vec<_> = prefixes
             .iter()
             .enumerate()
-            .flat_map(|(i, p)| [route(&format!("r{i}"), p, None), route(&format!("h{i}"), p, Some("h.example"))])
+            .flat_map(|(i, p)| {
+                [
+                    route(&format!("r{i}"), p, None),
+                    route(&format!("h{i}"), p, Some("h.example")),
+                ]
+            })
             .collect();
         for without_root in [false, true] {
-            let routes: Vec<_> = routes.iter().filter(|r| !without_root || r.path_prefix != "/").cloned().collect();
+            let routes: Vec<_> = routes
+                .iter()
+                .filter(|r| !without_root || r.path_prefix != "/")
+                .cloned()
+                .collect();
             let t = RouteTable::new(&routes, |_| 0);
-            let paths = ["/", "/fhir", "/fhir/", "/fhir/Patient/1", "/fhirx", "/fhirx/y", "/dicomweb", "/a", "/a/b"];
+            let paths = [
+                "/",
+                "/fhir",
+                "/fhir/",
+                "/fhir/Patient/1",
+                "/fhirx",
+                "/fhirx/y",
+                "/dicomweb",
+                "/a",
+                "/a/b",
+            ];
             for path in paths.into_iter().chain(["/z"]) {
                 for host in [None, Some("h.example")] {
-                    let walked = t.routes.iter().find(|r| {
-                        prefix_matches(&r.prefix, path) && r.host.as_deref().is_none_or(|h| host == Some(h))
-                    });
+                    let walked = t
+                        .routes
+                        .iter()
+                        .find(|r| prefix_matches(&r.prefix, path) && r.host.as_deref().is_none_or(|h| host == Some(h)));
                     let found = t.find(host, path);
                     assert_eq!(found.map(|r| &r.name), walked.map(|r| &r.name), "{host:?} {path}");
                 }

@@ -19,14 +19,21 @@ async fn second_handshake(listener_extra: &str) -> HandshakeKind {
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let tcp = TcpStream::connect(gw.addr()).await.unwrap();
-        let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
         // Reading the answer also reads any TLS 1.3 session tickets sent after the handshake.
         tls.write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut answer = Vec::new();
         let _ = tls.read_to_end(&mut answer).await;
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
         kinds.push(tls.get_ref().1.handshake_kind().unwrap());
     }
     assert_eq!(kinds[0], HandshakeKind::Full);
@@ -40,5 +47,8 @@ async fn sessions_resume_by_default() {
 
 #[tokio::test]
 async fn resumption_off_means_a_full_handshake_every_time() {
-    assert_eq!(second_handshake("session_resumption = false").await, HandshakeKind::Full);
+    assert_eq!(
+        second_handshake("session_resumption = false").await,
+        HandshakeKind::Full
+    );
 }
