@@ -100,6 +100,7 @@ impl Upstream {
         parts: http::request::Parts,
         body: UpBody,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let mut headers = parts.headers;
         let slot = Arc::new(Mutex::new(Some(body)));
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.response_timeout;
@@ -116,7 +117,9 @@ impl Upstream {
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = parts.headers.clone();
+            // Only a fail-over needs the headers again: the last attempt takes them.
+            let last = k + 1 == self.origins.len();
+            *req.headers_mut() = if last { std::mem::take(&mut headers) } else { headers.clone() };
             match tokio::time::timeout_at(deadline, self.client.request(req)).await {
                 Err(_) => return Err(ForwardError::Timeout),
                 Ok(Ok(resp)) => return Ok(resp),

@@ -2,6 +2,7 @@
 //! names the host beats one that does not, at equal length).
 
 use crate::config::{self, Class};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A route as the pipeline uses it.
@@ -22,6 +23,12 @@ pub struct Route {
 pub struct RouteTable {
     /// Sorted by prefix length, longest first, host-specific before host-less.
     routes: Vec<Arc<Route>>,
+    /// A prefix only matches paths whose first segment is its own (`/fhir/Patient` → `fhir`),
+    /// except `/`, which matches any. For each first segment that some prefix names: the
+    /// indices (in `routes` order) of the routes that can match it; other paths try `any_segment`.
+    /// With hundreds of routes, a lookup walks a handful instead of all of them.
+    by_segment: HashMap<Box<str>, Vec<usize>>,
+    any_segment: Vec<usize>,
 }
 
 impl RouteTable {
@@ -47,7 +54,23 @@ impl RouteTable {
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        RouteTable { routes }
+        let mut by_segment: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut any_segment = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match first_segment(&r.prefix) {
+                "" => any_segment.push(i),
+                seg => by_segment.entry(seg.into()).or_default().push(i),
+            }
+        }
+        for list in by_segment.values_mut() {
+            list.extend_from_slice(&any_segment);
+            list.sort_unstable();
+        }
+        RouteTable {
+            routes,
+            by_segment,
+            any_segment,
+        }
     }
 
     /// The route for this request. `host` is the request's host without port, lower case.
@@ -58,7 +81,8 @@ impl RouteTable {
     /// As `find`, for Spine Secure Proxy-style addressing (`/https://<provider>/…`): only
     /// routes naming that `provider_host` match, and only they.
     pub fn find_for(&self, host: Option<&str>, provider: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| {
+        let candidates = self.by_segment.get(first_segment(path)).unwrap_or(&self.any_segment);
+        candidates.iter().map(|&i| &self.routes[i]).find(|r| {
             prefix_matches(&r.prefix, path)
                 && r.config.provider_host.as_deref() == provider
                 && match &r.host {
@@ -85,6 +109,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         return prefix.ends_with('/') && path.len() + 1 == prefix.len() && prefix.starts_with(path);
     }
     prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+}
+
+/// `/fhir/Patient` → `fhir`; `/` → ``.
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split(['/', '?']).next().unwrap_or("")
 }
 
 /// The request's host, lower case and without port.
@@ -141,6 +171,59 @@ mod tests {
         let t = RouteTable::new(&[route("fhir", "/fhir/", None)], |_| 0);
         assert!(t.find(None, "/admin").is_none());
         assert!(t.find(None, "/fhirx").is_none());
+    }
+
+    #[test]
+    fn the_segment_index_agrees_with_walking_every_route() {
+        let prefixes = [
+            "/",
+            "/fhir",
+            "/fhir/",
+            "/fhir/Patient",
+            "/fhirx/",
+            "/dicomweb/studies",
+            "/a/b/c",
+            "/a",
+        ];
+        let routes: Vec<_> = prefixes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                [
+                    route(&format!("r{i}"), p, None),
+                    route(&format!("h{i}"), p, Some("h.example")),
+                ]
+            })
+            .collect();
+        for without_root in [false, true] {
+            let routes: Vec<_> = routes
+                .iter()
+                .filter(|r| !without_root || r.path_prefix != "/")
+                .cloned()
+                .collect();
+            let t = RouteTable::new(&routes, |_| 0);
+            let paths = [
+                "/",
+                "/fhir",
+                "/fhir/",
+                "/fhir/Patient/1",
+                "/fhirx",
+                "/fhirx/y",
+                "/dicomweb",
+                "/a",
+                "/a/b",
+            ];
+            for path in paths.into_iter().chain(["/z"]) {
+                for host in [None, Some("h.example")] {
+                    let walked = t
+                        .routes
+                        .iter()
+                        .find(|r| prefix_matches(&r.prefix, path) && r.host.as_deref().is_none_or(|h| host == Some(h)));
+                    let found = t.find(host, path);
+                    assert_eq!(found.map(|r| &r.name), walked.map(|r| &r.name), "{host:?} {path}");
+                }
+            }
+        }
     }
 
     #[test]

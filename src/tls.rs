@@ -122,6 +122,11 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if !l.session_resumption {
+        // rustls resumes by default (stateful: a 256-entry cache, TLS 1.3 tickets that name it).
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked, verifier })
 }
 

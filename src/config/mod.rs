@@ -98,6 +98,9 @@ pub struct Listener {
     pub max_header_bytes: usize,
     pub drain_timeout: Duration,
     pub crl_expired: CrlExpired,
+    /// TLS session resumption (TLS 1.3 tickets into a server-side cache, TLS 1.2 session ids).
+    /// On by default; off makes every new connection a full handshake with certificate checks.
+    pub session_resumption: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -43,6 +43,7 @@ struct RawListener {
     max_header_bytes: Option<String>,
     drain_timeout: Option<String>,
     crl_expired: Option<String>,
+    session_resumption: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +279,7 @@ impl RawConfig {
             max_header_bytes: size("listener.max_header_bytes", &l.max_header_bytes, 64 << 10)? as usize,
             drain_timeout: dur("listener.drain_timeout", &l.drain_timeout, Duration::from_secs(30))?,
             crl_expired,
+            session_resumption: l.session_resumption.unwrap_or(true),
         };
         if listener.max_header_bytes < 8192 {
             return Err(("listener.max_header_bytes".into(), "must be at least 8KiB".into()));
