@@ -111,9 +111,7 @@ fn encode_one(c: &mut Criterion) {
     group.bench_function("access_record", |b| {
         b.iter(|| {
             out.clear();
-            black_box(
-                encode_event(&mut out, black_box(42), black_box(&event), &prev).expect("encode"),
-            )
+            black_box(encode_event(&mut out, black_box(42), black_box(&event), &prev).expect("encode"))
         })
     });
     group.finish();

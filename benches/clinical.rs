@@ -14,21 +14,16 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("clinical_parse");
     g.bench_function("fhir_read", |b| {
-        b.iter(|| {
-            parse(
-                &Method::GET,
-                black_box("/fhir/Patient/9990000018"),
-                None,
-                black_box(&h),
-            )
-        })
+        b.iter(|| parse(&Method::GET, black_box("/fhir/Patient/9990000018"), None, black_box(&h)))
     });
     g.bench_function("identifier_search", |b| {
         b.iter(|| {
             parse(
                 &Method::GET,
                 black_box("/fhir/Patient"),
-                black_box(Some("identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000018&_format=json")),
+                black_box(Some(
+                    "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000018&_format=json",
+                )),
                 black_box(&h),
             )
         })
@@ -44,14 +39,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("not_clinical", |b| {
-        b.iter(|| {
-            parse(
-                &Method::GET,
-                black_box("/api/v1/status"),
-                None,
-                black_box(&h),
-            )
-        })
+        b.iter(|| parse(&Method::GET, black_box("/api/v1/status"), None, black_box(&h)))
     });
     g.finish();
 }

@@ -32,9 +32,7 @@ fn bench(c: &mut Criterion) {
         ..epr
     };
     let cfg = RateLimits {
-        classes: [(Class::Epr, epr), (Class::Image, image)]
-            .into_iter()
-            .collect(),
+        classes: [(Class::Epr, epr), (Class::Image, image)].into_iter().collect(),
         overrides: Vec::new(),
     };
     let limits = Limits::new(&cfg);

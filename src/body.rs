@@ -88,7 +88,6 @@ pub struct Completion {
     on_complete: Option<OnComplete>,
 }
 
-
 impl Completion {
     pub fn new(audit: AuditLog, request_id: String, started: Instant, tally: Arc<Tally>) -> Completion {
         Completion {

@@ -12,13 +12,50 @@ pub fn check_summary(s: &State) -> String {
     let c = &s.config;
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", c.path.display());
-    let _ = writeln!(out, "  listener   {} ({} client CA file(s), {} CRL file(s))", c.listener.bind, c.listener.client_ca.len(), c.listener.crl.len());
+    let _ = writeln!(
+        out,
+        "  listener   {} ({} client CA file(s), {} CRL file(s))",
+        c.listener.bind,
+        c.listener.client_ca.len(),
+        c.listener.crl.len()
+    );
     let days = (s.tls.server_not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86400;
     let _ = writeln!(out, "  server cert expires in {days} days");
-    let _ = writeln!(out, "  organisations {}, endpoints {}", s.directory.len(), c.endpoints.len());
-    let _ = writeln!(out, "  upstreams  {}", c.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", "));
-    let _ = writeln!(out, "  routes     {}", c.routes.iter().map(|r| format!("{} {}", r.name, r.path_prefix)).collect::<Vec<_>>().join(", "));
-    let _ = writeln!(out, "  audit      {} ({:?}{})", c.audit.dir.display(), c.audit.durability, if c.audit.signing_key.is_some() { ", signed checkpoints" } else { "" });
+    let _ = writeln!(
+        out,
+        "  organisations {}, endpoints {}",
+        s.directory.len(),
+        c.endpoints.len()
+    );
+    let _ = writeln!(
+        out,
+        "  upstreams  {}",
+        c.upstreams
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  routes     {}",
+        c.routes
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.path_prefix))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  audit      {} ({:?}{})",
+        c.audit.dir.display(),
+        c.audit.durability,
+        if c.audit.signing_key.is_some() {
+            ", signed checkpoints"
+        } else {
+            ""
+        }
+    );
     if let Some(a) = &c.admin {
         let _ = writeln!(out, "  admin      {}", a.bind);
     }
@@ -46,8 +83,14 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
         .ok_or(ExplainError::NoCertificate)?;
     let identity = crate::identity::identify(&der, &s.config.identity.org_from, &s.directory)?;
     let uri: http::Uri = target.parse().map_err(|_| ExplainError::BadTarget(target.into()))?;
-    let method: http::Method = method.to_ascii_uppercase().parse().map_err(|_| ExplainError::BadMethod(method.into()))?;
-    let mut req = http::Request::builder().method(method).uri(uri.clone()).version(http::Version::HTTP_11);
+    let method: http::Method = method
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| ExplainError::BadMethod(method.into()))?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri.clone())
+        .version(http::Version::HTTP_11);
     if let Some(a) = uri.authority() {
         req = req.header(http::header::HOST, a.as_str());
     }
@@ -71,7 +114,13 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
     match identity.org.as_deref() {
         Some(code) => match s.directory.organisation(code) {
             Some(o) => {
-                let _ = writeln!(out, "organisation {} ({}), groups [{}]", o.code, o.name, o.groups.join(", "));
+                let _ = writeln!(
+                    out,
+                    "organisation {} ({}), groups [{}]",
+                    o.code,
+                    o.name,
+                    o.groups.join(", ")
+                );
             }
             None => {
                 let _ = writeln!(out, "organisation {code} (not in [[organisation]] or the ODS CSV)");
@@ -85,7 +134,13 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
     let _ = writeln!(out, "path         {}", access.request.path);
     match (&access.route, &access.class) {
         (Some(r), Some(c)) => {
-            let upstream = s.config.routes.iter().find(|x| &x.name == r).map(|x| x.upstream.as_str()).unwrap_or("");
+            let upstream = s
+                .config
+                .routes
+                .iter()
+                .find(|x| &x.name == r)
+                .map(|x| x.upstream.as_str())
+                .unwrap_or("");
             let _ = writeln!(out, "route        {r} → upstream {upstream}, class {c}");
             if let Some(class) = crate::config::Class::parse(c) {
                 let org = access.client.org.as_deref().unwrap_or("");
@@ -104,14 +159,24 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
         }
     }
     if !access.clinical.is_empty() {
-        let _ = writeln!(out, "clinical     {}", serde_json::to_string(&access.clinical).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "clinical     {}",
+            serde_json::to_string(&access.clinical).unwrap_or_default()
+        );
     }
     match refusal {
         None => {
             let _ = writeln!(out, "decision     ALLOW by {}", access.rule.as_deref().unwrap_or("?"));
         }
         Some(r) => {
-            let _ = writeln!(out, "decision     DENY {} {} ({})", r.status().as_u16(), r.reason(), r.message());
+            let _ = writeln!(
+                out,
+                "decision     DENY {} {} ({})",
+                r.status().as_u16(),
+                r.reason(),
+                r.message()
+            );
         }
     }
     Ok(out)
@@ -212,8 +277,16 @@ pub fn audit(cmd: AuditCommand) -> u8 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let code = match cmd {
-        AuditCommand::Verify { dir, public_key, allow_unsealed_tail } => {
-            let args = verify::VerifyArgs { dir, public_key, options: verify::VerifyOptions { allow_unsealed_tail } };
+        AuditCommand::Verify {
+            dir,
+            public_key,
+            allow_unsealed_tail,
+        } => {
+            let args = verify::VerifyArgs {
+                dir,
+                public_key,
+                options: verify::VerifyOptions { allow_unsealed_tail },
+            };
             match verify::run(&args, &mut out) {
                 Ok(_) => 0,
                 Err(e) => {
@@ -235,7 +308,9 @@ pub fn audit(cmd: AuditCommand) -> u8 {
                 eprintln!("caregate audit export: --format must be fhir, not {format:?}");
                 return 2;
             }
-            let result = filters.parse().and_then(|filters| export::run(&export::ExportArgs { dir, filters }, &mut out));
+            let result = filters
+                .parse()
+                .and_then(|filters| export::run(&export::ExportArgs { dir, filters }, &mut out));
             query_exit(result, "export")
         }
     };

@@ -46,9 +46,12 @@ impl Upstream {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = &u.ca {
             for cert in crate::tls::load_certs(&key("ca"), ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| (key("ca"), format!("{} is not a usable CA certificate: {e}", ca.display())))?;
+                roots.add(cert).map_err(|e| {
+                    (
+                        key("ca"),
+                        format!("{} is not a usable CA certificate: {e}", ca.display()),
+                    )
+                })?;
             }
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -57,12 +60,18 @@ impl Upstream {
             .with_root_certificates(roots);
         let tls = match (&u.client_cert, &u.client_key) {
             (Some(c), Some(k)) => builder
-                .with_client_auth_cert(crate::tls::load_certs(&key("client_cert"), c)?, crate::tls::load_key(&key("client_key"), k)?)
+                .with_client_auth_cert(
+                    crate::tls::load_certs(&key("client_cert"), c)?,
+                    crate::tls::load_key(&key("client_key"), k)?,
+                )
                 .map_err(|e| (key("client_key"), format!("does not match client_cert: {e}")))?,
             _ => builder.with_no_client_auth(),
         };
         if u.ca.is_none() && u.urls.iter().any(|u| u.scheme_str() == Some("https")) {
-            return Err((key("ca"), "an https upstream needs the CA that signed its certificate".into()));
+            return Err((
+                key("ca"),
+                "an https upstream needs the CA that signed its certificate".into(),
+            ));
         }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -113,13 +122,20 @@ impl Upstream {
             let Ok(uri) = uri.build() else {
                 return Err(ForwardError::Unavailable);
             };
-            let mut req = Request::new(SharedBody { slot: slot.clone(), body: None });
+            let mut req = Request::new(SharedBody {
+                slot: slot.clone(),
+                body: None,
+            });
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
             // Only a fail-over needs the headers again: the last attempt takes them.
             let last = k + 1 == self.origins.len();
-            *req.headers_mut() = if last { std::mem::take(&mut headers) } else { headers.clone() };
+            *req.headers_mut() = if last {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
             match tokio::time::timeout_at(deadline, self.client.request(req)).await {
                 Err(_) => return Err(ForwardError::Timeout),
                 Ok(Ok(resp)) => return Ok(resp),
@@ -170,7 +186,11 @@ impl http_body::Body for SharedBody {
     fn is_end_stream(&self) -> bool {
         match &self.body {
             Some(b) => b.is_end_stream(),
-            None => self.slot.lock().map(|s| s.as_ref().is_none_or(|b| b.is_end_stream())).unwrap_or(true),
+            None => self
+                .slot
+                .lock()
+                .map(|s| s.as_ref().is_none_or(|b| b.is_end_stream()))
+                .unwrap_or(true),
         }
     }
 
@@ -190,7 +210,14 @@ impl http_body::Body for SharedBody {
 // === header hygiene ===
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Headers only caregate may set: any client-sent copy is removed first.
 const IDENTITY_HEADERS: [&str; 10] = [

@@ -5,12 +5,12 @@
 //! verdict per request head for the pipeline to check, in order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// One verdict per request head, in arrival order; `broken` once framing was lost.
@@ -22,7 +22,9 @@ pub struct Verdicts {
 impl Verdicts {
     /// The verdict for the next request: `Some(why)` to refuse it.
     pub fn next(&self) -> Option<&'static str> {
-        let Ok(mut g) = self.inner.lock() else { return Some("framing could not be checked") };
+        let Ok(mut g) = self.inner.lock() else {
+            return Some("framing could not be checked");
+        };
         let v = g.0.pop_front().flatten();
         if g.1 {
             return Some("the request framing is ambiguous");
@@ -73,7 +75,14 @@ impl<IO> Guarded<IO> {
     pub fn new(inner: IO, http1: bool, max_head: usize, header_timeout: Duration) -> (Self, Arc<Verdicts>) {
         let verdicts = Arc::new(Verdicts::default());
         let state = if http1 { State::Head(Vec::new()) } else { State::Off };
-        let guarded = Guarded { inner, state, verdicts: verdicts.clone(), max_head, header_timeout, deadline: None };
+        let guarded = Guarded {
+            inner,
+            state,
+            verdicts: verdicts.clone(),
+            max_head,
+            header_timeout,
+            deadline: None,
+        };
         (guarded, verdicts)
     }
 }
@@ -97,7 +106,10 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
         }
         if let Some(d) = this.deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received in time",
+                )));
             }
         }
         res
@@ -114,7 +126,11 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -178,7 +194,9 @@ fn feed(state: &mut State, verdicts: &Verdicts, max_head: usize, mut data: &[u8]
                 let size = match line.strip_suffix(b"\r") {
                     Some(l) => {
                         let hex = l.split(|b| *b == b';').next().unwrap_or(b"");
-                        std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h.trim_end_matches([' ', '\t']), 16).ok())
+                        std::str::from_utf8(hex)
+                            .ok()
+                            .and_then(|h| u64::from_str_radix(h.trim_end_matches([' ', '\t']), 16).ok())
                     }
                     // A bare LF ends a chunk line only for lenient parsers: ambiguous.
                     None => None,
@@ -251,13 +269,20 @@ fn judge(req: &httparse::Request<'_, '_>) -> (Option<&'static str>, State) {
         }
     }
     if !cl.is_empty() && !te.is_empty() {
-        return (Some("the request has both Content-Length and Transfer-Encoding"), State::Off);
+        return (
+            Some("the request has both Content-Length and Transfer-Encoding"),
+            State::Off,
+        );
     }
     if cl.len() > 1 {
         return (Some("the request has more than one Content-Length"), State::Off);
     }
     if let Some(v) = cl.first() {
-        return match std::str::from_utf8(v).ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse::<u64>().ok()) {
+        return match std::str::from_utf8(v)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             Some(0) => (None, State::Head(Vec::new())),
             Some(n) => (None, State::Fixed(n)),
             None => (Some("the request has an invalid Content-Length"), State::Off),
@@ -313,6 +338,8 @@ mod tests {
             Some("the request has both Content-Length and Transfer-Encoding")
         );
         assert!(run(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"])[0].is_some());
-        assert!(run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n"]).contains(&Some("broken")));
+        assert!(
+            run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n"]).contains(&Some("broken"))
+        );
     }
 }

@@ -32,7 +32,10 @@ pub struct IdentityError;
 pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<ClientIdentity, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError)?;
     let subject = rfc4514(cert.subject());
-    let fingerprint = format!("sha256:{}", crate::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()));
+    let fingerprint = format!(
+        "sha256:{}",
+        crate::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    );
     let serial = crate::hex(cert.raw_serial());
     let sans = cert.subject_alternative_name().ok().flatten();
     let names: &[GeneralName] = sans.as_ref().map(|s| s.value.general_names.as_slice()).unwrap_or(&[]);
@@ -43,7 +46,10 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
         let found = match source {
             OrgSource::Subject(attr) => subject_attr(cert.subject(), attr),
             OrgSource::SanUri(prefix) => names.iter().find_map(|n| match n {
-                GeneralName::URI(uri) => uri.strip_prefix(prefix.as_str()).filter(|rest| !rest.is_empty()).map(str::to_string),
+                GeneralName::URI(uri) => uri
+                    .strip_prefix(prefix.as_str())
+                    .filter(|rest| !rest.is_empty())
+                    .map(str::to_string),
                 _ => None,
             }),
             OrgSource::Endpoint => {
@@ -78,7 +84,14 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
             .and_then(|e| e.asid.clone());
     }
     let client_cert_header = format!(":{}:", base64::engine::general_purpose::STANDARD.encode(der));
-    Ok(ClientIdentity { org, subject, fingerprint, serial, asid, client_cert_header })
+    Ok(ClientIdentity {
+        org,
+        subject,
+        fingerprint,
+        serial,
+        asid,
+        client_cert_header,
+    })
 }
 
 fn attr_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> Option<&'static str> {

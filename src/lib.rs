@@ -32,8 +32,8 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
-pub mod clinical;
 pub mod cli;
+pub mod clinical;
 pub mod config;
 pub mod demo;
 pub mod directory;

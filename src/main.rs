@@ -94,7 +94,9 @@ fn one_sentence(e: &anyhow::Error) -> String {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -102,7 +104,10 @@ fn init_logging(format: LogFormat) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -118,7 +123,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", caregate::cli::check_summary(&state));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { config, cert, method, target } => {
+        Command::Explain {
+            config,
+            cert,
+            method,
+            target,
+        } => {
             let config = Config::load(&config)?;
             let state = caregate::state::State::build(config, 0)?;
             let pem = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
@@ -126,13 +136,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pki { command: PkiCommand::Dev { out } } => {
+        Command::Pki {
+            command: PkiCommand::Dev { out },
+        } => {
             let pki = caregate::pki::dev(&out)?;
-            println!("development PKI written to {} (never use these keys for real traffic)", pki.dir.display());
+            println!(
+                "development PKI written to {} (never use these keys for real traffic)",
+                pki.dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => {
-            let opts = caregate::demo::DemoOptions { dir, ephemeral_ports: false };
+            let opts = caregate::demo::DemoOptions {
+                dir,
+                ephemeral_ports: false,
+            };
             runtime()?.block_on(caregate::demo::run(opts, ctrl_c()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -164,7 +182,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break "SIGINT",
         }
     };
-    tracing::info!(signal, "shutting down: no new connections, in-flight requests may finish");
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, in-flight requests may finish"
+    );
     running.shutdown();
     running.wait().await?;
     tracing::info!("stopped");

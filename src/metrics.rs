@@ -92,19 +92,59 @@ impl Metrics {
     /// A registry holding every series, for `/metrics`.
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("caregate");
-        r.register("requests", "Requests by route, class, decision and status", self.requests.clone());
-        r.register("request_duration_seconds", "Time to the end of the response, by route", self.latency.clone());
-        r.register("request_bytes", "Request body bytes received from clients", self.bytes_in.clone());
-        r.register("response_bytes", "Response body bytes sent to clients", self.bytes_out.clone());
-        r.register("tls_rejections", "Refused TLS handshakes by reason", self.tls_rejections.clone());
+        r.register(
+            "requests",
+            "Requests by route, class, decision and status",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the end of the response, by route",
+            self.latency.clone(),
+        );
+        r.register(
+            "request_bytes",
+            "Request body bytes received from clients",
+            self.bytes_in.clone(),
+        );
+        r.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            self.bytes_out.clone(),
+        );
+        r.register(
+            "tls_rejections",
+            "Refused TLS handshakes by reason",
+            self.tls_rejections.clone(),
+        );
         r.register("rate_limited", "Requests refused with 429", self.rate_limited.clone());
-        r.register("upstream_errors", "Upstream connect, request and timeout failures", self.upstream_errors.clone());
-        r.register("active_connections", "Open client connections", self.active_connections.clone());
+        r.register(
+            "upstream_errors",
+            "Upstream connect, request and timeout failures",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "active_connections",
+            "Open client connections",
+            self.active_connections.clone(),
+        );
         r.register("in_flight_requests", "Requests being served", self.in_flight.clone());
         r.register("reloads", "Config reloads by result", self.reloads.clone());
-        r.register("audit_healthy", "1 while the audit trail can be written", self.audit_healthy.clone());
-        r.register("audit_queue_depth", "Audit records waiting to be written", self.audit_queue_depth.clone());
-        r.register("audit_fsync_seconds", "Duration of the latest audit fsync", self.audit_fsync_seconds.clone());
+        r.register(
+            "audit_healthy",
+            "1 while the audit trail can be written",
+            self.audit_healthy.clone(),
+        );
+        r.register(
+            "audit_queue_depth",
+            "Audit records waiting to be written",
+            self.audit_queue_depth.clone(),
+        );
+        r.register(
+            "audit_fsync_seconds",
+            "Duration of the latest audit fsync",
+            self.audit_fsync_seconds.clone(),
+        );
         r.register(
             "server_cert_expiry_seconds",
             "Seconds until the server certificate expires",
@@ -126,7 +166,9 @@ impl Metrics {
     pub fn observe_end(&self, route: Option<&str>, class: Option<&str>, decision: &str, status: u16, started: Instant) {
         self.in_flight.dec();
         let route = route.unwrap_or("").to_string();
-        self.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+        self.latency
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .observe(started.elapsed().as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
                 route,
@@ -143,7 +185,11 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, upstream: &str) {
-        self.upstream_errors.get_or_create(&UpstreamLabels { upstream: upstream.to_string() }).inc();
+        self.upstream_errors
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
+            .inc();
     }
 
     pub fn rate_limited(&self) {
@@ -151,12 +197,18 @@ impl Metrics {
     }
 
     pub fn tls_rejected(&self, reason: &str) {
-        self.tls_rejections.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+        self.tls_rejections
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
-        self.reloads.get_or_create(&ResultLabels { result: result.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels { result: result.into() })
+            .inc();
     }
 
     /// Renders the Prometheus text format.
@@ -169,8 +221,16 @@ impl Metrics {
     /// `audit_fsync_seconds` shows how well group commit is batching.
     pub fn encode_with(&self, audit: &crate::audit::AuditStats) -> String {
         let mut r = self.registry();
-        r.register("audit_records", "Audit records written", ConstCounter::new(audit.records_written));
-        r.register("audit_fsyncs", "Audit fsyncs (group commits)", ConstCounter::new(audit.fsyncs));
+        r.register(
+            "audit_records",
+            "Audit records written",
+            ConstCounter::new(audit.records_written),
+        );
+        r.register(
+            "audit_fsyncs",
+            "Audit fsyncs (group commits)",
+            ConstCounter::new(audit.fsyncs),
+        );
         self.render(r)
     }
 

@@ -88,7 +88,10 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
             i += 1;
             continue;
         }
-        let (h, l) = match (b.get(i + 1).and_then(|&x| hex_val(x)), b.get(i + 2).and_then(|&x| hex_val(x))) {
+        let (h, l) = match (
+            b.get(i + 1).and_then(|&x| hex_val(x)),
+            b.get(i + 2).and_then(|&x| hex_val(x)),
+        ) {
             (Some(h), Some(l)) => (h, l),
             _ => return Err(PathError::BadEscape),
         };
@@ -138,7 +141,15 @@ mod tests {
 
     #[test]
     fn forbidden_escapes_are_refused() {
-        for p in ["/fhir%2fadmin", "/fhir%2F..", "/a%5cb", "/a%00", "/a%0d%0a", "/a%7F", "/a\\b"] {
+        for p in [
+            "/fhir%2fadmin",
+            "/fhir%2F..",
+            "/a%5cb",
+            "/a%00",
+            "/a%0d%0a",
+            "/a%7F",
+            "/a\\b",
+        ] {
             assert!(normalise(p).is_err(), "{p}");
         }
         assert_eq!(normalise("/a%zz"), Err(PathError::BadEscape));

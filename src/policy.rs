@@ -23,8 +23,8 @@ pub fn decide(route: &Route, org: Option<&Organisation>, method: &Method, facts:
         return Decision::UnknownOrg;
     };
     for (i, rule) in route.config.allow.iter().enumerate() {
-        let who = rule.orgs.iter().any(|o| o == "*" || *o == org.code)
-            || rule.groups.iter().any(|g| org.groups.contains(g));
+        let who =
+            rule.orgs.iter().any(|o| o == "*" || *o == org.code) || rule.groups.iter().any(|g| org.groups.contains(g));
         if !who {
             continue;
         }
@@ -33,17 +33,27 @@ pub fn decide(route: &Route, org: Option<&Organisation>, method: &Method, facts:
         }
         // Rules that name clinical facts need them: a request we could not parse does not match.
         if !rule.resources.is_empty()
-            && !facts.clinical.fhir_type.as_ref().is_some_and(|t| rule.resources.contains(t))
+            && !facts
+                .clinical
+                .fhir_type
+                .as_ref()
+                .is_some_and(|t| rule.resources.contains(t))
         {
             continue;
         }
         if !rule.interactions.is_empty()
-            && !facts.fhir_interaction.as_ref().is_some_and(|t| rule.interactions.contains(t))
+            && !facts
+                .fhir_interaction
+                .as_ref()
+                .is_some_and(|t| rule.interactions.contains(t))
         {
             continue;
         }
         if !rule.spine_interactions.is_empty()
-            && !facts.spine_interaction.as_ref().is_some_and(|t| rule.spine_interactions.contains(t))
+            && !facts
+                .spine_interaction
+                .as_ref()
+                .is_some_and(|t| rule.spine_interactions.contains(t))
         {
             continue;
         }
@@ -75,30 +85,59 @@ mod tests {
     }
 
     fn org(code: &str, groups: &[&str]) -> Organisation {
-        Organisation { code: code.into(), name: code.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Organisation {
+            code: code.into(),
+            name: code.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     #[test]
     fn deny_by_default_and_first_rule_wins() {
         let t = table(vec![
-            AllowRule { groups: vec!["gp".into()], methods: vec!["GET".into()], ..Default::default() },
-            AllowRule { orgs: vec!["RXC".into()], ..Default::default() },
+            AllowRule {
+                groups: vec!["gp".into()],
+                methods: vec!["GET".into()],
+                ..Default::default()
+            },
+            AllowRule {
+                orgs: vec!["RXC".into()],
+                ..Default::default()
+            },
         ]);
         let r = t.find(None, "/fhir/Patient").unwrap();
         let f = Facts::default();
-        assert_eq!(decide(r, Some(&org("A81001", &["gp"])), &Method::GET, &f), Decision::Allow { rule: 0 });
-        assert_eq!(decide(r, Some(&org("A81001", &["gp"])), &Method::POST, &f), Decision::NotAllowed);
-        assert_eq!(decide(r, Some(&org("RXC", &[])), &Method::DELETE, &f), Decision::Allow { rule: 1 });
-        assert_eq!(decide(r, Some(&org("B99999", &[])), &Method::GET, &f), Decision::NotAllowed);
+        assert_eq!(
+            decide(r, Some(&org("A81001", &["gp"])), &Method::GET, &f),
+            Decision::Allow { rule: 0 }
+        );
+        assert_eq!(
+            decide(r, Some(&org("A81001", &["gp"])), &Method::POST, &f),
+            Decision::NotAllowed
+        );
+        assert_eq!(
+            decide(r, Some(&org("RXC", &[])), &Method::DELETE, &f),
+            Decision::Allow { rule: 1 }
+        );
+        assert_eq!(
+            decide(r, Some(&org("B99999", &[])), &Method::GET, &f),
+            Decision::NotAllowed
+        );
         assert_eq!(decide(r, None, &Method::GET, &f), Decision::UnknownOrg);
         assert_eq!(r.rule_labels[1], "fhir/allow[1]");
     }
 
     #[test]
     fn star_means_any_known_org() {
-        let t = table(vec![AllowRule { orgs: vec!["*".into()], ..Default::default() }]);
+        let t = table(vec![AllowRule {
+            orgs: vec!["*".into()],
+            ..Default::default()
+        }]);
         let r = t.find(None, "/fhir/").unwrap();
-        assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &Facts::default()), Decision::Allow { rule: 0 });
+        assert_eq!(
+            decide(r, Some(&org("X1", &[])), &Method::GET, &Facts::default()),
+            Decision::Allow { rule: 0 }
+        );
         assert_eq!(decide(r, None, &Method::GET, &Facts::default()), Decision::UnknownOrg);
     }
 
@@ -115,7 +154,10 @@ mod tests {
         assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &f), Decision::NotAllowed);
         f.clinical.fhir_type = Some("Patient".into());
         f.fhir_interaction = Some("read".into());
-        assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &f), Decision::Allow { rule: 0 });
+        assert_eq!(
+            decide(r, Some(&org("X1", &[])), &Method::GET, &f),
+            Decision::Allow { rule: 0 }
+        );
         f.clinical.fhir_type = Some("Observation".into());
         assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &f), Decision::NotAllowed);
     }

@@ -23,7 +23,11 @@ pub enum StartError {
     #[error("audit.dir: {0}")]
     Audit(#[from] crate::audit::AuditError),
     #[error("{key}: cannot listen on {addr}: {source}")]
-    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A gateway that is running: its bound addresses and the handles to reload and stop it.
@@ -48,11 +52,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = State::build(config, 0)?;
     let cfg = state.config.clone();
     let audit = AuditLog::open(&cfg.audit)?;
-    let listener = TcpListener::bind(cfg.listener.bind).await.map_err(|source| StartError::Bind {
-        key: "listener.bind",
-        addr: cfg.listener.bind,
-        source,
-    })?;
+    let listener = TcpListener::bind(cfg.listener.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            key: "listener.bind",
+            addr: cfg.listener.bind,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         key: "listener.bind",
         addr: cfg.listener.bind,
@@ -73,19 +79,39 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 addr: a.bind,
                 source,
             })?;
-            let admin_addr =
-                l.local_addr().map_err(|source| StartError::Bind { key: "admin.bind", addr: a.bind, source })?;
-            tokio::spawn(crate::admin::serve(l, gateway.clone(), accepting.clone(), admin_stop_rx));
+            let admin_addr = l.local_addr().map_err(|source| StartError::Bind {
+                key: "admin.bind",
+                addr: a.bind,
+                source,
+            })?;
+            tokio::spawn(crate::admin::serve(
+                l,
+                gateway.clone(),
+                accepting.clone(),
+                admin_stop_rx,
+            ));
             Some(admin_addr)
         }
         None => None,
     };
 
-    audit.append(Event::Lifecycle(record::Lifecycle { action: "start".into(), config_sha256: cfg.sha256.clone() }));
+    audit.append(Event::Lifecycle(record::Lifecycle {
+        action: "start".into(),
+        config_sha256: cfg.sha256.clone(),
+    }));
     tracing::info!(%addr, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
     tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, gateway.clone(), accepting, shutdown_rx));
-    Ok(Running { addr, admin_addr, gateway, shutdown, admin_stop, task, config_path, reload_lock: Default::default() })
+    Ok(Running {
+        addr,
+        admin_addr,
+        gateway,
+        shutdown,
+        admin_stop,
+        task,
+        config_path,
+        reload_lock: Default::default(),
+    })
 }
 
 impl Running {
@@ -102,7 +128,10 @@ impl Running {
         let _ = self.task.await;
         let g = &self.gateway;
         let sha = g.state.load().config.sha256.clone();
-        g.audit.append(Event::Lifecycle(record::Lifecycle { action: "stop".into(), config_sha256: sha }));
+        g.audit.append(Event::Lifecycle(record::Lifecycle {
+            action: "stop".into(),
+            config_sha256: sha,
+        }));
         let closed = g.audit.close().await;
         let _ = self.admin_stop.send(true);
         closed
@@ -124,7 +153,10 @@ impl Running {
                 g.metrics.reload(true);
                 check_cert_expiry(g);
                 tracing::info!(generation, config_sha256 = %sha, "config reloaded");
-                g.audit.append(Event::Lifecycle(record::Lifecycle { action: "reload".into(), config_sha256: sha }));
+                g.audit.append(Event::Lifecycle(record::Lifecycle {
+                    action: "reload".into(),
+                    config_sha256: sha,
+                }));
                 Ok(())
             }
             Err(e) => {
@@ -133,8 +165,10 @@ impl Running {
                 let sha = std::fs::read(&self.config_path)
                     .map(|b| crate::hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref()))
                     .unwrap_or_default();
-                g.audit
-                    .append(Event::Lifecycle(record::Lifecycle { action: "reload_failed".into(), config_sha256: sha }));
+                g.audit.append(Event::Lifecycle(record::Lifecycle {
+                    action: "reload_failed".into(),
+                    config_sha256: sha,
+                }));
                 Err(e)
             }
         }
@@ -147,7 +181,10 @@ fn warn_restart_only(old: &Config, new: &Config) {
     let admin = |c: &Config| c.admin.as_ref().map(|a| a.bind);
     let changed = [
         ("listener.bind", old.listener.bind != new.listener.bind),
-        ("listener.max_connections", old.listener.max_connections != new.listener.max_connections),
+        (
+            "listener.max_connections",
+            old.listener.max_connections != new.listener.max_connections,
+        ),
         ("admin.bind", admin(old) != admin(new)),
         ("audit", format!("{:?}", old.audit) != format!("{:?}", new.audit)),
     ];
@@ -161,7 +198,9 @@ fn warn_restart_only(old: &Config, new: &Config) {
 pub fn refresh_cert_metrics(g: &Gateway) {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let state = g.state.load();
-    g.metrics.server_cert_expiry_seconds.set(state.tls.server_not_after - now);
+    g.metrics
+        .server_cert_expiry_seconds
+        .set(state.tls.server_not_after - now);
     // Cleared first, so that a CRL removed by a reload stops being reported.
     g.metrics.crl_next_update_seconds.clear();
     for (file, next) in &state.tls.crl_next_update {
@@ -182,7 +221,11 @@ pub fn check_cert_expiry(g: &Gateway) {
     let state = g.state.load();
     let left = state.tls.server_not_after - now;
     if left < 14 * 86400 {
-        tracing::warn!(seconds_left = left, days_left = left / 86400, "the server certificate expires within 14 days");
+        tracing::warn!(
+            seconds_left = left,
+            days_left = left / 86400,
+            "the server certificate expires within 14 days"
+        );
     }
     let refuse = state.config.listener.crl_expired == crate::config::CrlExpired::Refuse;
     for (file, next) in &state.tls.crl_next_update {
@@ -296,7 +339,11 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
     let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
-    let conn = Arc::new(Conn { peer, identity, framing: (!h2).then_some(framing) });
+    let conn = Arc::new(Conn {
+        peer,
+        identity,
+        framing: (!h2).then_some(framing),
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

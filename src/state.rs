@@ -40,10 +40,21 @@ impl State {
         });
         if let Some(key) = &config.audit.signing_key {
             if let Err(e) = std::fs::metadata(key) {
-                return Err(err(("audit.signing_key".into(), format!("cannot read {}: {e}", key.display()))));
+                return Err(err((
+                    "audit.signing_key".into(),
+                    format!("cannot read {}: {e}", key.display()),
+                )));
             }
         }
         let limits = Arc::new(Limits::new(&config.rate_limits));
-        Ok(State { config: Arc::new(config), tls, directory, routes, upstreams, limits, generation })
+        Ok(State {
+            config: Arc::new(config),
+            tls,
+            directory,
+            routes,
+            upstreams,
+            limits,
+            generation,
+        })
     }
 }

@@ -50,8 +50,12 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 
 pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Invalid> {
     let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|_| (key.to_string(), format!("{} holds no private key in PEM", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        (
+            key.to_string(),
+            format!("{} holds no private key in PEM", path.display()),
+        )
+    })
 }
 
 /// Builds the listener's TLS state from `[listener]`.
@@ -62,9 +66,12 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
     for (i, path) in l.client_ca.iter().enumerate() {
         let key = format!("listener.client_ca[{i}]");
         for cert in load_certs(&key, path)? {
-            roots
-                .add(cert)
-                .map_err(|e| (key.clone(), format!("{} is not a usable CA certificate: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| {
+                (
+                    key.clone(),
+                    format!("{} is not a usable CA certificate: {e}", path.display()),
+                )
+            })?;
         }
     }
 
@@ -102,19 +109,30 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
     if l.crl_expired == CrlExpired::Refuse {
         builder = builder.enforce_revocation_expiration();
     }
-    let webpki = builder
-        .build()
-        .map_err(|e| ("listener.client_ca".to_string(), format!("cannot build the client verifier: {e}")))?;
+    let webpki = builder.build().map_err(|e| {
+        (
+            "listener.client_ca".to_string(),
+            format!("cannot build the client verifier: {e}"),
+        )
+    })?;
 
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(KeyUsageVerifier { inner: webpki });
 
     let chain = load_certs("listener.server_cert", &l.server_cert)?;
-    let (_, leaf) = X509Certificate::from_der(&chain[0])
-        .map_err(|_| ("listener.server_cert".to_string(), "the first certificate cannot be parsed".to_string()))?;
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|_| {
+        (
+            "listener.server_cert".to_string(),
+            "the first certificate cannot be parsed".to_string(),
+        )
+    })?;
     let server_not_after = leaf.validity().not_after.timestamp();
     let key = load_key("listener.server_key", &l.server_key)?;
-    let certified = CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| ("listener.server_key".to_string(), format!("does not match listener.server_cert: {e}")))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        (
+            "listener.server_key".to_string(),
+            format!("does not match listener.server_cert: {e}"),
+        )
+    })?;
 
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -127,7 +145,13 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
     }
-    Ok(TlsState { server_config: Arc::new(config), server_not_after, crl_next_update, revoked, verifier })
+    Ok(TlsState {
+        server_config: Arc::new(config),
+        server_not_after,
+        crl_next_update,
+        revoked,
+        verifier,
+    })
 }
 
 impl TlsState {
@@ -248,18 +272,21 @@ impl ClientCertVerifier for KeyUsageVerifier {
             ));
             n.subject = parsed.as_ref().map(|c| crate::identity::rfc4514(c.subject()));
         });
-        let result = self.inner.verify_client_cert(end_entity, intermediates, now).and_then(|ok| {
-            let Some(cert) = &parsed else {
-                return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
-            };
-            match cert.key_usage() {
-                Ok(Some(ku)) if !ku.value.digital_signature() => {
-                    Err(Error::InvalidCertificate(CertificateError::InvalidPurpose))
+        let result = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .and_then(|ok| {
+                let Some(cert) = &parsed else {
+                    return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
+                };
+                match cert.key_usage() {
+                    Ok(Some(ku)) if !ku.value.digital_signature() => {
+                        Err(Error::InvalidCertificate(CertificateError::InvalidPurpose))
+                    }
+                    Err(_) => Err(Error::InvalidCertificate(CertificateError::BadEncoding)),
+                    _ => Ok(ok),
                 }
-                Err(_) => Err(Error::InvalidCertificate(CertificateError::BadEncoding)),
-                _ => Ok(ok),
-            }
-        });
+            });
         if let Err(Error::InvalidCertificate(e)) = &result {
             let reason = cert_reason(e);
             note(|n| n.reason = Some(reason));

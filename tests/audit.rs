@@ -35,7 +35,11 @@ fn independent_verify(dir: &Path) -> Result<usize, u64> {
 }
 
 fn by_request(records: &[Value], id: &str, event: &str) -> Vec<Value> {
-    records.iter().filter(|r| r["event"] == event && r["request_id"] == id).cloned().collect()
+    records
+        .iter()
+        .filter(|r| r["event"] == event && r["request_id"] == id)
+        .cloned()
+        .collect()
 }
 
 #[tokio::test]
@@ -51,11 +55,28 @@ async fn every_kind_of_traffic_leaves_access_and_complete_records() {
     let a = send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
     assert_eq!(a.status, 200);
     let allowed_id = a.headers["x-request-id"].to_str().unwrap().to_string();
-    assert_eq!(up.seen()[0].access_on_disk, Some(true), "access record durable before forwarding");
+    assert_eq!(
+        up.seen()[0].access_on_disk,
+        Some(true),
+        "access record durable before forwarding"
+    );
     // Denied.
-    let a = send(gw.addr(), &pki, &pki.client("B99999"), false, get("/fhir/Patient/9990000018")).await;
+    let a = send(
+        gw.addr(),
+        &pki,
+        &pki.client("B99999"),
+        false,
+        get("/fhir/Patient/9990000018"),
+    )
+    .await;
     assert_eq!(a.status, 403);
-    let denied_id = a.headers.get("x-request-id").unwrap_or_else(|| panic!("{:?}", a.headers)).to_str().unwrap().to_string();
+    let denied_id = a
+        .headers
+        .get("x-request-id")
+        .unwrap_or_else(|| panic!("{:?}", a.headers))
+        .to_str()
+        .unwrap()
+        .to_string();
     // Upstream failure.
     let a = send(gw.addr(), &pki, &trust, false, get("/files/slow")).await;
     assert_eq!(a.status, 504);
@@ -79,7 +100,10 @@ async fn every_kind_of_traffic_leaves_access_and_complete_records() {
     // connection gone (bounded, polling the real file, no fixed sleep).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while by_request(&audit_records(&gw.audit_dir), "abort-me", "complete").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no complete record for the aborted download");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no complete record for the aborted download"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
@@ -112,9 +136,13 @@ async fn every_kind_of_traffic_leaves_access_and_complete_records() {
     assert_eq!(aborted["outcome"], "client_aborted");
     assert!(aborted["bytes_out"].as_u64().unwrap() < 64 << 20);
 
-    assert!(records.iter().any(|r| r["event"] == "tls_rejected" && r["reason"] == "no_certificate"));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "tls_rejected" && r["reason"] == "no_certificate"));
     assert_eq!(records.first().unwrap()["action"], "start");
-    assert!(records.iter().any(|r| r["event"] == "lifecycle" && r["action"] == "stop"));
+    assert!(records
+        .iter()
+        .any(|r| r["event"] == "lifecycle" && r["action"] == "stop"));
 
     // Every access has exactly one complete.
     for r in records.iter().filter(|r| r["event"] == "access") {
@@ -173,9 +201,16 @@ async fn a_full_audit_disk_fails_closed_and_recovers() {
     let text = config_text(&pki, &trail, "", &standard_rest(&up));
     let path = work.path().join("caregate.toml");
     std::fs::write(&path, text).unwrap();
-    let running = caregate::server::start(caregate::config::Config::load(&path).unwrap()).await.unwrap();
+    let running = caregate::server::start(caregate::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
     let gp = pki.client("A81001");
-    assert_eq!(send(running.addr, &pki, &gp, false, get("/fhir/Patient/9990000018")).await.status, 200);
+    assert_eq!(
+        send(running.addr, &pki, &gp, false, get("/fhir/Patient/9990000018"))
+            .await
+            .status,
+        200
+    );
 
     // Fill the disk. The trail's last page may still hold a record or two: keep asking until
     // the gateway refuses, and check the refused request never reached the upstream.

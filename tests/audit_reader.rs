@@ -68,11 +68,7 @@ fn broken(r: Result<verify::Report, VerifyError>) -> Broken {
 }
 
 fn assert_at(b: &Broken, file: &str, line: u64, seq: u64, what: &str) {
-    assert_eq!(
-        (b.file.as_str(), b.line, b.seq),
-        (file, line, Some(seq)),
-        "{b}"
-    );
+    assert_eq!((b.file.as_str(), b.line, b.seq), (file, line, Some(seq)), "{b}");
     assert!(b.problem.contains(what), "{b}");
 }
 
@@ -82,13 +78,7 @@ fn mini_verify(dir: &Path) -> Result<u64, (String, u64)> {
         .unwrap()
         .filter_map(|e| {
             let n = e.unwrap().file_name().into_string().unwrap();
-            Some((
-                n.strip_prefix("audit-")?
-                    .strip_suffix(".jsonl")?
-                    .parse()
-                    .ok()?,
-                n,
-            ))
+            Some((n.strip_prefix("audit-")?.strip_suffix(".jsonl")?.parse().ok()?, n))
         })
         .collect();
     files.sort();
@@ -101,8 +91,7 @@ fn mini_verify(dir: &Path) -> Result<u64, (String, u64)> {
             let body = format!("{}}}", &line[..at]);
             let v: Value = serde_json::from_str(line).map_err(|_| bad())?;
             let hash = trail_gen::hex(
-                ring::digest::digest(&ring::digest::SHA256, format!("{prev}\n{body}").as_bytes())
-                    .as_ref(),
+                ring::digest::digest(&ring::digest::SHA256, format!("{prev}\n{body}").as_bytes()).as_ref(),
             );
             if v["seq"] != seq + 1 || v["prev"] != prev.as_str() || v["hash"] != hash.as_str() {
                 return Err(bad());
@@ -114,12 +103,10 @@ fn mini_verify(dir: &Path) -> Result<u64, (String, u64)> {
 }
 
 fn agree(dir: &Path) {
-    let ours = verify_with(dir, None)
-        .map(|r| r.records)
-        .map_err(|e| match e {
-            VerifyError::Broken(b) => (b.file, b.line),
-            other => panic!("{other}"),
-        });
+    let ours = verify_with(dir, None).map(|r| r.records).map_err(|e| match e {
+        VerifyError::Broken(b) => (b.file, b.line),
+        other => panic!("{other}"),
+    });
     assert_eq!(ours, mini_verify(dir));
 }
 
@@ -153,9 +140,7 @@ fn intact_trail_verifies() {
         options: VerifyOptions::default(),
     };
     verify::run(&args, &mut out).expect("intact");
-    assert!(String::from_utf8(out)
-        .unwrap()
-        .starts_with("intact: 106 records"));
+    assert!(String::from_utf8(out).unwrap().starts_with("intact: 106 records"));
 }
 
 #[test]
@@ -269,17 +254,8 @@ fn garbage_and_unusable_input() {
     edit_lines(dir.path(), &name(1), |l| l[9] = "{\"seq\":10, oops".into());
     let b = broken(verify_with(dir.path(), None));
     assert_eq!((b.file.as_str(), b.line), (name(1).as_str(), 10));
-    let e = query::query(
-        dir.path(),
-        &Filters::default(),
-        Format::Json,
-        &mut Vec::new(),
-    )
-    .expect_err("garbage");
-    assert!(
-        e.to_string().starts_with(&format!("{} line 10:", name(1))),
-        "{e}"
-    );
+    let e = query::query(dir.path(), &Filters::default(), Format::Json, &mut Vec::new()).expect_err("garbage");
+    assert!(e.to_string().starts_with(&format!("{} line 10:", name(1))), "{e}");
     agree(dir.path());
 
     let missing = verify_with(&dir.path().join("nope"), None).unwrap_err();
@@ -287,20 +263,13 @@ fn garbage_and_unusable_input() {
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(verify_with(empty.path(), None).unwrap_err().exit_code(), 2);
     let bad_key = dir.path().join("key.pem");
-    std::fs::write(
-        &bad_key,
-        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-    )
-    .unwrap();
+    std::fs::write(&bad_key, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
     let args = VerifyArgs {
         dir: dir.path().into(),
         public_key: Some(bad_key),
         options: VerifyOptions::default(),
     };
-    assert_eq!(
-        verify::run(&args, &mut Vec::new()).unwrap_err().exit_code(),
-        2
-    );
+    assert_eq!(verify::run(&args, &mut Vec::new()).unwrap_err().exit_code(), 2);
 }
 
 // === query and export ===
@@ -411,9 +380,7 @@ fn json_rows(dir: &Path, filters: &Filters) -> Vec<Value> {
 }
 
 fn ids(rows: &[Value]) -> Vec<&str> {
-    rows.iter()
-        .map(|r| r["request_id"].as_str().unwrap())
-        .collect()
+    rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
 }
 
 #[test]
@@ -508,22 +475,11 @@ fn query_formats() {
     let table = run(Format::Table);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 9, "{table}");
-    assert!(
-        lines[0].starts_with("time  ")
-            && lines[0].contains("request_id")
-            && lines[0].ends_with("study_uid")
-    );
+    assert!(lines[0].starts_with("time  ") && lines[0].contains("request_id") && lines[0].ends_with("study_uid"));
     // Aligned: request_id starts at the same column on every line.
     let col = lines[0].find("request_id").unwrap();
-    assert!(
-        lines[1..].iter().all(|l| l[col..].starts_with('r')),
-        "{table}"
-    );
-    assert!(
-        lines[1].contains("A81001")
-            && lines[1].contains(" 200 ")
-            && lines[1].contains("9434765919")
-    );
+    assert!(lines[1..].iter().all(|l| l[col..].starts_with('r')), "{table}");
+    assert!(lines[1].contains("A81001") && lines[1].contains(" 200 ") && lines[1].contains("9434765919"));
     println!("{table}");
 
     let csv = run(Format::Csv);
@@ -537,9 +493,7 @@ fn query_formats() {
 
     let json = run(Format::Json);
     assert_eq!(json.lines().count(), 8);
-    assert!(json
-        .lines()
-        .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    assert!(json.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
 }
 
 #[test]
@@ -572,10 +526,7 @@ fn export_fhir_audit_events() {
         assert_eq!(xreq["what"]["identifier"]["value"], e["id"]);
     }
     let r1 = by_id("r1");
-    assert_eq!(
-        (r1["action"].as_str(), r1["outcome"].as_str()),
-        (Some("R"), Some("0"))
-    );
+    assert_eq!((r1["action"].as_str(), r1["outcome"].as_str()), (Some("R"), Some("0")));
     assert_eq!(r1["subtype"][0]["code"], "read");
     let client = &r1["agent"][0];
     assert_eq!(client["who"]["identifier"]["value"], "A81001");
@@ -604,10 +555,7 @@ fn export_fhir_audit_events() {
     assert_eq!(patient["what"]["identifier"]["value"], "9434765919");
 
     let r3 = by_id("r3");
-    assert_eq!(
-        (r3["action"].as_str(), r3["outcome"].as_str()),
-        (Some("D"), Some("4"))
-    );
+    assert_eq!((r3["action"].as_str(), r3["outcome"].as_str()), (Some("D"), Some("4")));
     assert_eq!(r3["outcomeDesc"], "not_allowed");
     assert_eq!(by_id("r5")["outcome"], "8");
     assert_eq!(by_id("r5")["action"], "C");
@@ -640,11 +588,7 @@ fn large_n() -> u64 {
     std::env::var("CAREGATE_LARGE_TRAIL")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) {
-            200_000
-        } else {
-            1_000_000
-        })
+        .unwrap_or(if cfg!(debug_assertions) { 200_000 } else { 1_000_000 })
 }
 
 #[test]

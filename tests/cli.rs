@@ -24,7 +24,15 @@ fn pki_check_and_explain_work_as_documented() {
     let d = dir.path();
     let out = caregate(d, &["pki", "dev", "--out", "certs/dev"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for f in ["ca.pem", "ca.crl", "server.pem", "server.key", "a81001.pem", "revoked.pem", "audit-signing.key"] {
+    for f in [
+        "ca.pem",
+        "ca.crl",
+        "server.pem",
+        "server.key",
+        "a81001.pem",
+        "revoked.pem",
+        "audit-signing.key",
+    ] {
         assert!(d.join("certs/dev").join(f).exists(), "{f}");
     }
     std::fs::create_dir(d.join("config")).unwrap();
@@ -63,7 +71,14 @@ async fn audit_commands_on_a_real_trail() {
     let gw = common::start_gateway(&pki, &up).await;
     let gp = pki.client("A81001");
     common::send(gw.addr(), &pki, &gp, false, common::get("/fhir/Patient/9990000018")).await;
-    common::send(gw.addr(), &pki, &pki.client("B99999"), false, common::get("/fhir/Patient/9990000026")).await;
+    common::send(
+        gw.addr(),
+        &pki,
+        &pki.client("B99999"),
+        false,
+        common::get("/fhir/Patient/9990000026"),
+    )
+    .await;
     gw.running.shutdown();
     let dir = gw.audit_dir.clone();
     gw.running.wait().await.unwrap();
@@ -74,18 +89,30 @@ async fn audit_commands_on_a_real_trail() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("intact"));
 
-    let out = caregate(&here, &["audit", "query", trail, "--patient", "9990000018", "--format", "json"]);
+    let out = caregate(
+        &here,
+        &["audit", "query", trail, "--patient", "9990000018", "--format", "json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let rows: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["client"]["org"], "A81001");
 
-    let out = caregate(&here, &["audit", "query", trail, "--decision", "deny", "--format", "csv"]);
+    let out = caregate(
+        &here,
+        &["audit", "query", trail, "--decision", "deny", "--format", "csv"],
+    );
     let csv = text(&out.stdout);
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.contains("B99999"));
 
-    let out = caregate(&here, &["audit", "export", trail, "--format", "fhir", "--patient", "9990000018"]);
+    let out = caregate(
+        &here,
+        &["audit", "export", trail, "--format", "fhir", "--patient", "9990000018"],
+    );
     let event: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(event["resourceType"], "AuditEvent");
 

@@ -46,11 +46,17 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
         let seen = up.seen().pop().unwrap();
         let h = &seen.headers;
         assert_eq!(h.get_all("x-client-org").iter().collect::<Vec<_>>(), vec![org], "{org}");
-        let fp = format!("sha256:{}", caregate::hex(ring::digest::digest(&ring::digest::SHA256, &leaf.cert_der).as_ref()));
+        let fp = format!(
+            "sha256:{}",
+            caregate::hex(ring::digest::digest(&ring::digest::SHA256, &leaf.cert_der).as_ref())
+        );
         assert_eq!(h["x-client-cert-fingerprint"], fp.as_str());
         assert!(h["x-client-cert-subject"].to_str().unwrap().starts_with("CN="));
         assert!(h["client-cert"].to_str().unwrap().starts_with(':'));
-        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["127.0.0.1"]);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            vec!["127.0.0.1"]
+        );
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"localhost\";proto=https");
         assert_eq!(h["x-custom"], "kept");
@@ -87,7 +93,10 @@ async fn bad_certificates_are_refused_at_the_handshake() {
     let gw = start_gateway(&pki, &up).await;
 
     let good = pki.client("A81001");
-    assert!(!handshake_refused(gw.addr(), &pki, Some(&good)).await, "a good cert must pass");
+    assert!(
+        !handshake_refused(gw.addr(), &pki, Some(&good)).await,
+        "a good cert must pass"
+    );
     let forwarded = up.seen().len();
     let cases = [
         ("no certificate", None, "no_certificate"),
@@ -96,10 +105,17 @@ async fn bad_certificates_are_refused_at_the_handshake() {
         ("not yet valid", Some(pki.issue(&future)), "not_yet_valid"),
         ("revoked", Some(revoked), "revoked"),
         ("serverAuth-only EKU", Some(pki.issue(&server_only)), "other"),
-        ("keyEncipherment-only key usage", Some(pki.issue(&encipher_only)), "other"),
+        (
+            "keyEncipherment-only key usage",
+            Some(pki.issue(&encipher_only)),
+            "other",
+        ),
     ];
     for (what, leaf, _) in &cases {
-        assert!(handshake_refused(gw.addr(), &pki, leaf.as_ref()).await, "{what} must be refused");
+        assert!(
+            handshake_refused(gw.addr(), &pki, leaf.as_ref()).await,
+            "{what} must be refused"
+        );
     }
     assert_eq!(up.seen().len(), forwarded, "nothing else reaches the upstream");
     gw.running.shutdown();
@@ -111,7 +127,10 @@ async fn bad_certificates_are_refused_at_the_handshake() {
         .map(|r| r["reason"].as_str().unwrap_or("").to_string())
         .collect();
     for (what, _, reason) in &cases {
-        assert!(reasons.iter().any(|r| r == reason), "{what}: no tls_rejected record with {reason} in {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{what}: no tls_rejected record with {reason} in {reasons:?}"
+        );
     }
 }
 
@@ -219,7 +238,11 @@ async fn path_tricks_never_reach_a_route_they_should_not() {
         ("/fhir/a%00b", 400, None),
         ("//fhir//Patient", 200, Some("/fhir/Patient")),
         ("/fhir/./Patient/%39990000018", 200, Some("/fhir/Patient/9990000018")),
-        ("/fhir/Patient/../Observation?patient=9990000018", 200, Some("/fhir/Observation?patient=9990000018")),
+        (
+            "/fhir/Patient/../Observation?patient=9990000018",
+            200,
+            Some("/fhir/Observation?patient=9990000018"),
+        ),
     ];
     for (path, status, forwarded) in cases {
         let before = up.seen().len();
@@ -256,7 +279,11 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
     ];
     for case in cases {
         let a = raw(gw.addr(), &pki, &trust, case).await;
-        assert!(a.starts_with("HTTP/1.1 400"), "{}: {a:?}", String::from_utf8_lossy(case));
+        assert!(
+            a.starts_with("HTTP/1.1 400"),
+            "{}: {a:?}",
+            String::from_utf8_lossy(case)
+        );
     }
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 }
@@ -320,19 +347,42 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
 fn config_errors_name_their_key() {
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream { addr: Some("127.0.0.1:9".parse().unwrap()), ..Default::default() };
+    let up = Upstream {
+        addr: Some("127.0.0.1:9".parse().unwrap()),
+        ..Default::default()
+    };
     let good = config_text(&pki, &dir.path().join("audit"), "", &standard_rest(&up));
     let cases = [
         ("bind = \"127.0.0.1:0\"", "bind = \"nonsense\"", "listener.bind"),
         ("[admin]", "[admin]\nport = 1", "port"),
-        ("durability = \"flush\"", "durability = \"sometimes\"", "audit.durability"),
-        ("connect_timeout = \"1s\"", "connect_timeout = \"1 fortnight\"", "upstream[0].connect_timeout"),
-        ("upstream = \"epr\"\nclass = \"epr\"", "upstream = \"pacs\"\nclass = \"epr\"", "route[0].upstream"),
+        (
+            "durability = \"flush\"",
+            "durability = \"sometimes\"",
+            "audit.durability",
+        ),
+        (
+            "connect_timeout = \"1s\"",
+            "connect_timeout = \"1 fortnight\"",
+            "upstream[0].connect_timeout",
+        ),
+        (
+            "upstream = \"epr\"\nclass = \"epr\"",
+            "upstream = \"pacs\"\nclass = \"epr\"",
+            "route[0].upstream",
+        ),
         ("class = \"epr\"", "class = \"xray\"", "route[0].class"),
-        ("groups = [\"gp\"]\n  methods", "groups = [\"nobody\"]\n  methods", "route[0].allow[0].groups"),
+        (
+            "groups = [\"gp\"]\n  methods",
+            "groups = [\"nobody\"]\n  methods",
+            "route[0].allow[0].groups",
+        ),
         ("org = \"A81003\"", "org = \"NOPE1\"", "endpoint[0].org"),
         ("server.pem\"", "missing.pem\"", "listener.server_cert"),
-        ("client_ca = [\"", "client_ca = [\"/nonexistent", "listener.client_ca[0]"),
+        (
+            "client_ca = [\"",
+            "client_ca = [\"/nonexistent",
+            "listener.client_ca[0]",
+        ),
     ];
     for (from, to, key) in cases {
         assert!(good.contains(from), "fixture lacks {from}");

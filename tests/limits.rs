@@ -37,7 +37,12 @@ async fn a_burst_beyond_the_limit_is_429_while_another_org_still_passes() {
     assert_eq!(a.json()["issue"][0]["code"], "throttled");
 
     // Another organisation has its own quota.
-    assert_eq!(send(gw.addr(), &pki, &other, false, get("/fhir/Patient/9990000018")).await.status, 200);
+    assert_eq!(
+        send(gw.addr(), &pki, &other, false, get("/fhir/Patient/9990000018"))
+            .await
+            .status,
+        200
+    );
     // Refused requests use no quota and are audited with their reason.
     assert_eq!(up.seen().len(), 4);
     gw.running.shutdown();
@@ -77,7 +82,10 @@ async fn max_concurrent_holds_while_slow_streams_are_open() {
     let (_s, resp) = open.pop().unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 64 << 20);
-    assert_eq!(send(gw.addr(), &pki, &trust, false, get("/files/small")).await.status, 200);
+    assert_eq!(
+        send(gw.addr(), &pki, &trust, false, get("/files/small")).await.status,
+        200
+    );
     // Dropping one mid-stream frees its slot too.
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -95,7 +103,10 @@ async fn max_concurrent_holds_while_slow_streams_are_open() {
 async fn a_shaped_download_takes_the_expected_time() {
     let pki = TestPki::new();
     let up = start_upstream().await;
-    let rest = format!("{}\n[rate_limit.other]\nbytes_per_second = \"2MiB\"\n", standard_rest(&up));
+    let rest = format!(
+        "{}\n[rate_limit.other]\nbytes_per_second = \"2MiB\"\n",
+        standard_rest(&up)
+    );
     let gw = start_gateway_with(&pki, "", &rest).await;
     let trust = pki.client("RXC");
     let n = 6 << 20;

@@ -40,7 +40,9 @@ async fn h2(
     leaf: &Leaf,
 ) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, ConnTask) {
     let tls = connect(gw, pki, Some(leaf), &[b"h2"]).await.expect("handshake");
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
     (sender, tokio::spawn(conn))
 }
 
@@ -49,7 +51,10 @@ async fn h2(
 async fn read_hashing(body: &mut Incoming, hash: &mut digest::Context, want: u64) -> u64 {
     let mut got = 0;
     while got < want {
-        match tokio::time::timeout(Duration::from_secs(60), body.frame()).await.expect("body stalled") {
+        match tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("body stalled")
+        {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     hash.update(&data);
@@ -79,12 +84,20 @@ fn pattern_sha(n: usize) -> String {
 /// `GET path` on the admin listener: (status, body).
 async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -108,7 +121,11 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 fn lifecycle(records: &[Value], action: &str) -> Vec<Value> {
-    records.iter().filter(|r| r["event"] == "lifecycle" && r["action"] == action).cloned().collect()
+    records
+        .iter()
+        .filter(|r| r["event"] == "lifecycle" && r["action"] == action)
+        .cloned()
+        .collect()
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
@@ -152,7 +169,11 @@ async fn a_download_in_flight_survives_a_reload_that_changes_policy() {
     edit_config(&gw, r#"orgs = ["RXC", "A81001"]"#, r#"orgs = ["RXC"]"#);
     gw.running.reload().await.expect("the new config loads");
     let a = send(gw.addr(), &pki, &gp, false, get("/files/bytes/10")).await;
-    assert_eq!((a.status, a.json()["error"].as_str()), (403, Some("not_allowed")), "new requests see the new policy");
+    assert_eq!(
+        (a.status, a.json()["error"].as_str()),
+        (403, Some("not_allowed")),
+        "new requests see the new policy"
+    );
     let a = send(gw.addr(), &pki, &gp, true, get("/files/bytes/10")).await;
     assert_eq!(a.status, 403, "over HTTP/2 too");
     let a = send(gw.addr(), &pki, &pki.client("RXC"), false, get("/files/bytes/10")).await;
@@ -160,7 +181,11 @@ async fn a_download_in_flight_survives_a_reload_that_changes_policy() {
 
     got += read_hashing(&mut body, &mut hash, u64::MAX).await;
     assert_eq!(got, SIZE as u64, "the download completes");
-    assert_eq!(caregate::hex(hash.finish().as_ref()), pattern_sha(SIZE), "byte-identical");
+    assert_eq!(
+        caregate::hex(hash.finish().as_ref()),
+        pattern_sha(SIZE),
+        "byte-identical"
+    );
     drop(sender);
     let _ = conn.await;
 
@@ -169,8 +194,14 @@ async fn a_download_in_flight_survives_a_reload_that_changes_policy() {
     gw.running.wait().await.unwrap();
     let records = audit_records(&audit);
     assert_eq!(lifecycle(&records, "reload").len(), 1);
-    let done = records.iter().find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str()).unwrap();
-    assert_eq!((done["status"].as_u64(), done["bytes_out"].as_u64()), (Some(200), Some(SIZE as u64)));
+    let done = records
+        .iter()
+        .find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (done["status"].as_u64(), done["bytes_out"].as_u64()),
+        (Some(200), Some(SIZE as u64))
+    );
     assert_eq!(done["outcome"], "ok");
 }
 
@@ -184,17 +215,27 @@ async fn a_config_that_fails_on_reload_is_refused_and_the_old_one_keeps_serving(
     let good = std::fs::read_to_string(&gw.config_path).unwrap();
 
     // A key that does not exist, then a file the config names that does not exist.
-    let broken = [format!("{good}\n[listener2]\nbind = 1\n"), good.replace("server.pem", "missing.pem")];
+    let broken = [
+        format!("{good}\n[listener2]\nbind = 1\n"),
+        good.replace("server.pem", "missing.pem"),
+    ];
     for text in &broken {
         std::fs::write(&gw.config_path, text).unwrap();
         assert!(gw.running.reload().await.is_err(), "a broken config must be refused");
         let a = send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
         assert_eq!(a.status, 200, "the old config keeps serving");
-        assert!(!handshake_refused(gw.addr(), &pki, Some(&gp)).await, "and its TLS state");
+        assert!(
+            !handshake_refused(gw.addr(), &pki, Some(&gp)).await,
+            "and its TLS state"
+        );
     }
     let m = scrape(admin).await;
     assert_eq!(metric(&m, "caregate_reloads_total", &[r#"result="failed""#]), Some(2.0));
-    assert_eq!(admin_get(admin, "/readyz").await.0, 200, "a refused reload does not make it unready");
+    assert_eq!(
+        admin_get(admin, "/readyz").await.0,
+        200,
+        "a refused reload does not make it unready"
+    );
 
     // Fixing the file and reloading again works.
     std::fs::write(&gw.config_path, &good).unwrap();
@@ -209,7 +250,11 @@ async fn a_config_that_fails_on_reload_is_refused_and_the_old_one_keeps_serving(
     let failed = lifecycle(&records, "reload_failed");
     assert_eq!(failed.len(), 2);
     for (record, text) in failed.iter().zip(&broken) {
-        assert_eq!(record["config_sha256"], sha_hex(text.as_bytes()), "names the refused file");
+        assert_eq!(
+            record["config_sha256"],
+            sha_hex(text.as_bytes()),
+            "names the refused file"
+        );
     }
     assert_eq!(lifecycle(&records, "reload").len(), 1);
 }
@@ -254,8 +299,14 @@ async fn a_certificate_revoked_by_a_reloaded_crl_loses_its_open_connections_and_
     assert_eq!(got, SIZE as u64);
     assert_eq!(caregate::hex(hash.finish().as_ref()), pattern_sha(SIZE));
     let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
-    assert!(closed.is_ok(), "the HTTP/1 connection must close after the in-flight response");
-    assert!(sender.send_request(get("/files/bytes/10")).await.is_err(), "no new request on it");
+    assert!(
+        closed.is_ok(),
+        "the HTTP/1 connection must close after the in-flight response"
+    );
+    assert!(
+        sender.send_request(get("/files/bytes/10")).await.is_err(),
+        "no new request on it"
+    );
 
     // HTTP/2: GOAWAY, the connection ends, no new stream.
     let closed = tokio::time::timeout(Duration::from_secs(10), conn2).await;
@@ -265,13 +316,20 @@ async fn a_certificate_revoked_by_a_reloaded_crl_loses_its_open_connections_and_
     // New handshakes fail; other certificates are untouched.
     assert!(handshake_refused(gw.addr(), &pki, Some(&victim)).await);
     assert!(handshake_refused(gw.addr(), &pki, Some(&h2_victim)).await);
-    assert_eq!(send(gw.addr(), &pki, &bystander, false, get("/files/bytes/10")).await.status, 200);
+    assert_eq!(
+        send(gw.addr(), &pki, &bystander, false, get("/files/bytes/10"))
+            .await
+            .status,
+        200
+    );
 
     gw.running.shutdown();
     let audit = gw.audit_dir.clone();
     gw.running.wait().await.unwrap();
-    let revoked =
-        audit_records(&audit).iter().filter(|r| r["event"] == "tls_rejected" && r["reason"] == "revoked").count();
+    let revoked = audit_records(&audit)
+        .iter()
+        .filter(|r| r["event"] == "tls_rejected" && r["reason"] == "revoked")
+        .count();
     assert_eq!(revoked, 2, "each refused reconnection is audited as revoked");
 }
 
@@ -282,7 +340,10 @@ async fn a_stale_crl_refuses_or_warns_as_configured_and_shows_in_metrics() {
     let pki = TestPki::new();
     let up = start_upstream().await;
     let now = time::OffsetDateTime::now_utc();
-    let stale = pki.ca.crl(&[], now - time::Duration::days(3), now - time::Duration::days(1)).unwrap();
+    let stale = pki
+        .ca
+        .crl(&[], now - time::Duration::days(3), now - time::Duration::days(1))
+        .unwrap();
     std::fs::write(pki.path().join("ca.crl"), stale).unwrap();
     // And a server certificate that expires in three days.
     let mut spec = LeafSpec::server(&["localhost", "127.0.0.1"]);
@@ -292,9 +353,17 @@ async fn a_stale_crl_refuses_or_warns_as_configured_and_shows_in_metrics() {
     std::fs::write(pki.path().join("server.key"), &server.key_pem).unwrap();
     let gp = pki.client("A81001");
 
-    for (extra, refused) in [("", true), (r#"crl_expired = "refuse""#, true), (r#"crl_expired = "warn""#, false)] {
+    for (extra, refused) in [
+        ("", true),
+        (r#"crl_expired = "refuse""#, true),
+        (r#"crl_expired = "warn""#, false),
+    ] {
         let gw = start_gateway_with(&pki, extra, &standard_rest(&up)).await;
-        assert_eq!(handshake_refused(gw.addr(), &pki, Some(&gp)).await, refused, "{extra:?}");
+        assert_eq!(
+            handshake_refused(gw.addr(), &pki, Some(&gp)).await,
+            refused,
+            "{extra:?}"
+        );
         let m = scrape(gw.running.admin_addr.unwrap()).await;
         let crl = metric(&m, "caregate_crl_next_update_seconds", &["ca.crl"]).expect("a CRL gauge");
         assert!(crl < -86000.0, "a stale CRL reads negative: {crl}");
@@ -337,7 +406,10 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
         assert!(Instant::now() < deadline, "the listener still accepts while draining");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(tokio::time::timeout(Duration::from_secs(10), idle_conn).await.is_ok(), "idle connections are closed");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), idle_conn).await.is_ok(),
+        "idle connections are closed"
+    );
     drop(idle);
 
     // The download carries on while the gateway waits for it.
@@ -346,7 +418,9 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
         (first + rest, caregate::hex(hash.finish().as_ref()))
     });
     let audit = gw.audit_dir.clone();
-    let waited = tokio::time::timeout(Duration::from_secs(60), gw.running.wait()).await.expect("drained");
+    let waited = tokio::time::timeout(Duration::from_secs(60), gw.running.wait())
+        .await
+        .expect("drained");
     assert!(waited.is_ok(), "{waited:?}");
     let (len, sha) = reader.await.unwrap();
     assert_eq!((len, sha), (SIZE as u64, pattern_sha(SIZE)));
@@ -355,9 +429,18 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
 
     let records = audit_records(&audit);
     let last = records.last().unwrap();
-    assert_eq!((&last["event"], &last["action"]), (&Value::from("lifecycle"), &Value::from("stop")));
-    let done = records.iter().find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str()).unwrap();
-    assert_eq!((done["outcome"].as_str(), done["bytes_out"].as_u64()), (Some("ok"), Some(SIZE as u64)));
+    assert_eq!(
+        (&last["event"], &last["action"]),
+        (&Value::from("lifecycle"), &Value::from("stop"))
+    );
+    let done = records
+        .iter()
+        .find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (done["outcome"].as_str(), done["bytes_out"].as_u64()),
+        (Some("ok"), Some(SIZE as u64))
+    );
 }
 
 // === metrics ===
@@ -395,10 +478,36 @@ burst = 1
 
     let gp = pki.client("A81001");
     let trust = pki.client("RXC");
-    assert_eq!(send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018")).await.status, 200);
-    assert_eq!(send(gw.addr(), &pki, &pki.client("B99999"), false, get("/fhir/Patient/9990000018")).await.status, 403);
-    assert_eq!(send(gw.addr(), &pki, &trust, false, get("/files/bytes/100")).await.status, 200);
-    assert_eq!(send(gw.addr(), &pki, &trust, false, get("/files/bytes/100")).await.status, 429);
+    assert_eq!(
+        send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(
+            gw.addr(),
+            &pki,
+            &pki.client("B99999"),
+            false,
+            get("/fhir/Patient/9990000018")
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        send(gw.addr(), &pki, &trust, false, get("/files/bytes/100"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(gw.addr(), &pki, &trust, false, get("/files/bytes/100"))
+            .await
+            .status,
+        429
+    );
     assert_eq!(send(gw.addr(), &pki, &trust, false, get("/gone/x")).await.status, 502);
     assert!(handshake_refused(gw.addr(), &pki, None).await);
     let (open, _conn) = h1(gw.addr(), &pki, &gp).await;
@@ -406,19 +515,41 @@ burst = 1
     let after = scrape(admin).await;
     let delta = |name: &str, labels: &[&str]| v(&after, name, labels) - v(&before, name, labels);
     let req = "caregate_requests_total";
-    assert_eq!(delta(req, &[r#"route="epr-fhir""#, r#"decision="allow""#, r#"status="200""#]), 1.0);
-    assert_eq!(delta(req, &[r#"route="epr-fhir""#, r#"decision="deny""#, r#"status="403""#]), 1.0);
-    assert_eq!(delta(req, &[r#"route="files""#, r#"class="other""#, r#"status="429""#]), 1.0);
+    assert_eq!(
+        delta(req, &[r#"route="epr-fhir""#, r#"decision="allow""#, r#"status="200""#]),
+        1.0
+    );
+    assert_eq!(
+        delta(req, &[r#"route="epr-fhir""#, r#"decision="deny""#, r#"status="403""#]),
+        1.0
+    );
+    assert_eq!(
+        delta(req, &[r#"route="files""#, r#"class="other""#, r#"status="429""#]),
+        1.0
+    );
     assert_eq!(delta(req, &[r#"route="gone""#, r#"status="502""#]), 1.0);
     assert_eq!(delta("caregate_rate_limited_total", &[]), 1.0);
     assert_eq!(delta("caregate_upstream_errors_total", &[r#"upstream="gone""#]), 1.0);
-    assert_eq!(delta("caregate_tls_rejections_total", &[r#"reason="no_certificate""#]), 1.0);
+    assert_eq!(
+        delta("caregate_tls_rejections_total", &[r#"reason="no_certificate""#]),
+        1.0
+    );
     assert!(delta("caregate_request_duration_seconds_count", &[r#"route="epr-fhir""#]) >= 2.0);
     assert!(delta("caregate_response_bytes_total", &[]) >= 111.0);
-    assert!(delta("caregate_audit_records_total", &[]) >= 10.0, "five access + complete pairs, a tls_rejected");
-    assert!(v(&after, "caregate_active_connections", &[]) >= 1.0, "the open connection counts");
+    assert!(
+        delta("caregate_audit_records_total", &[]) >= 10.0,
+        "five access + complete pairs, a tls_rejected"
+    );
+    assert!(
+        v(&after, "caregate_active_connections", &[]) >= 1.0,
+        "the open connection counts"
+    );
     assert_eq!(v(&after, "caregate_audit_healthy", &[]), 1.0);
-    for series in ["caregate_audit_queue_depth", "caregate_audit_fsync_seconds", "caregate_audit_fsyncs_total"] {
+    for series in [
+        "caregate_audit_queue_depth",
+        "caregate_audit_fsync_seconds",
+        "caregate_audit_fsyncs_total",
+    ] {
         assert!(metric(&after, series, &[]).is_some(), "{series} is exported");
     }
     assert!(v(&after, "caregate_server_cert_expiry_seconds", &[]) > 14.0 * 86400.0);
@@ -427,7 +558,10 @@ burst = 1
     drop(open);
 
     gw.running.reload().await.unwrap();
-    assert_eq!(v(&scrape(admin).await, "caregate_reloads_total", &[r#"result="ok""#]), 1.0);
+    assert_eq!(
+        v(&scrape(admin).await, "caregate_reloads_total", &[r#"result="ok""#]),
+        1.0
+    );
     assert_eq!(admin_get(admin, "/nothing").await.0, 404);
     gw.running.shutdown();
     gw.running.wait().await.unwrap();
@@ -464,7 +598,11 @@ impl Process {
                 }
             }
         });
-        Process { child, stderr, reader: Some(reader) }
+        Process {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
     }
 
     /// The first log line (JSON) whose message is `message`, waiting for it.
@@ -481,13 +619,20 @@ impl Process {
             if let Some(v) = found {
                 return v;
             }
-            assert!(Instant::now() < deadline, "no {message:?} in the log: {:?}", self.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} in the log: {:?}",
+                self.stderr.lock().unwrap()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -526,14 +671,26 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
     let (key, public) = caregate::pki::audit_signing_key().unwrap();
     std::fs::write(work.path().join("audit.key"), key).unwrap();
     std::fs::write(work.path().join("audit.pub"), public).unwrap();
-    let rest = format!("signing_key = \"{}\"\n{}", work.path().join("audit.key").display(), standard_rest(&up));
+    let rest = format!(
+        "signing_key = \"{}\"\n{}",
+        work.path().join("audit.key").display(),
+        standard_rest(&up)
+    );
     let config_path = work.path().join("caregate.toml");
-    std::fs::write(&config_path, config_text(&pki, &audit_dir, r#"drain_timeout = "10s""#, &rest)).unwrap();
+    std::fs::write(
+        &config_path,
+        config_text(&pki, &audit_dir, r#"drain_timeout = "10s""#, &rest),
+    )
+    .unwrap();
 
     let mut gw = Process::run(&config_path);
     let listening = gw.log_line("caregate listening").await;
     let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
-    let admin: SocketAddr = listening["admin"].as_str().expect("the admin address is logged").parse().unwrap();
+    let admin: SocketAddr = listening["admin"]
+        .as_str()
+        .expect("the admin address is logged")
+        .parse()
+        .unwrap();
     assert_eq!(admin_get(admin, "/readyz").await.0, 200);
 
     // Patient traffic of every kind: allowed, denied, refused, malformed, over both protocols,
@@ -547,7 +704,10 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
         for (leaf, path) in [
             (&gp, "/fhir/Patient/9990000018"),
             (&gp, "/fhir/Observation?patient=9990000026&_count=10"),
-            (&gp, "/fhir/Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000034"),
+            (
+                &gp,
+                "/fhir/Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000034",
+            ),
             (&gp, "/fhir/Patient/9990000019"),
             (&nobody, "/fhir/Patient/9990000042"),
             (&gp, "/nowhere/9990000018"),
@@ -560,11 +720,16 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
             .header("host", "localhost")
             .header("content-type", "application/fhir+json")
             .header("x-patient", "9990000026")
-            .body(Full::new(Bytes::from_static(br#"{"resourceType":"Patient","id":"9990000018"}"#)))
+            .body(Full::new(Bytes::from_static(
+                br#"{"resourceType":"Patient","id":"9990000018"}"#,
+            )))
             .unwrap();
         statuses.push(send(addr, &pki, &trust, h2, post).await.status);
     }
-    assert!(statuses.contains(&200) && statuses.contains(&403) && statuses.contains(&404), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&403) && statuses.contains(&404),
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&400), "{statuses:?}");
     let raw_bad = raw(
         addr,
@@ -581,7 +746,10 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
     // SIGHUP: a reload, logged and audited.
     gw.signal("-HUP");
     gw.log_line("config reloaded").await;
-    assert_eq!(metric(&scrape(admin).await, "caregate_reloads_total", &[r#"result="ok""#]), Some(1.0));
+    assert_eq!(
+        metric(&scrape(admin).await, "caregate_reloads_total", &[r#"result="ok""#]),
+        Some(1.0)
+    );
 
     // SIGTERM: drain and exit 0.
     gw.signal("-TERM");
@@ -596,7 +764,10 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
         for n in nhs {
             assert!(!line.contains(n), "an NHS number in the log: {line}");
         }
-        assert!(!line.contains("9990000"), "a test NHS number (999 range) in the log: {line}");
+        assert!(
+            !line.contains("9990000"),
+            "a test NHS number (999 range) in the log: {line}"
+        );
     }
 
     // The audit trail holds what the log must not, and ends with stop and a signed checkpoint.

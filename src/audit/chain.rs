@@ -22,9 +22,8 @@ const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 /// Done by the caller, not the writer thread, so serialisation runs in parallel on the
 /// runtime's workers and the one thread that owns the files only splices bytes and hashes.
 pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
-    let mut json = serde_json::to_vec(event).map_err(|e| {
-        AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name()))
-    })?;
+    let mut json = serde_json::to_vec(event)
+        .map_err(|e| AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name())))?;
     if json.len() < 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
         return Err(AuditError::Invalid(format!(
             "{} record is not a JSON object",
@@ -39,20 +38,10 @@ pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
 /// Appends one complete line (with its `\n`) to `out` and returns its hash (lowercase hex).
 ///
 /// `fields` are JSON members without braces (may be empty); `prev` is the previous hash.
-pub(crate) fn encode(
-    out: &mut Vec<u8>,
-    seq: u64,
-    time: &str,
-    event: &str,
-    fields: &[u8],
-    prev: &str,
-) -> String {
+pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, fields: &[u8], prev: &str) -> String {
     let start = out.len();
     // Writes into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\""
-    );
+    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\"");
     if !fields.is_empty() {
         out.push(b',');
         out.extend_from_slice(fields);
@@ -71,12 +60,7 @@ pub(crate) fn encode(
 /// Serialises `event` and appends it to `out` as record `seq` after `prev`, exactly as the
 /// writer does minus the I/O; returns its hash. For the benchmark, not a stable interface.
 #[doc(hidden)]
-pub fn encode_event(
-    out: &mut Vec<u8>,
-    seq: u64,
-    event: &Event,
-    prev: &str,
-) -> Result<String, AuditError> {
+pub fn encode_event(out: &mut Vec<u8>, seq: u64, event: &Event, prev: &str) -> Result<String, AuditError> {
     let fields = event_fields(event)?;
     let time = Clock::default().next();
     Ok(encode(out, seq, &time, event.name(), &fields, prev))
@@ -113,8 +97,7 @@ pub(crate) fn check_line(line: &[u8]) -> Result<LastRecord, String> {
         return Err("\"hash\" is not the last member or not 64 hex digits".into());
     }
     let hash = std::str::from_utf8(&tail[..64]).map_err(|_| "\"hash\" is not hex")?;
-    let value: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let seq = value["seq"].as_u64().ok_or("no numeric \"seq\"")?;
     let prev = value["prev"].as_str().ok_or("no \"prev\"")?;
     let event = value["event"].as_str().ok_or("no \"event\"")?;
@@ -209,30 +192,19 @@ mod tests {
     #[test]
     fn empty_fields_make_valid_json() {
         let mut out = Vec::new();
-        encode(
-            &mut out,
-            7,
-            "2026-01-01T00:00:00.000000Z",
-            "x",
-            b"",
-            GENESIS,
-        );
+        encode(&mut out, 7, "2026-01-01T00:00:00.000000Z", "x", b"", GENESIS);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["seq"], 7);
     }
 
     #[test]
     fn time_has_microseconds_and_parses_as_rfc3339() {
-        assert_eq!(
-            format_micros(1_795_324_139_123_456),
-            "2026-11-22T05:08:59.123456Z"
-        );
+        assert_eq!(format_micros(1_795_324_139_123_456), "2026-11-22T05:08:59.123456Z");
         assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
         let mut clock = Clock::default();
         let (a, b) = (clock.next(), clock.next());
         assert!(a <= b);
-        let parsed =
-            time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
+        let parsed = time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
         assert!(parsed.is_ok(), "{a}");
     }
 }

@@ -39,12 +39,8 @@ pub(crate) struct Signer {
 impl Signer {
     /// Loads an Ed25519 PKCS#8 key from a PEM file (`-----BEGIN PRIVATE KEY-----`).
     pub(crate) fn load(path: &Path) -> Result<Signer, AuditError> {
-        let der = PrivatePkcs8KeyDer::from_pem_file(path).map_err(|e| {
-            AuditError::SigningKey(format!(
-                "{}: not a PKCS#8 PEM private key: {e}",
-                path.display()
-            ))
-        })?;
+        let der = PrivatePkcs8KeyDer::from_pem_file(path)
+            .map_err(|e| AuditError::SigningKey(format!("{}: not a PKCS#8 PEM private key: {e}", path.display())))?;
         Signer::from_pkcs8(der.secret_pkcs8_der())
             .map_err(|e| AuditError::SigningKey(format!("{}: {e}", path.display())))
     }
@@ -94,8 +90,7 @@ mod tests {
             .to_vec();
         let head = super::super::chain::GENESIS;
         let fields = signer.fields(9, head);
-        let v: serde_json::Value =
-            serde_json::from_slice(&[b"{".as_slice(), &fields, b"}"].concat()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&[b"{".as_slice(), &fields, b"}"].concat()).unwrap();
         assert_eq!(v["chain_head"], head);
         assert_eq!(v["key_id"], key_id(&public));
         assert_eq!(v["key_id"].as_str().unwrap().len(), 16);
@@ -112,9 +107,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         std::fs::write(&path, "not pem").unwrap();
-        assert!(matches!(
-            Signer::load(&path),
-            Err(AuditError::SigningKey(_))
-        ));
+        assert!(matches!(Signer::load(&path), Err(AuditError::SigningKey(_))));
     }
 }

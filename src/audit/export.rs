@@ -210,12 +210,9 @@ fn outcome(row: &Row) -> (&'static str, Option<String>) {
     let reason = (a.reason != "allowed").then(|| a.reason.clone());
     match &row.complete {
         Some(done) => {
-            let code = if done.status >= 500
-                || matches!(&*done.outcome, "upstream_error" | "timeout")
-            {
+            let code = if done.status >= 500 || matches!(&*done.outcome, "upstream_error" | "timeout") {
                 "8"
-            } else if done.status >= 400 || done.outcome == "client_aborted" || a.decision == "deny"
-            {
+            } else if done.status >= 400 || done.outcome == "client_aborted" || a.decision == "deny" {
                 "4"
             } else {
                 "0"

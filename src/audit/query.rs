@@ -112,25 +112,15 @@ pub fn parse_until(s: &str) -> Result<OffsetDateTime, QueryError> {
 fn parse_bound(s: &str, flag: &str, until: bool) -> Result<OffsetDateTime, QueryError> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         // Record times have microseconds, so one nanosecond later makes the bound inclusive.
-        return Ok(if until {
-            t + Duration::nanoseconds(1)
-        } else {
-            t
-        });
+        return Ok(if until { t + Duration::nanoseconds(1) } else { t });
     }
-    let date = Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).map_err(
-        |_| {
-            QueryError::BadFilter(format!(
-                "{flag} must be RFC 3339 (2026-11-22T05:08:59Z) or a date (2026-11-22), not {s:?}"
-            ))
-        },
-    )?;
+    let date = Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| {
+        QueryError::BadFilter(format!(
+            "{flag} must be RFC 3339 (2026-11-22T05:08:59Z) or a date (2026-11-22), not {s:?}"
+        ))
+    })?;
     let start = date.midnight().assume_utc();
-    Ok(if until {
-        start + Duration::days(1)
-    } else {
-        start
-    })
+    Ok(if until { start + Duration::days(1) } else { start })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,11 +130,7 @@ pub enum QueryError {
     #[error("{0}")]
     BadFilter(String),
     #[error("{file} line {line}: {why}")]
-    Malformed {
-        file: String,
-        line: u64,
-        why: String,
-    },
+    Malformed { file: String, line: u64, why: String },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -184,12 +170,7 @@ pub fn run(args: &QueryArgs, out: &mut impl Write) -> Result<u64, QueryError> {
     query(&args.dir, &args.filters, args.format, out)
 }
 
-pub fn query(
-    dir: &Path,
-    filters: &Filters,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<u64, QueryError> {
+pub fn query(dir: &Path, filters: &Filters, format: Format, out: &mut impl Write) -> Result<u64, QueryError> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let n = match format {
         Format::Json => for_each_row(dir, filters, |row| {
@@ -255,15 +236,15 @@ pub fn for_each_row(
             line: pos.line,
             why,
         };
-        let env: Envelope<'_> = serde_json::from_slice(bytes)
-            .map_err(|e| malformed(format!("not an audit record: {e}")))?;
+        let env: Envelope<'_> =
+            serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an audit record: {e}")))?;
         match &*env.event.0 {
             "access" => {
                 if !matches(&env, filters, patient.as_deref()).map_err(malformed)? {
                     continue;
                 }
-                let line: AccessLine = serde_json::from_slice(bytes)
-                    .map_err(|e| malformed(format!("not an access record: {e}")))?;
+                let line: AccessLine =
+                    serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an access record: {e}")))?;
                 let row = line.into_row(env.seq);
                 if let Some(old) = pending_ids.insert(row.access.request_id.clone(), row.seq) {
                     // A reused request_id: emit the earlier one rather than lose it.
@@ -288,8 +269,8 @@ pub fn for_each_row(
                 let Some(seq) = pending_ids.remove(&*id.0) else {
                     continue;
                 };
-                let complete: Complete = serde_json::from_slice(bytes)
-                    .map_err(|e| malformed(format!("not a complete record: {e}")))?;
+                let complete: Complete =
+                    serde_json::from_slice(bytes).map_err(|e| malformed(format!("not a complete record: {e}")))?;
                 if let Some(mut row) = pending.remove(&seq) {
                     row.complete = Some(complete);
                     emitted += 1;
@@ -309,8 +290,7 @@ pub fn for_each_row(
 
 fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<bool, String> {
     fn eq(want: &Option<String>, have: Option<&Str<'_>>) -> bool {
-        want.as_deref()
-            .is_none_or(|w| have.is_some_and(|h| *h.0 == *w))
+        want.as_deref().is_none_or(|w| have.is_some_and(|h| *h.0 == *w))
     }
     let client_org = env.client.as_ref().and_then(|c| c.org.as_ref());
     let clinical = env.clinical.as_ref();
@@ -318,19 +298,13 @@ fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<boo
         && eq(&f.route, env.route.as_ref())
         && eq(&f.request_id, env.request_id.as_ref())
         && eq(&f.study, clinical.and_then(|c| c.study_uid.as_ref()))
-        && patient.is_none_or(|p| {
-            clinical
-                .and_then(|c| c.nhs_number.as_ref())
-                .is_some_and(|n| *n.0 == *p)
-        })
-        && f.decision.is_none_or(|d| {
-            env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str())
-        });
+        && patient.is_none_or(|p| clinical.and_then(|c| c.nhs_number.as_ref()).is_some_and(|n| *n.0 == *p))
+        && f.decision
+            .is_none_or(|d| env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str()));
     if !ok || (f.since.is_none() && f.until.is_none()) {
         return Ok(ok);
     }
-    let time = OffsetDateTime::parse(&env.time.0, &Rfc3339)
-        .map_err(|e| format!("bad time {:?}: {e}", env.time.0))?;
+    let time = OffsetDateTime::parse(&env.time.0, &Rfc3339).map_err(|e| format!("bad time {:?}: {e}", env.time.0))?;
     Ok(f.since.is_none_or(|s| time >= s) && f.until.is_none_or(|u| time < u))
 }
 
@@ -498,12 +472,8 @@ const CSV_COLUMNS: &[Column] = &[
         Cow::Borrowed(r.complete.as_ref().map_or("", |c| &c.outcome))
     }),
     ("bytes_in", |r| num(r.complete.as_ref().map(|c| c.bytes_in))),
-    ("bytes_out", |r| {
-        num(r.complete.as_ref().map(|c| c.bytes_out))
-    }),
-    ("duration_ms", |r| {
-        num(r.complete.as_ref().map(|c| c.duration_ms))
-    }),
+    ("bytes_out", |r| num(r.complete.as_ref().map(|c| c.bytes_out))),
+    ("duration_ms", |r| num(r.complete.as_ref().map(|c| c.duration_ms))),
     ("nhs_number", |r| opt(&r.access.clinical.nhs_number)),
     ("study_uid", |r| opt(&r.access.clinical.study_uid)),
     ("fhir_type", |r| opt(&r.access.clinical.fhir_type)),
@@ -513,10 +483,7 @@ const CSV_COLUMNS: &[Column] = &[
 
 /// One RFC 4180 record: fields with a comma, quote, CR or LF are quoted, quotes doubled; CRLF
 /// line ends as the RFC says.
-fn write_csv_record<'a>(
-    out: &mut impl Write,
-    fields: impl Iterator<Item = Cow<'a, str>>,
-) -> std::io::Result<()> {
+fn write_csv_record<'a>(out: &mut impl Write, fields: impl Iterator<Item = Cow<'a, str>>) -> std::io::Result<()> {
     for (i, field) in fields.enumerate() {
         if i > 0 {
             out.write_all(b",")?;
@@ -581,16 +548,10 @@ impl Table {
 /// Control characters would break the layout (and could forge lines on a terminal).
 fn clean(s: Cow<'_, str>) -> String {
     let s = if s.is_empty() { Cow::Borrowed("-") } else { s };
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
-fn write_table_line(
-    out: &mut impl Write,
-    widths: &[usize],
-    cells: &[String],
-) -> std::io::Result<()> {
+fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
     let last = cells.len().saturating_sub(1);
     for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
         if i == last {

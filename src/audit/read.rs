@@ -42,9 +42,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<TrailFile>, ReadError> {
     };
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ReadError::Missing(dir.to_path_buf()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(dir.to_path_buf())),
         Err(e) => return Err(io(e)),
     };
     if !meta.is_dir() {
@@ -162,11 +160,7 @@ impl Lines {
             path: file.path.clone(),
             source,
         })?;
-        self.current = Some((
-            self.next_file,
-            BufReader::with_capacity(READ_BUFFER, handle),
-            0,
-        ));
+        self.current = Some((self.next_file, BufReader::with_capacity(READ_BUFFER, handle), 0));
         self.next_file += 1;
         Ok(Some(Item::FileStart(file)))
     }
@@ -184,19 +178,10 @@ mod tests {
         assert_eq!(parse_name("audit-1.jsonl.tmp"), None);
         assert_eq!(parse_name("audit-+1.jsonl"), None);
         let dir = tempfile::tempdir().unwrap();
-        for n in [
-            "audit-100.jsonl",
-            "audit-000000000001.jsonl",
-            "audit-20.jsonl",
-            "x.txt",
-        ] {
+        for n in ["audit-100.jsonl", "audit-000000000001.jsonl", "audit-20.jsonl", "x.txt"] {
             std::fs::write(dir.path().join(n), "").unwrap();
         }
-        let seqs: Vec<u64> = list_files(dir.path())
-            .unwrap()
-            .iter()
-            .map(|f| f.first_seq)
-            .collect();
+        let seqs: Vec<u64> = list_files(dir.path()).unwrap().iter().map(|f| f.first_seq).collect();
         assert_eq!(seqs, [1, 20, 100]);
     }
 
@@ -210,11 +195,7 @@ mod tests {
         while let Some(item) = lines.next_item().unwrap() {
             match item {
                 Item::FileStart(f) => seen.push(format!("start {}", f.name)),
-                Item::Line {
-                    pos,
-                    bytes,
-                    terminated,
-                } => seen.push(format!(
+                Item::Line { pos, bytes, terminated } => seen.push(format!(
                     "{}:{} {} {}",
                     pos.file.name,
                     pos.line,

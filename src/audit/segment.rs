@@ -3,9 +3,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{
-    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, GENESIS};
@@ -66,10 +64,7 @@ fn create_dir(dir: &Path) -> io::Result<()> {
         }
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     // The mode above is filtered by the umask; this is not.
     fs::set_permissions(dir, Permissions::from_mode(0o700))?;
     if let Some(parent) = dir.parent() {
@@ -137,8 +132,7 @@ pub(crate) fn probe(dir: &Path) -> io::Result<()> {
 /// Finds where the trail in `dir` ends: the newest file, cut back to its last complete line,
 /// and that line's `seq` and `hash`. Creates the folder and the first file for a new trail.
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
-    let damaged =
-        |path: &Path, why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
+    let damaged = |path: &Path, why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
     create_dir(dir)?;
     let files = list(dir)?;
     let Some((newest_first, _)) = files.last().cloned() else {
@@ -173,10 +167,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         }
         let Some(line) = last else {
             if idx != newest {
-                return Err(damaged(
-                    path,
-                    "empty file in the middle of the trail".into(),
-                ));
+                return Err(damaged(path, "empty file in the middle of the trail".into()));
             }
             continue;
         };
@@ -187,10 +178,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             )
         })?;
         if record.seq < *first {
-            return Err(damaged(
-                path,
-                format!("holds seq {} below its name", record.seq),
-            ));
+            return Err(damaged(path, format!("holds seq {} below its name", record.seq)));
         }
         let next_seq = record.seq + 1;
         if idx != newest && newest_first != next_seq {
@@ -236,10 +224,7 @@ fn tail(file: &File, len: u64) -> io::Result<(u64, Option<Vec<u8>>)> {
     let mut good = None;
     loop {
         if good.is_none() {
-            good = buf
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map(|i| pos + i as u64 + 1);
+            good = buf.iter().rposition(|&b| b == b'\n').map(|i| pos + i as u64 + 1);
         }
         match good {
             Some(good) => {
@@ -272,10 +257,7 @@ mod tests {
     fn names_are_zero_padded_and_parsed_back() {
         assert_eq!(file_name(1), "audit-000000000001.jsonl");
         assert_eq!(parse_name("audit-000000000001.jsonl"), Some(1));
-        assert_eq!(
-            parse_name("audit-1234567890123.jsonl"),
-            Some(1_234_567_890_123)
-        );
+        assert_eq!(parse_name("audit-1234567890123.jsonl"), Some(1_234_567_890_123));
         assert_eq!(parse_name("audit-1.jsonl"), None);
         assert_eq!(parse_name("audit-000000000000.jsonl"), None);
         assert_eq!(parse_name("audit-00000000000x.jsonl"), None);

@@ -63,11 +63,7 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "intact: {} records, {} files, ",
-            self.records, self.files
-        )?;
+        write!(f, "intact: {} records, {} files, ", self.records, self.files)?;
         if self.signatures_checked {
             write!(f, "{} checkpoints verified", self.checkpoints)?;
         } else {
@@ -145,19 +141,15 @@ pub fn run(args: &VerifyArgs, out: &mut impl Write) -> Result<Report, VerifyErro
 
 /// Reads a PEM `PUBLIC KEY` (Ed25519 SubjectPublicKeyInfo) and returns the raw 32-byte key.
 pub fn read_public_key(path: &Path) -> Result<[u8; 32], VerifyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        VerifyError::BadKey(format!("cannot read public key {}: {e}", path.display()))
-    })?;
-    parse_public_key_pem(&text)
-        .map_err(|why| VerifyError::BadKey(format!("public key {}: {why}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| VerifyError::BadKey(format!("cannot read public key {}: {e}", path.display())))?;
+    parse_public_key_pem(&text).map_err(|why| VerifyError::BadKey(format!("public key {}: {why}", path.display())))
 }
 
 /// The Ed25519 SubjectPublicKeyInfo DER prefix (RFC 8410): SEQUENCE { SEQUENCE { OID
 /// 1.3.101.112 }, BIT STRING (33 bytes) }. Checking it whole rejects RSA/EC keys with a clear
 /// message instead of a signature mismatch later.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], String> {
     let begin = "-----BEGIN PUBLIC KEY-----";
@@ -167,10 +159,7 @@ pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], String> {
         .find(end)
         .ok_or("PEM \"PUBLIC KEY\" block has no END line")?
         + start;
-    let b64: String = text[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| format!("bad base64 in PEM: {e}"))?;
@@ -207,11 +196,7 @@ struct Head<'a> {
 
 /// Verifies the trail in `dir`. `public_key` is the raw 32-byte Ed25519 key; without it the
 /// chain is checked but checkpoint signatures cannot be.
-pub fn verify(
-    dir: &Path,
-    public_key: Option<&[u8]>,
-    opts: &VerifyOptions,
-) -> Result<Report, VerifyError> {
+pub fn verify(dir: &Path, public_key: Option<&[u8]>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     let files = read::list_files(dir)?;
     let file_count = files.len();
     let mut lines = Lines::new(files);
@@ -230,11 +215,7 @@ pub fn verify(
             // An empty file holds no record, so there is nothing to check until the next file
             // starts: a gap then shows as a seq gap there.
             Item::FileStart(file) => chain.file_first_seq = Some(file.first_seq),
-            Item::Line {
-                pos,
-                bytes,
-                terminated,
-            } => chain.check_line(pos, bytes, terminated)?,
+            Item::Line { pos, bytes, terminated } => chain.check_line(pos, bytes, terminated)?,
         }
     }
     chain.finish(file_count, opts)
@@ -258,12 +239,7 @@ struct Chain<'k> {
 }
 
 impl Chain<'_> {
-    fn check_line(
-        &mut self,
-        pos: Position<'_>,
-        line: &[u8],
-        terminated: bool,
-    ) -> Result<(), VerifyError> {
+    fn check_line(&mut self, pos: Position<'_>, line: &[u8], terminated: bool) -> Result<(), VerifyError> {
         let broken = |seq: Option<u64>, problem: String| {
             VerifyError::Broken(Broken {
                 file: pos.file.name.clone(),
@@ -278,14 +254,11 @@ impl Chain<'_> {
             " (the file ends mid-line: a write cut short?)"
         };
         let Some(body_end) = hash_tail(line) else {
-            return Err(broken(
-                None,
-                format!("line does not end with a \"hash\" member{cut}"),
-            ));
+            return Err(broken(None, format!("line does not end with a \"hash\" member{cut}")));
         };
         let stated_hash = &line[body_end + HASH_KEY.len()..line.len() - 2];
-        let head: Head<'_> = serde_json::from_slice(line)
-            .map_err(|e| broken(None, format!("line is not a valid record: {e}{cut}")))?;
+        let head: Head<'_> =
+            serde_json::from_slice(line).map_err(|e| broken(None, format!("line is not a valid record: {e}{cut}")))?;
         let seq = head.seq;
 
         if seq != self.next_seq {
@@ -336,16 +309,12 @@ impl Chain<'_> {
         if head.prev.as_bytes() != self.prev_hash {
             return Err(broken(
                 Some(seq),
-                format!(
-                    "prev does not match the hash of the record before it (seq {})",
-                    seq - 1
-                ),
+                format!("prev does not match the hash of the record before it (seq {})", seq - 1),
             ));
         }
 
         if head.event == "checkpoint" {
-            self.check_checkpoint(&head)
-                .map_err(|p| broken(Some(seq), p))?;
+            self.check_checkpoint(&head).map_err(|p| broken(Some(seq), p))?;
             self.checkpoints += 1;
             self.last_checkpoint_seq = Some(seq);
         }
@@ -434,8 +403,7 @@ fn hash_tail(line: &[u8]) -> Option<usize> {
     }
     let start = line.len() - HASH_TAIL;
     let hex = &line[start + HASH_KEY.len()..line.len() - 2];
-    let ok = line[start..].starts_with(HASH_KEY)
-        && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let ok = line[start..].starts_with(HASH_KEY) && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     ok.then_some(start)
 }
 
@@ -472,10 +440,7 @@ mod tests {
         der.extend_from_slice(pair.public_key().as_ref());
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
         let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
-        assert_eq!(
-            parse_public_key_pem(&pem).unwrap(),
-            pair.public_key().as_ref()
-        );
+        assert_eq!(parse_public_key_pem(&pem).unwrap(), pair.public_key().as_ref());
         assert!(parse_public_key_pem("hello").is_err());
         let short = pem.replace(&b64, &b64[..20]);
         assert!(parse_public_key_pem(&short).is_err());

@@ -164,12 +164,10 @@ impl AuditLog {
             Err(_) => None,
         };
         // Unanswered: the writer already stopped, after an earlier close or a crash.
-        answered.unwrap_or_else(
-            || match self.shared.closed_cleanly.load(Ordering::Acquire) {
-                true => Ok(()),
-                false => Err(AuditError::Closed),
-            },
-        )
+        answered.unwrap_or_else(|| match self.shared.closed_cleanly.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(AuditError::Closed),
+        })
     }
 }
 
@@ -178,7 +176,12 @@ impl AuditLog {
 fn lock_trail(dir: &std::path::Path) -> Result<std::fs::File, AuditError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Invalid(format!(

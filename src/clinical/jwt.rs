@@ -75,11 +75,8 @@ pub(crate) fn read(authorization: &[u8]) -> Token {
                 .map(|v| v.to_ascii_uppercase())
         }),
         practitioner: claims.requesting_practitioner.and_then(|p| {
-            p.id.and_then(text).or_else(|| {
-                p.identifier?
-                    .into_iter()
-                    .find_map(|i| i.value.and_then(text))
-            })
+            p.id.and_then(text)
+                .or_else(|| p.identifier?.into_iter().find_map(|i| i.value.and_then(text)))
         }),
     }
 }
@@ -100,8 +97,6 @@ fn text(v: serde_json::Value) -> Option<String> {
         return None;
     };
     let s = s.trim();
-    let ok = !s.is_empty()
-        && s.len() <= MAX_VALUE
-        && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    let ok = !s.is_empty() && s.len() <= MAX_VALUE && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
     ok.then(|| s.to_string())
 }

@@ -192,10 +192,7 @@ impl RateLimits {
     /// override fields laid over it.
     pub fn for_org(&self, org: &str, class: Class) -> Option<ClassLimit> {
         let base = self.classes.get(&class).copied();
-        let over = self
-            .overrides
-            .iter()
-            .find(|o| o.org == org && o.class == class);
+        let over = self.overrides.iter().find(|o| o.org == org && o.class == class);
         match (base, over) {
             (b, None) => b,
             (None, Some(o)) => Some(o.limit),
@@ -256,8 +253,7 @@ impl Config {
             key: key.to_string(),
             message,
         };
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| err("(file)", "the config file is not UTF-8".into()))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| err("(file)", "the config file is not UTF-8".into()))?;
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| raw::toml_error(&file, text, e))?;
         let base = path
             .parent()
@@ -303,7 +299,10 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
     let mut groups = HashSet::new();
     for (i, o) in c.organisations.iter().enumerate() {
         if !orgs.insert(o.code.as_str()) {
-            return Err((format!("organisation[{i}].code"), format!("\"{}\" is listed twice", o.code)));
+            return Err((
+                format!("organisation[{i}].code"),
+                format!("\"{}\" is listed twice", o.code),
+            ));
         }
         groups.extend(o.groups.iter().map(String::as_str));
     }

@@ -180,9 +180,7 @@ struct RawAudit {
 
 /// One sentence from a TOML error: the line, the key and what serde said.
 pub(super) fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
     let message = e.message().trim().replace('\n', " ");
     ConfigError {
         file: file.to_string(),
@@ -209,13 +207,20 @@ fn size(key: &str, v: &Option<String>, default: u64) -> Result<u64, Invalid> {
 }
 
 fn addr(key: &str, s: &str) -> Result<SocketAddr, Invalid> {
-    s.parse()
-        .map_err(|_| (key.to_string(), format!("\"{s}\" is not an address like \"127.0.0.1:8443\"")))
+    s.parse().map_err(|_| {
+        (
+            key.to_string(),
+            format!("\"{s}\" is not an address like \"127.0.0.1:8443\""),
+        )
+    })
 }
 
 fn ods_code(key: &str, s: &str) -> Result<(), Invalid> {
     if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err((key.to_string(), format!("\"{s}\" is not an ODS code (letters and digits)")));
+        return Err((
+            key.to_string(),
+            format!("\"{s}\" is not an ODS code (letters and digits)"),
+        ));
     }
     Ok(())
 }
@@ -259,7 +264,10 @@ impl RawConfig {
             None | Some("refuse") => CrlExpired::Refuse,
             Some("warn") => CrlExpired::Warn,
             Some(o) => {
-                return Err(("listener.crl_expired".into(), format!("\"{o}\" is not \"refuse\" or \"warn\"")))
+                return Err((
+                    "listener.crl_expired".into(),
+                    format!("\"{o}\" is not \"refuse\" or \"warn\""),
+                ))
             }
         };
         let listener = Listener {
@@ -273,7 +281,11 @@ impl RawConfig {
                 Some(n) => n,
                 None => 20_000,
             },
-            handshake_timeout: dur("listener.handshake_timeout", &l.handshake_timeout, Duration::from_secs(10))?,
+            handshake_timeout: dur(
+                "listener.handshake_timeout",
+                &l.handshake_timeout,
+                Duration::from_secs(10),
+            )?,
             header_timeout: dur("listener.header_timeout", &l.header_timeout, Duration::from_secs(10))?,
             idle_timeout: dur("listener.idle_timeout", &l.idle_timeout, Duration::from_secs(75))?,
             max_header_bytes: size("listener.max_header_bytes", &l.max_header_bytes, 64 << 10)? as usize,
@@ -285,7 +297,9 @@ impl RawConfig {
             return Err(("listener.max_header_bytes".into(), "must be at least 8KiB".into()));
         }
         let admin = match self.admin {
-            Some(a) => Some(Admin { bind: addr("admin.bind", &a.bind)? }),
+            Some(a) => Some(Admin {
+                bind: addr("admin.bind", &a.bind)?,
+            }),
             None => None,
         };
 
@@ -351,7 +365,12 @@ impl RawConfig {
             }
             let mut urls = Vec::new();
             for (j, s) in u.urls.iter().enumerate() {
-                let bad = || (format!("{key}.urls[{j}]"), format!("\"{s}\" is not an origin like \"http://127.0.0.1:9080\""));
+                let bad = || {
+                    (
+                        format!("{key}.urls[{j}]"),
+                        format!("\"{s}\" is not an origin like \"http://127.0.0.1:9080\""),
+                    )
+                };
                 let uri: http::Uri = s.parse().map_err(|_| bad())?;
                 match (uri.scheme_str(), uri.authority()) {
                     (Some("http" | "https"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => {}
@@ -360,7 +379,10 @@ impl RawConfig {
                 urls.push(uri);
             }
             if u.client_cert.is_some() != u.client_key.is_some() {
-                return Err((format!("{key}.client_key"), "client_cert and client_key go together".into()));
+                return Err((
+                    format!("{key}.client_key"),
+                    "client_cert and client_key go together".into(),
+                ));
             }
             upstreams.push(Upstream {
                 name: u.name,
@@ -368,8 +390,16 @@ impl RawConfig {
                 ca: u.ca.map(p),
                 client_cert: u.client_cert.map(p),
                 client_key: u.client_key.map(p),
-                connect_timeout: dur(&format!("{key}.connect_timeout"), &u.connect_timeout, Duration::from_secs(2))?,
-                response_timeout: dur(&format!("{key}.response_timeout"), &u.response_timeout, Duration::from_secs(60))?,
+                connect_timeout: dur(
+                    &format!("{key}.connect_timeout"),
+                    &u.connect_timeout,
+                    Duration::from_secs(2),
+                )?,
+                response_timeout: dur(
+                    &format!("{key}.response_timeout"),
+                    &u.response_timeout,
+                    Duration::from_secs(60),
+                )?,
             });
         }
 
@@ -377,7 +407,10 @@ impl RawConfig {
         for (i, r) in self.route.into_iter().enumerate() {
             let key = format!("route[{i}]");
             if !r.path_prefix.starts_with('/') {
-                return Err((format!("{key}.path_prefix"), format!("\"{}\" must start with /", r.path_prefix)));
+                return Err((
+                    format!("{key}.path_prefix"),
+                    format!("\"{}\" must start with /", r.path_prefix),
+                ));
             }
             let class = match r.class.as_deref() {
                 None => Class::Other,
@@ -395,7 +428,10 @@ impl RawConfig {
                 let mut methods = Vec::new();
                 for m in &a.methods {
                     if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        return Err((format!("{key}.allow[{j}].methods"), format!("\"{m}\" is not an HTTP method")));
+                        return Err((
+                            format!("{key}.allow[{j}].methods"),
+                            format!("\"{m}\" is not an HTTP method"),
+                        ));
                     }
                     methods.push(m.to_ascii_uppercase());
                 }
@@ -435,8 +471,12 @@ impl RawConfig {
         }
         for (i, o) in self.rate_limit.overrides.into_iter().enumerate() {
             let key = format!("rate_limit.override[{i}]");
-            let class = Class::parse(&o.class)
-                .ok_or_else(|| (format!("{key}.class"), format!("\"{}\" is not epr, image or other", o.class)))?;
+            let class = Class::parse(&o.class).ok_or_else(|| {
+                (
+                    format!("{key}.class"),
+                    format!("\"{}\" is not epr, image or other", o.class),
+                )
+            })?;
             let l = limit(
                 &key,
                 &RawLimit {
@@ -446,14 +486,23 @@ impl RawConfig {
                     bytes_per_second: o.bytes_per_second,
                 },
             )?;
-            rate_limits.overrides.push(LimitOverride { org: o.org.to_ascii_uppercase(), class, limit: l });
+            rate_limits.overrides.push(LimitOverride {
+                org: o.org.to_ascii_uppercase(),
+                class,
+                limit: l,
+            });
         }
 
         let a = self.audit;
         let durability = match a.durability.as_deref() {
             None | Some("fsync") => Durability::Fsync,
             Some("flush") => Durability::Flush,
-            Some(o) => return Err(("audit.durability".into(), format!("\"{o}\" is not \"fsync\" or \"flush\""))),
+            Some(o) => {
+                return Err((
+                    "audit.durability".into(),
+                    format!("\"{o}\" is not \"fsync\" or \"flush\""),
+                ))
+            }
         };
         let audit = Audit {
             dir: p(a.dir),
@@ -465,7 +514,11 @@ impl RawConfig {
                 Some(n) => n,
                 None => 10_000,
             },
-            checkpoint_interval: dur("audit.checkpoint_interval", &a.checkpoint_interval, Duration::from_secs(60))?,
+            checkpoint_interval: dur(
+                "audit.checkpoint_interval",
+                &a.checkpoint_interval,
+                Duration::from_secs(60),
+            )?,
         };
         if audit.rotate_bytes < 4096 {
             return Err(("audit.rotate_bytes".into(), "must be at least 4KiB".into()));

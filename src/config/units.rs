@@ -20,7 +20,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        other => return Err(format!("\"{s}\" has an unknown unit \"{other}\" (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "\"{s}\" has an unknown unit \"{other}\" (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("\"{s}\" is not a valid duration"));
@@ -47,8 +51,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         other => return Err(format!("\"{s}\" has an unknown unit \"{other}\" (use KiB, MiB or GiB)")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{s}\" is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
 #[cfg(test)]

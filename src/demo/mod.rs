@@ -104,10 +104,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> Resul
 
 /// Starts everything and returns once the gateway is listening.
 pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
-    let Prepared {
-        mut config,
-        made_pki,
-    } = prepare(&opts)?;
+    let Prepared { mut config, made_pki } = prepare(&opts)?;
 
     let mut tasks = Vec::new();
     let epr_addr = spawn_upstream(&mut config, "epr", opts.ephemeral_ports, &mut tasks).await?;
@@ -202,13 +199,11 @@ async fn spawn_upstream(
     let listener = TcpListener::bind(&addr).await.map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
     if ephemeral {
-        let uri = format!("http://{local}")
-            .parse()
-            .map_err(|_| DemoError::Bind {
-                what,
-                addr: local.to_string(),
-                source: std::io::Error::other("not a valid origin"),
-            })?;
+        let uri = format!("http://{local}").parse().map_err(|_| DemoError::Bind {
+            what,
+            addr: local.to_string(),
+            source: std::io::Error::other("not a valid origin"),
+        })?;
         up.urls = vec![uri];
     }
     let task = if name == "epr" {
@@ -253,11 +248,8 @@ pub fn instructions(
 ) -> String {
     use upstreams::{PATIENTS, STUDIES};
     let base = format!("https://localhost:{}", gateway.port());
-    let curl = |who: &str| {
-        format!(
-            "curl --cacert certs/dev/ca.pem --cert certs/dev/{who}.pem --key certs/dev/{who}.key"
-        )
-    };
+    let curl =
+        |who: &str| format!("curl --cacert certs/dev/ca.pem --cert certs/dev/{who}.pem --key certs/dev/{who}.key");
     let audit = relative_to(audit_dir, dir);
     let audit = shell_word(&audit.display().to_string());
     let mut s = String::new();
@@ -290,10 +282,7 @@ pub fn instructions(
     ));
     line("");
     line("# A social care provider (found by its registered endpoint) reads demographics:");
-    line(&format!(
-        "{} {base}/fhir/Patient/{nhs3}",
-        curl("socialcare")
-    ));
+    line(&format!("{} {base}/fhir/Patient/{nhs3}", curl("socialcare")));
     line("");
     line("# ...but not observations: 403 not_allowed");
     line(&format!(
@@ -345,10 +334,7 @@ fn lexical(path: &Path) -> PathBuf {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
-                let climbs = matches!(
-                    out.components().next_back(),
-                    None | Some(Component::ParentDir)
-                );
+                let climbs = matches!(out.components().next_back(), None | Some(Component::ParentDir));
                 if climbs || !out.pop() {
                     out.push("..");
                 }

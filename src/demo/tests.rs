@@ -9,17 +9,14 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-type TestClient =
-    Client<HttpConnector, http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>;
+type TestClient = Client<HttpConnector, http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>>;
 
 fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 fn empty() -> http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error> {
-    Full::new(Bytes::new())
-        .map_err(|e| match e {})
-        .boxed_unsync()
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed_unsync()
 }
 
 async fn start(kind: &str) -> (SocketAddr, AbortOnDrop) {
@@ -82,10 +79,7 @@ async fn fhir_upstream_answers_reads_searches_and_404s() {
     assert_eq!((s, ct.as_str()), (StatusCode::OK, "application/fhir+json"));
     let p = json(&b);
     assert_eq!(p["resourceType"], "Patient");
-    assert_eq!(
-        p["identifier"][0]["system"],
-        "https://fhir.nhs.uk/Id/nhs-number"
-    );
+    assert_eq!(p["identifier"][0]["system"], "https://fhir.nhs.uk/Id/nhs-number");
     assert_eq!(p["identifier"][0]["value"], nhs);
 
     // Plain and percent-encoded search.
@@ -133,11 +127,7 @@ async fn fhir_upstream_answers_reads_searches_and_404s() {
     let body = r#"{"resourceType":"Observation","status":"final"}"#;
     let req = Request::post(format!("http://{addr}/fhir/Observation"))
         .header(header::CONTENT_TYPE, "application/fhir+json")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        )
+        .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync())
         .unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -160,12 +150,7 @@ async fn dicomweb_upstream_lists_and_streams_studies() {
         .map(|s| s["0020000D"]["Value"][0].as_str().unwrap())
         .collect();
     assert_eq!(uids, [STUDIES[0].0, STUDIES[1].0]);
-    let (_, _, b) = get(
-        &c,
-        addr,
-        &format!("/dicomweb/studies?PatientID={}", STUDIES[1].1),
-    )
-    .await;
+    let (_, _, b) = get(&c, addr, &format!("/dicomweb/studies?PatientID={}", STUDIES[1].1)).await;
     assert_eq!(json(&b).as_array().unwrap().len(), 1);
 
     // The small study, whole.
@@ -176,9 +161,7 @@ async fn dicomweb_upstream_lists_and_streams_studies() {
         "{ct}"
     );
     let boundary = ct.rsplit("boundary=").next().unwrap();
-    assert!(b.starts_with(
-        format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes()
-    ));
+    assert!(b.starts_with(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes()));
     assert!(b.ends_with(format!("\r\n--{boundary}--\r\n").as_bytes()));
     let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").len();
     assert_eq!(&b[head + 128..head + 132], b"DICM");
@@ -287,10 +270,7 @@ async fn upstream_stops_when_its_task_is_dropped() {
 fn embedded_demo_config_is_valid_and_matches_the_dev_pki() {
     let c = Config::from_bytes(Path::new("/demo/config/demo.toml"), DEMO_TOML.as_bytes()).unwrap();
     assert_eq!(c.listener.bind, "127.0.0.1:8443".parse().unwrap());
-    assert_eq!(
-        c.admin.as_ref().unwrap().bind,
-        "127.0.0.1:9901".parse().unwrap()
-    );
+    assert_eq!(c.admin.as_ref().unwrap().bind, "127.0.0.1:9901".parse().unwrap());
     let files = |p: &Path| lexical(p).display().to_string();
     assert_eq!(files(&c.listener.server_cert), "/demo/certs/dev/server.pem");
     assert_eq!(files(&c.listener.server_key), "/demo/certs/dev/server.key");
@@ -317,16 +297,9 @@ fn embedded_demo_config_is_valid_and_matches_the_dev_pki() {
             ("pacs", "http://127.0.0.1:9081/".to_string())
         ]
     );
-    let pacs = c
-        .routes
-        .iter()
-        .find(|r| r.path_prefix == "/dicomweb/")
-        .unwrap();
+    let pacs = c.routes.iter().find(|r| r.path_prefix == "/dicomweb/").unwrap();
     assert_eq!(pacs.class, crate::config::Class::Image);
-    assert!(pacs
-        .allow
-        .iter()
-        .all(|a| a.groups == ["trust"] && a.orgs.is_empty()));
+    assert!(pacs.allow.iter().all(|a| a.groups == ["trust"] && a.orgs.is_empty()));
 }
 
 #[test]
@@ -354,10 +327,7 @@ fn prepare_makes_the_pki_once_and_loads_the_config() {
     let ca = std::fs::read(certs_dir(tmp.path()).join("ca.pem")).unwrap();
     let again = prepare(&opts).unwrap();
     assert!(!again.made_pki);
-    assert_eq!(
-        std::fs::read(certs_dir(tmp.path()).join("ca.pem")).unwrap(),
-        ca
-    );
+    assert_eq!(std::fs::read(certs_dir(tmp.path()).join("ca.pem")).unwrap(), ca);
 
     // A config file in the folder wins over the embedded one.
     std::fs::create_dir_all(tmp.path().join("config")).unwrap();
@@ -374,22 +344,13 @@ fn prepare_makes_the_pki_once_and_loads_the_config() {
 #[test]
 fn instructions_are_pasteable_from_the_demo_folder() {
     let gw = "127.0.0.1:8443".parse().unwrap();
-    let s = instructions(
-        Path::new("."),
-        gw,
-        None,
-        Path::new("./config/../audit"),
-        true,
-    );
+    let s = instructions(Path::new("."), gw, None, Path::new("./config/../audit"), true);
     assert!(s.contains(
         "curl --cacert certs/dev/ca.pem --cert certs/dev/a81001.pem --key certs/dev/a81001.key https://localhost:8443/fhir/Patient/9990000018"
     ), "{s}");
     assert!(s.contains("'https://localhost:8443/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000026'"));
     assert!(s.contains("--cert certs/dev/revoked.pem"));
-    assert!(s.contains(&format!(
-        "https://localhost:8443/dicomweb/studies/{}",
-        STUDIES[0].0
-    )));
+    assert!(s.contains(&format!("https://localhost:8443/dicomweb/studies/{}", STUDIES[0].0)));
     assert!(s.contains("caregate audit verify audit --public-key certs/dev/audit-signing.pub"));
     assert!(!s.contains("cd "));
 
@@ -433,10 +394,7 @@ async fn demo_starts_end_to_end_with_ephemeral_ports() {
     assert!(demo.made_pki);
     assert_ne!(demo.gateway_addr.port(), 0);
     let epr = demo.epr_addr.unwrap();
-    assert_eq!(
-        demo.config.upstreams[0].urls[0].to_string(),
-        format!("http://{epr}/")
-    );
+    assert_eq!(demo.config.upstreams[0].urls[0].to_string(), format!("http://{epr}/"));
     assert!(demo
         .instructions()
         .contains(&format!("https://localhost:{}/", demo.gateway_addr.port())));

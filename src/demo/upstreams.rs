@@ -37,13 +37,7 @@ pub const PATIENTS: [(&str, &str, &str, &str, &str); 4] = [
 /// The sample studies: (Study Instance UID, patient NHS number, description, modality, instances
 /// of 1 MiB each). The second is the large one (256 MiB).
 pub const STUDIES: [(&str, &str, &str, &str, u64); 2] = [
-    (
-        "1.2.826.0.1.3680043.10.543.1",
-        "9990000018",
-        "XR CHEST PA",
-        "DX",
-        1,
-    ),
+    ("1.2.826.0.1.3680043.10.543.1", "9990000018", "XR CHEST PA", "DX", 1),
     (
         "1.2.826.0.1.3680043.10.543.2",
         "9990000026",
@@ -116,8 +110,7 @@ async fn serve(listener: TcpListener, kind: Kind) {
                 let pattern = pattern.clone();
                 async move { Ok::<_, Infallible>(handle(kind, req, pattern).await) }
             });
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = builder.serve_connection(io, service).await {
                 tracing::debug!(error = %e, "sample upstream: connection ended");
@@ -134,10 +127,7 @@ async fn handle(kind: Kind, req: Request<Incoming>, pattern: Bytes) -> Response<
         }
         return match n.parse::<u64>() {
             Ok(n) => generated(n, fill(n, &pattern), "application/octet-stream"),
-            Err(_) => plain(
-                StatusCode::BAD_REQUEST,
-                "/bytes/<n>: n is a number of bytes\n",
-            ),
+            Err(_) => plain(StatusCode::BAD_REQUEST, "/bytes/<n>: n is a number of bytes\n"),
         };
     }
     if path == "/echo" {
@@ -177,11 +167,7 @@ async fn fhir(req: Request<Incoming>) -> Response<Body> {
                 }
                 resp
             }
-            Err(_) => outcome(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-costly",
-                "body over 1 MiB",
-            ),
+            Err(_) => outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", "body over 1 MiB"),
         };
     }
     if req.method() != Method::GET {
@@ -200,9 +186,7 @@ async fn fhir(req: Request<Incoming>) -> Response<Body> {
         ["Patient"] => {
             let wanted = query_param(&query, "identifier");
             let nhs = wanted.as_deref().and_then(|v| match v.split_once('|') {
-                Some((system, value)) if system == NHS_NUMBER_SYSTEM || system.is_empty() => {
-                    Some(value.to_string())
-                }
+                Some((system, value)) if system == NHS_NUMBER_SYSTEM || system.is_empty() => Some(value.to_string()),
                 Some(_) => None,
                 None => Some(v.to_string()),
             });
@@ -280,14 +264,7 @@ fn observations(nhs: &str) -> Vec<Value> {
         })
     };
     vec![
-        obs(
-            "hr",
-            "364075005",
-            "Heart rate",
-            72.0,
-            "beats/minute",
-            "/min",
-        ),
+        obs("hr", "364075005", "Heart rate", 72.0, "beats/minute", "/min"),
         obs("wt", "27113001", "Body weight", 70.5, "kg", "kg"),
     ]
 }
@@ -358,8 +335,7 @@ fn dicomweb(req: &Request<Incoming>, pattern: &Bytes) -> Response<Body> {
     match STUDIES.iter().find(|s| s.0 == uid) {
         // WADO-RS: the whole study as multipart/related application/dicom.
         Some(s) => {
-            let content_type =
-                format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
+            let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
             let (len, parts) = study_body(s.4, pattern.clone());
             generated(len, parts, &content_type)
         }
@@ -390,9 +366,7 @@ fn study_json(s: &(&str, &str, &str, &str, u64)) -> Value {
 
 /// The multipart body of a study of `instances` generated instances, and its exact length.
 pub(super) fn study_body(instances: u64, pattern: Bytes) -> (u64, Parts) {
-    let head = Bytes::from(format!(
-        "--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n"
-    ));
+    let head = Bytes::from(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n"));
     // DICOM Part 10: a 128-byte preamble and "DICM"; the rest is filler.
     let mut pre = vec![0u8; 128];
     pre.extend_from_slice(b"DICM");
@@ -414,11 +388,7 @@ pub(super) fn study_body(instances: u64, pattern: Bytes) -> (u64, Parts) {
 }
 
 fn dicom_json(status: StatusCode, v: Value) -> Response<Body> {
-    respond(
-        status,
-        "application/dicom+json",
-        full(Bytes::from(v.to_string())),
-    )
+    respond(status, "application/dicom+json", full(Bytes::from(v.to_string())))
 }
 
 // === bodies ===
@@ -428,13 +398,7 @@ pub(super) type Parts = Box<dyn Iterator<Item = Bytes> + Send>;
 /// 64 KiB of printable filler, shared by every generated body.
 fn pattern() -> Bytes {
     let line = b"caregate sample payload 0123456789abcdefghijklmnopqrstuvwxyz\n";
-    Bytes::from(
-        line.iter()
-            .copied()
-            .cycle()
-            .take(CHUNK)
-            .collect::<Vec<u8>>(),
-    )
+    Bytes::from(line.iter().copied().cycle().take(CHUNK).collect::<Vec<u8>>())
 }
 
 /// `n` bytes of `pattern` in chunks of at most 64 KiB.
@@ -472,10 +436,7 @@ impl http_body::Body for Generated {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.parts.next() {
             Some(b) => {
                 self.left = self.left.saturating_sub(b.len() as u64);
@@ -494,11 +455,7 @@ impl http_body::Body for Generated {
     }
 }
 
-fn generated(
-    len: u64,
-    parts: impl Iterator<Item = Bytes> + Send + 'static,
-    ct: &str,
-) -> Response<Body> {
+fn generated(len: u64, parts: impl Iterator<Item = Bytes> + Send + 'static, ct: &str) -> Response<Body> {
     let body = Generated::new(len, parts);
     respond(StatusCode::OK, ct, body.boxed_unsync())
 }

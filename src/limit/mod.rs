@@ -41,14 +41,11 @@ impl Plan {
     fn from_limit(l: &ClassLimit) -> Option<Plan> {
         let plan = Plan {
             // A burst without a rate means nothing: only `requests_per_second` limits the rate.
-            rate: l
-                .requests_per_second
-                .and_then(|rps| RateQuota::new(rps, l.burst)),
+            rate: l.requests_per_second.and_then(|rps| RateQuota::new(rps, l.burst)),
             max_concurrent: l.max_concurrent,
             bytes_per_second: l.bytes_per_second,
         };
-        let limited =
-            plan.rate.is_some() || plan.max_concurrent.is_some() || plan.bytes_per_second.is_some();
+        let limited = plan.rate.is_some() || plan.max_concurrent.is_some() || plan.bytes_per_second.is_some();
         limited.then_some(plan)
     }
 
@@ -240,9 +237,9 @@ fn plans(cfg: &config::RateLimits) -> Plans {
     let base = Class::ALL.map(|c| cfg.classes.get(&c).and_then(Plan::from_limit));
     let mut overrides = HashMap::new();
     for o in &cfg.overrides {
-        overrides.entry(o.org.as_str().into()).or_insert_with(|| {
-            Class::ALL.map(|c| cfg.for_org(&o.org, c).as_ref().and_then(Plan::from_limit))
-        });
+        overrides
+            .entry(o.org.as_str().into())
+            .or_insert_with(|| Class::ALL.map(|c| cfg.for_org(&o.org, c).as_ref().and_then(Plan::from_limit)));
     }
     (base, overrides)
 }

@@ -124,8 +124,7 @@ impl Hash for OrgKey {
 
 // === impl GovernorStore ===
 
-type Keyed<C> =
-    RateLimiter<OrgKey, DashMapStateStore<OrgKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Keyed<C> = RateLimiter<OrgKey, DashMapStateStore<OrgKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 struct Entry<C: Clock> {
     class: Class,
@@ -160,10 +159,7 @@ where
     pub fn prepare(&self, class: Class, quota: &RateQuota) {
         let _guard = self.adding.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.limiters.load();
-        if current
-            .iter()
-            .any(|e| e.class == class && e.quota == quota.quota)
-        {
+        if current.iter().any(|e| e.class == class && e.quota == quota.quota) {
             return;
         }
         let mut next: Vec<Arc<Entry<C>>> = current.iter().cloned().collect();
@@ -175,24 +171,12 @@ where
         self.limiters.store(Arc::new(next));
     }
 
-    fn check_in(
-        &self,
-        key: &OrgKey,
-        class: Class,
-        quota: &RateQuota,
-    ) -> Option<Result<(), RateLimited>> {
+    fn check_in(&self, key: &OrgKey, class: Class, quota: &RateQuota) -> Option<Result<(), RateLimited>> {
         let limiters = self.limiters.load();
-        let entry = limiters
-            .iter()
-            .find(|e| e.class == class && e.quota == quota.quota)?;
-        Some(
-            entry
-                .limiter
-                .check_key(key)
-                .map_err(|not_until| RateLimited {
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                }),
-        )
+        let entry = limiters.iter().find(|e| e.class == class && e.quota == quota.quota)?;
+        Some(entry.limiter.check_key(key).map_err(|not_until| RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        }))
     }
 }
 

@@ -29,14 +29,9 @@ fn fake(cfg: &RateLimits) -> (Limits, FakeRelativeClock) {
 fn burst_beyond_limit_is_refused_with_retry_after_and_headers() {
     let (l, _clock) = fake(&cfg(&[(Class::Epr, limit(Some(50.0), Some(100)))]));
     for i in 0..100 {
-        assert!(
-            l.check("A81001", Class::Epr).is_ok(),
-            "request {i} within burst"
-        );
+        assert!(l.check("A81001", Class::Epr).is_ok(), "request {i} within burst");
     }
-    let r = l
-        .check("A81001", Class::Epr)
-        .expect_err("101st is over the burst");
+    let r = l.check("A81001", Class::Epr).expect_err("101st is over the burst");
     assert_eq!(r.retry_after, Duration::from_millis(20)); // one request per 1/50 s
     assert_eq!(r.retry_after_secs(), 1);
     assert_eq!(r.policy, "\"epr\";q=100;w=2");
@@ -141,9 +136,7 @@ fn concurrency_slot_is_freed_on_drop() {
     let (l, _clock) = fake(&cfg(&[(Class::Image, c)]));
     let g1 = l.check("RXC", Class::Image).expect("first");
     let g2 = l.check("RXC", Class::Image).expect("second");
-    let r = l
-        .check("RXC", Class::Image)
-        .expect_err("third is over max_concurrent");
+    let r = l.check("RXC", Class::Image).expect_err("third is over max_concurrent");
     assert_eq!(r.policy, "\"image-concurrency\";q=2");
     assert_eq!(r.state, "\"image-concurrency\";r=0;t=1");
     assert_eq!(r.retry_after_secs(), 1);
@@ -218,10 +211,7 @@ fn a_custom_store_is_used() {
             })
         }
     }
-    let l = Limits::with_store(
-        &cfg(&[(Class::Epr, limit(Some(10.0), None))]),
-        Box::new(Refuse),
-    );
+    let l = Limits::with_store(&cfg(&[(Class::Epr, limit(Some(10.0), None))]), Box::new(Refuse));
     let r = l.check("A81001", Class::Epr).expect_err("store refuses");
     assert_eq!(r.retry_after_secs(), 2);
     assert_eq!(r.policy, "\"epr\";q=10;w=1");
@@ -236,10 +226,7 @@ fn bandwidth(bytes_per_second: u64) -> RateLimits {
 }
 
 /// A body of `frames` data frames of `size` bytes each.
-fn body(
-    frames: usize,
-    size: usize,
-) -> impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> {
+fn body(frames: usize, size: usize) -> impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> {
     let chunk = Bytes::from(vec![7u8; size]);
     StreamBody::new(futures_util::stream::iter(
         (0..frames).map(move |_| Ok(http_body::Frame::data(chunk.clone()))),
@@ -303,10 +290,7 @@ async fn connections_of_one_org_share_a_bucket_and_two_orgs_do_not() {
     // Two orgs at once: each has its own 1 MiB/s, so 5 MiB takes about 5 s.
     let (a, b) = tokio::join!(transfer("AAA"), transfer("BBB"));
     let (a, b) = (a.expect("task"), b.expect("task"));
-    assert!(
-        (4.8..=5.1).contains(&a) && (4.8..=5.1).contains(&b),
-        "{a} {b}"
-    );
+    assert!((4.8..=5.1).contains(&a) && (4.8..=5.1).contains(&b), "{a} {b}");
     // Two connections of one org share 1 MiB/s: 10 MiB in about 10 s.
     let (a, b) = tokio::join!(transfer("AAA"), transfer("AAA"));
     let (a, b) = (a.expect("task"), b.expect("task"));

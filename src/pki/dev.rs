@@ -121,11 +121,7 @@ pub fn dev(out: &Path) -> Result<DevPki, PkiError> {
     let server = ca.issue(&LeafSpec::server(&["localhost", "127.0.0.1", "::1"]))?;
     let (server_cert, server_key) = write_leaf(out, "server", &server)?;
 
-    let crl = ca.crl(
-        &[revoked],
-        now - Duration::hours(1),
-        now + Duration::days(365),
-    )?;
+    let crl = ca.crl(&[revoked], now - Duration::hours(1), now + Duration::days(365))?;
     let ca_crl = write(out, "ca.crl", &crl, false)?;
 
     let (audit_key, audit_pub) = audit_signing_key()?;

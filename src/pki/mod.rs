@@ -16,9 +16,9 @@ mod tests;
 pub use dev::{dev, DevClient, DevPki, SOCIAL_CARE_FQDN};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use std::fmt;
 use std::net::IpAddr;
@@ -196,18 +196,16 @@ impl Ca {
         params.key_identifier_method = KeyIdMethod::Sha256;
         for dns in &spec.dns_names {
             params.subject_alt_names.push(SanType::DnsName(
-                dns.clone()
-                    .try_into()
-                    .map_err(|_| bad_name("DNS name", dns))?,
+                dns.clone().try_into().map_err(|_| bad_name("DNS name", dns))?,
             ));
         }
         for ip in &spec.ip_addresses {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         for uri in &spec.uris {
-            params.subject_alt_names.push(SanType::URI(
-                uri.clone().try_into().map_err(|_| bad_name("URI", uri))?,
-            ));
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.clone().try_into().map_err(|_| bad_name("URI", uri))?));
         }
         params.extended_key_usages = spec
             .eku
@@ -247,9 +245,7 @@ impl Ca {
                 "a CRL's next_update must be after its this_update".into(),
             ));
         }
-        let crl_number = u64::try_from(this_update.unix_timestamp())
-            .unwrap_or(1)
-            .max(1);
+        let crl_number = u64::try_from(this_update.unix_timestamp()).unwrap_or(1).max(1);
         let params = CertificateRevocationListParams {
             this_update,
             next_update,

@@ -8,9 +8,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
-};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
 use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{parse_x509_certificate, parse_x509_crl};
@@ -28,21 +26,16 @@ fn roots(ca: &Ca) -> Arc<RootCertStore> {
 fn client_verifier(ca: &Ca, crl_pem: Option<&str>) -> Arc<dyn ClientCertVerifier> {
     let mut b = WebPkiClientVerifier::builder_with_provider(roots(ca), provider());
     if let Some(pem) = crl_pem {
-        b = b.with_crls(vec![CertificateRevocationListDer::from_pem_slice(
-            pem.as_bytes(),
-        )
-        .unwrap()]);
+        b = b.with_crls(vec![
+            CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap()
+        ]);
     }
     b.build().unwrap()
 }
 
 fn verify_client(v: &dyn ClientCertVerifier, leaf: &Leaf) -> Result<(), rustls::Error> {
-    v.verify_client_cert(
-        &CertificateDer::from(leaf.cert_der.clone()),
-        &[],
-        UnixTime::now(),
-    )
-    .map(|_| ())
+    v.verify_client_cert(&CertificateDer::from(leaf.cert_der.clone()), &[], UnixTime::now())
+        .map(|_| ())
 }
 
 fn serial_of(raw: &[u8]) -> u64 {
@@ -84,20 +77,10 @@ fn leaf_has_the_serial_subject_sans_usages_and_validity_asked_for() {
 
     let (_, cert) = parse_x509_certificate(&leaf.cert_der).unwrap();
     assert_eq!(serial_of(cert.raw_serial()), 0x8000_0000_0000_0001);
-    assert_eq!(
-        cert.raw_serial()[0],
-        0,
-        "positive INTEGER needs a leading 0 byte"
-    );
+    assert_eq!(cert.raw_serial()[0], 0, "positive INTEGER needs a leading 0 byte");
     let subject = cert.subject();
-    let cn: Vec<_> = subject
-        .iter_common_name()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let o: Vec<_> = subject
-        .iter_organization()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let cn: Vec<_> = subject.iter_common_name().map(|a| a.as_str().unwrap()).collect();
+    let o: Vec<_> = subject.iter_organization().map(|a| a.as_str().unwrap()).collect();
     let ou: Vec<_> = subject
         .iter_organizational_unit()
         .map(|a| a.as_str().unwrap())
@@ -111,12 +94,7 @@ fn leaf_has_the_serial_subject_sans_usages_and_validity_asked_for() {
         ca_cert.subject().to_string()
     });
 
-    let sans = &cert
-        .subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names;
+    let sans = &cert.subject_alternative_name().unwrap().unwrap().value.general_names;
     assert!(sans.contains(&GeneralName::URI("urn:nhs:ods:A81001")));
     assert!(sans.contains(&GeneralName::DNSName("gp.example.nhs.uk")));
     assert!(sans.contains(&GeneralName::IPAddress(&[10, 1, 2, 3])));
@@ -175,10 +153,7 @@ fn server_spec_parses_names_and_sets_server_usages() {
     assert_eq!(spec.dns_names, ["localhost"]);
     assert_eq!(spec.ip_addresses.len(), 2);
     assert_eq!(spec.eku, [Eku::ServerAuth]);
-    assert_eq!(
-        spec.key_usage,
-        [KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment]
-    );
+    assert_eq!(spec.key_usage, [KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment]);
     let c = LeafSpec::client("x");
     assert_eq!(c.eku, [Eku::ClientAuth]);
     assert_eq!(c.key_usage, [KeyUsage::DigitalSignature]);
@@ -201,9 +176,7 @@ fn bad_specs_are_errors_not_panics() {
 #[test]
 fn crl_parses_and_lists_the_revoked_serial() {
     let ca = Ca::new("test CA").unwrap();
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap();
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let pem = ca
         .crl(&[42, 0xdead_beef_cafe], now, now + time::Duration::days(7))
         .unwrap();
@@ -216,10 +189,7 @@ fn crl_parses_and_lists_the_revoked_serial() {
         .collect();
     assert_eq!(serials, [42, 0xdead_beef_cafe]);
     assert_eq!(crl.last_update().to_datetime(), now);
-    assert_eq!(
-        crl.next_update().unwrap().to_datetime(),
-        now + time::Duration::days(7)
-    );
+    assert_eq!(crl.next_update().unwrap().to_datetime(), now + time::Duration::days(7));
     let ca_der = ca.cert_der();
     let (_, ca_cert) = parse_x509_certificate(&ca_der).unwrap();
     assert_eq!(crl.issuer(), ca_cert.subject());
@@ -270,9 +240,7 @@ fn webpki_refuses_expired_foreign_and_server_only_certs() {
         matches!(
             err,
             rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
-                | rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ExpiredContext { .. }
-                )
+                | rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. })
         ),
         "{err:?}"
     );
@@ -294,9 +262,7 @@ fn webpki_refuses_expired_foreign_and_server_only_certs() {
 #[test]
 fn webpki_accepts_the_server_cert_for_localhost_and_loopback_ips() {
     let ca = Ca::new("test CA").unwrap();
-    let server = ca
-        .issue(&LeafSpec::server(&["localhost", "127.0.0.1", "::1"]))
-        .unwrap();
+    let server = ca.issue(&LeafSpec::server(&["localhost", "127.0.0.1", "::1"])).unwrap();
     let v = WebPkiServerVerifier::builder_with_provider(roots(&ca), provider())
         .build()
         .unwrap();
@@ -307,16 +273,12 @@ fn webpki_accepts_the_server_cert_for_localhost_and_loopback_ips() {
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
     let sn = ServerName::try_from("example.com").unwrap();
-    assert!(v
-        .verify_server_cert(&ee, &[], &sn, &[], UnixTime::now())
-        .is_err());
+    assert!(v.verify_server_cert(&ee, &[], &sn, &[], UnixTime::now()).is_err());
     // And a client certificate is no server certificate.
     let client = ca.issue(&LeafSpec::client("localhost")).unwrap();
     let sn = ServerName::try_from("localhost").unwrap();
     let ee = CertificateDer::from(client.cert_der);
-    assert!(v
-        .verify_server_cert(&ee, &[], &sn, &[], UnixTime::now())
-        .is_err());
+    assert!(v.verify_server_cert(&ee, &[], &sn, &[], UnixTime::now()).is_err());
 }
 
 #[test]
@@ -326,8 +288,7 @@ fn audit_signing_key_is_ed25519_pkcs8_and_spki() {
     assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_der()).unwrap();
-    let spki =
-        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pub_pem.as_bytes()).unwrap();
+    let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pub_pem.as_bytes()).unwrap();
     // SPKI for Ed25519 is a 12-byte header and the 32-byte key.
     use ring::signature::KeyPair as _;
     assert_eq!(&spki.as_ref()[12..], kp.public_key().as_ref());
@@ -354,15 +315,7 @@ fn dev_writes_the_whole_pki_and_it_behaves() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    for c in [
-        "a81001",
-        "a81002",
-        "rxc",
-        "socialcare",
-        "revoked",
-        "expired",
-        "rogue",
-    ] {
+    for c in ["a81001", "a81002", "rxc", "socialcare", "revoked", "expired", "rogue"] {
         let client = pki.client(c).unwrap_or_else(|| panic!("{c}"));
         assert!(client.cert.is_file() && client.key.is_file(), "{c}");
     }
@@ -398,55 +351,30 @@ fn dev_writes_the_whole_pki_and_it_behaves() {
     }
     assert!(matches!(
         check("revoked"),
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::Revoked
-        ))
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))
     ));
 
     // Identities are where the demo config looks for them.
     let cert_of = |name: &str| read(&pki.client(name).unwrap().cert);
     let der = CertificateDer::from_pem_slice(&cert_of("a81001")).unwrap();
     let (_, c) = parse_x509_certificate(der.as_ref()).unwrap();
-    let sans = &c
-        .subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names;
+    let sans = &c.subject_alternative_name().unwrap().unwrap().value.general_names;
     assert!(sans.contains(&GeneralName::URI("urn:nhs:ods:A81001")));
     assert_eq!(
-        c.subject()
-            .iter_organization()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap(),
+        c.subject().iter_organization().next().unwrap().as_str().unwrap(),
         "Example Surgery"
     );
     let der = CertificateDer::from_pem_slice(&cert_of("rxc")).unwrap();
     let (_, c) = parse_x509_certificate(der.as_ref()).unwrap();
     assert_eq!(
-        c.subject()
-            .iter_organizational_unit()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap(),
+        c.subject().iter_organizational_unit().next().unwrap().as_str().unwrap(),
         "RXC"
     );
     let der = CertificateDer::from_pem_slice(&cert_of("socialcare")).unwrap();
     let (_, c) = parse_x509_certificate(der.as_ref()).unwrap();
     assert!(c.subject().iter_organizational_unit().next().is_none());
-    let sans = &c
-        .subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names;
-    assert_eq!(
-        sans.as_slice(),
-        [GeneralName::DNSName(dev::SOCIAL_CARE_FQDN)]
-    );
+    let sans = &c.subject_alternative_name().unwrap().unwrap().value.general_names;
+    assert_eq!(sans.as_slice(), [GeneralName::DNSName(dev::SOCIAL_CARE_FQDN)]);
 
     // The server cert, from disk, for the names the demo's curl commands use.
     let sv = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
@@ -455,8 +383,7 @@ fn dev_writes_the_whole_pki_and_it_behaves() {
     let ee = CertificateDer::from_pem_slice(&read(&pki.server_cert)).unwrap();
     for name in ["localhost", "127.0.0.1", "::1"] {
         let sn = ServerName::try_from(name).unwrap();
-        sv.verify_server_cert(&ee, &[], &sn, &[], UnixTime::now())
-            .unwrap();
+        sv.verify_server_cert(&ee, &[], &sn, &[], UnixTime::now()).unwrap();
     }
     PrivateKeyDer::from_pem_slice(&read(&pki.server_key)).unwrap();
 

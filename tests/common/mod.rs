@@ -35,7 +35,9 @@ impl TestPki {
         std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
         let now = time::OffsetDateTime::now_utc();
-        let crl = ca.crl(&[], now - time::Duration::hours(1), now + time::Duration::days(7)).unwrap();
+        let crl = ca
+            .crl(&[], now - time::Duration::hours(1), now + time::Duration::days(7))
+            .unwrap();
         std::fs::write(dir.path().join("ca.crl"), crl).unwrap();
         TestPki { dir, ca, other_ca }
     }
@@ -58,7 +60,10 @@ impl TestPki {
     /// Rewrites the CRL to revoke these serials.
     pub fn revoke(&self, serials: &[u64]) {
         let now = time::OffsetDateTime::now_utc();
-        let crl = self.ca.crl(serials, now - time::Duration::hours(1), now + time::Duration::days(7)).unwrap();
+        let crl = self
+            .ca
+            .crl(serials, now - time::Duration::hours(1), now + time::Duration::days(7))
+            .unwrap();
         std::fs::write(self.path().join("ca.crl"), crl).unwrap();
     }
 }
@@ -108,7 +113,10 @@ pub fn pattern(n: usize) -> Vec<u8> {
 /// pattern bytes; `/echo` echoes the body; anything else `200 upstream ok`.
 pub async fn start_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut up = Upstream { addr: Some(listener.local_addr().unwrap()), ..Default::default() };
+    let mut up = Upstream {
+        addr: Some(listener.local_addr().unwrap()),
+        ..Default::default()
+    };
     let seen = up.seen.clone();
     let audit_dir = up.audit_dir.clone();
     tokio::spawn(async move {
@@ -122,7 +130,9 @@ pub async fn start_upstream() -> Upstream {
                     let dir = audit_dir.lock().unwrap().clone();
                     async move { Ok::<_, Infallible>(upstream_answer(req, seen, dir).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
             });
         }
     });
@@ -137,8 +147,15 @@ async fn upstream_answer(
 ) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
     let (parts, body) = req.into_parts();
     let access_on_disk = audit_dir.map(|dir| {
-        let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-        audit_records(&dir).iter().any(|r| r["event"] == "access" && r["request_id"] == id.as_str())
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        audit_records(&dir)
+            .iter()
+            .any(|r| r["event"] == "access" && r["request_id"] == id.as_str())
     });
     // Routes may sit under /files/: the fixture's behaviour keys off the rest.
     let path = parts.uri.path().trim_start_matches("/files").to_string();
@@ -170,13 +187,19 @@ async fn upstream_answer(
         // Streamed in 64 KiB frames so large bodies never sit in memory.
         let chunks = futures_util::stream::iter((0..n).step_by(65536).map(move |start| {
             let end = (start + 65536).min(n);
-            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from((start..end).map(|i| (i % 251) as u8).collect::<Vec<u8>>())))
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(
+                (start..end).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+            )))
         }));
         let mut resp = Response::new(http_body_util::StreamBody::new(chunks).boxed());
         resp.headers_mut().insert("content-length", n.into());
         return resp;
     }
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"upstream ok")).map_err(|e| match e {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(b"upstream ok"))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
     resp.headers_mut().insert("x-upstream", "yes".parse().unwrap());
     resp
 }
@@ -295,7 +318,12 @@ pub async fn start_gateway_with(pki: &TestPki, listener_extra: &str, rest: &str)
     std::fs::write(&config_path, &text).unwrap();
     let config = caregate::config::Config::load(&config_path).unwrap();
     let running = caregate::server::start(config).await.unwrap();
-    Gw { running, config_path, audit_dir, work }
+    Gw {
+        running,
+        config_path,
+        audit_dir,
+        work,
+    }
 }
 
 pub async fn start_gateway(pki: &TestPki, upstream: &Upstream) -> Gw {
@@ -330,7 +358,9 @@ pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 pub async fn connect(gw: SocketAddr, pki: &TestPki, leaf: Option<&Leaf>, alpn: &[&[u8]]) -> std::io::Result<TlsStream> {
     let tcp = TcpStream::connect(gw).await?;
     let connector = tokio_rustls::TlsConnector::from(client_config(pki, leaf, alpn));
-    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
     // In TLS 1.3 the server's verdict on the client certificate arrives after the client's
     // handshake completes: a read surfaces it (a refused cert reads as an alert/EOF).
     tls.flush().await?;
@@ -339,9 +369,15 @@ pub async fn connect(gw: SocketAddr, pki: &TestPki, leaf: Option<&Leaf>, alpn: &
 
 /// True when the gateway refuses this certificate at the handshake.
 pub async fn handshake_refused(gw: SocketAddr, pki: &TestPki, leaf: Option<&Leaf>) -> bool {
-    let Ok(mut tls) = connect(gw, pki, leaf, &[b"http/1.1"]).await else { return true };
+    let Ok(mut tls) = connect(gw, pki, leaf, &[b"http/1.1"]).await else {
+        return true;
+    };
     // Send a request; a refused client sees an alert or EOF instead of a response.
-    if tls.write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\n\r\n").await.is_err() {
+    if tls
+        .write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .is_err()
+    {
         return true;
     }
     let mut buf = [0u8; 64];
@@ -366,7 +402,9 @@ pub async fn send(gw: SocketAddr, pki: &TestPki, leaf: &Leaf, h2: bool, req: Req
     let tls = connect(gw, pki, Some(leaf), alpn).await.expect("handshake");
     let io = TokioIo::new(tls);
     let resp = if h2 {
-        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         s.send_request(req).await.unwrap()
     } else {
@@ -376,7 +414,11 @@ pub async fn send(gw: SocketAddr, pki: &TestPki, leaf: &Leaf, h2: bool, req: Req
     };
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Answer { status: parts.status.as_u16(), headers: parts.headers, body }
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub fn get(path: &str) -> Request<Full<Bytes>> {
@@ -405,7 +447,13 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     files.sort();
     files
         .iter()
-        .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .filter_map(|l| serde_json::from_str(&l).ok())
         .collect()
 }

@@ -57,9 +57,7 @@ pub fn key_id(key: &Ed25519KeyPair) -> String {
 
 /// The public key as the gateway's `pki dev` writes it: PEM SubjectPublicKeyInfo.
 pub fn public_key_pem(key: &Ed25519KeyPair) -> String {
-    let mut der = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
+    let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
     der.extend_from_slice(key.public_key().as_ref());
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
@@ -84,11 +82,7 @@ fn js(out: &mut String, s: &str) {
 }
 
 impl<'k> Gen<'k> {
-    pub fn new(
-        dir: &Path,
-        key: Option<(&'k Ed25519KeyPair, String)>,
-        records_per_file: u64,
-    ) -> Gen<'k> {
+    pub fn new(dir: &Path, key: Option<(&'k Ed25519KeyPair, String)>, records_per_file: u64) -> Gen<'k> {
         Gen {
             dir: dir.to_path_buf(),
             key,
@@ -126,19 +120,14 @@ impl<'k> Gen<'k> {
         body.clear();
         let _ = write!(body, r#"{{"seq":{},"time":""#, self.seq);
         self.write_time(&mut body);
-        let _ = write!(
-            body,
-            r#"","event":"{event}"{fields},"prev":"{}"}}"#,
-            self.prev
-        );
+        let _ = write!(body, r#"","event":"{event}"{fields},"prev":"{}"}}"#, self.prev);
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(self.prev.as_bytes());
         ctx.update(b"\n");
         ctx.update(body.as_bytes());
         let hash = hex(ctx.finish().as_ref());
         let out = self.out.as_mut().expect("open");
-        out.write_all(&body.as_bytes()[..body.len() - 1])
-            .expect("write");
+        out.write_all(&body.as_bytes()[..body.len() - 1]).expect("write");
         writeln!(out, ",\"hash\":\"{hash}\"}}").expect("write");
         self.prev = hash;
         self.body = body;
@@ -217,11 +206,7 @@ impl<'k> Gen<'k> {
         let mut clinical = String::new();
         let mut add = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
-                let _ = write!(
-                    clinical,
-                    "{}\"{k}\":",
-                    if clinical.is_empty() { "" } else { "," }
-                );
+                let _ = write!(clinical, "{}\"{k}\":", if clinical.is_empty() { "" } else { "," });
                 js(&mut clinical, v);
             }
         };
@@ -245,10 +230,7 @@ impl<'k> Gen<'k> {
     }
 
     pub fn lifecycle(&mut self, action: &str) {
-        let fields = format!(
-            r#","action":"{action}","config_sha256":"{}""#,
-            "c".repeat(64)
-        );
+        let fields = format!(r#","action":"{action}","config_sha256":"{}""#, "c".repeat(64));
         self.append("lifecycle", &fields);
     }
 
@@ -283,11 +265,7 @@ pub fn bulk(dir: &Path, key: &Ed25519KeyPair, n: u64) {
         rid.clear();
         let _ = write!(rid, "req-{i:010}");
         path.clear();
-        let nhs = if i % 10 == 0 {
-            "9000000009"
-        } else {
-            "9434765919"
-        };
+        let nhs = if i % 10 == 0 { "9000000009" } else { "9434765919" };
         let _ = write!(path, "/fhir/Patient/{nhs}");
         let deny = i % 7 == 0;
         g.access(&Req {

@@ -181,10 +181,7 @@ fn verify(dir: &Path) -> Vec<Vec<Value>> {
     let mut out = Vec::new();
     for path in trail_files(dir) {
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.is_empty() || text.ends_with('\n'),
-            "{path:?} ends mid-line"
-        );
+        assert!(text.is_empty() || text.ends_with('\n'), "{path:?} ends mid-line");
         let mut records = Vec::new();
         for line in text.lines() {
             let at = line.rfind(",\"hash\":\"").expect("hash member");
@@ -201,11 +198,7 @@ fn verify(dir: &Path) -> Vec<Vec<Value>> {
             assert_eq!(v["seq"], seq);
             assert_eq!(v["prev"], prev.as_str());
             let time = v["time"].as_str().unwrap();
-            assert_eq!(
-                (time.len(), &time[19..20], &time[26..]),
-                (27, ".", "Z"),
-                "{time}"
-            );
+            assert_eq!((time.len(), &time[19..20], &time[26..]), (27, ".", "Z"), "{time}");
             if records.is_empty() {
                 let name = path.file_name().unwrap().to_str().unwrap();
                 assert_eq!(name, format!("audit-{seq:012}.jsonl"));
@@ -228,10 +221,7 @@ fn verify_checkpoint(record: &Value, public: &[u8]) {
     let seq = record["seq"].as_u64().unwrap();
     let head = record["chain_head"].as_str().unwrap();
     let digest = ring::digest::digest(&ring::digest::SHA256, public);
-    let id: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(record["key_id"], id.as_str());
     let sig = base64::engine::general_purpose::STANDARD
         .decode(record["signature"].as_str().unwrap())
@@ -251,10 +241,7 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
     let log = AuditLog::open(&cfg).unwrap();
     assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 1);
     for i in 0..20 {
-        assert_eq!(
-            log.append_durable(access(i)).await.unwrap(),
-            2 + 2 * i as u64
-        );
+        assert_eq!(log.append_durable(access(i)).await.unwrap(), 2 + 2 * i as u64);
         log.append(complete(i));
     }
     log.append(tls_rejected());
@@ -265,16 +252,10 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
     assert_eq!(records.len(), 42);
     assert_eq!(records[0]["event"], "lifecycle");
     assert_eq!(records[1]["event"], "access");
-    assert_eq!(
-        records[1]["client"]["org_name"],
-        "The \"Surgery\"\nLine two"
-    );
+    assert_eq!(records[1]["client"]["org_name"], "The \"Surgery\"\nLine two");
     assert_eq!(records[2]["event"], "complete");
     assert_eq!(records[41]["event"], "tls_rejected");
-    let times: Vec<&str> = records
-        .iter()
-        .map(|r| r["time"].as_str().unwrap())
-        .collect();
+    let times: Vec<&str> = records.iter().map(|r| r["time"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "time follows seq");
     assert_eq!(log.stats().records_written, 42);
 }
@@ -320,12 +301,8 @@ async fn partial_last_line_is_cut_off_on_open() {
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
     let good = std::fs::metadata(&path).unwrap().len();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap();
-    f.write_all(br#"{"seq":6,"time":"2026-11-22T05:08"#)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(br#"{"seq":6,"time":"2026-11-22T05:08"#).unwrap();
     drop(f);
 
     let log = AuditLog::open(&cfg).unwrap();
@@ -343,9 +320,7 @@ async fn a_damaged_last_record_stops_open() {
     log.append_durable(lifecycle("start")).await.unwrap();
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("start", "stop!");
+    let text = std::fs::read_to_string(&path).unwrap().replace("start", "stop!");
     std::fs::write(&path, text).unwrap();
     assert!(matches!(AuditLog::open(&cfg), Err(AuditError::Invalid(_))));
 }
@@ -392,10 +367,7 @@ async fn concurrent_appends_share_one_fsync() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=256).collect::<Vec<u64>>());
     let stats = log.stats();
-    assert_eq!(
-        (stats.records_written, stats.fsyncs, stats.queue_depth),
-        (256, 1, 0)
-    );
+    assert_eq!((stats.records_written, stats.fsyncs, stats.queue_depth), (256, 1, 0));
     assert!(stats.last_fsync_seconds > 0.0);
     log.close().await.unwrap();
     verify(&cfg(tmp.path()).dir);
@@ -550,13 +522,7 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
             .arg(at)
             .status();
         match status {
@@ -629,10 +595,7 @@ async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
     let log = AuditLog::open(&cfg).unwrap();
     assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 4);
     log.close().await.unwrap();
-    assert_eq!(
-        verify(&cfg.dir).iter().map(Vec::len).collect::<Vec<_>>(),
-        [3, 1]
-    );
+    assert_eq!(verify(&cfg.dir).iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
 
     // A name that does not follow on from the trail is refused, not papered over.
     File::create(cfg.dir.join("audit-000000000009.jsonl")).unwrap();
@@ -654,11 +617,18 @@ fn handle_and_its_futures_can_cross_threads() {
 fn a_second_writer_on_the_same_trail_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::config::Audit::in_dir(dir.path().join("trail"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let first = AuditLog::open(&cfg).unwrap();
         let second = AuditLog::open(&cfg);
-        assert!(matches!(second, Err(AuditError::Invalid(ref m)) if m.contains("locked")), "{:?}", second.err());
+        assert!(
+            matches!(second, Err(AuditError::Invalid(ref m)) if m.contains("locked")),
+            "{:?}",
+            second.err()
+        );
         first.close().await.unwrap();
     });
     // Once the first writer's thread has stopped, the trail can be opened again.

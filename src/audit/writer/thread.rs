@@ -146,9 +146,7 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => stop = Some(None),
                 }
             }
-            self.shared
-                .queue_depth
-                .fetch_sub(received, Ordering::Relaxed);
+            self.shared.queue_depth.fetch_sub(received, Ordering::Relaxed);
 
             let stopping = stop.is_some();
             let result = if batch.is_empty() && !stopping && !self.interval_due() {
@@ -173,8 +171,7 @@ impl Writer {
             (Some(_), Some(since)) => since.checked_add(self.checkpoint_interval),
             _ => None,
         };
-        let retry =
-            (!self.shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
+        let retry = (!self.shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
         match (checkpoint, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -225,16 +222,11 @@ impl Writer {
                         None => lost += 1,
                     }
                 }
-                Msg::Close(reply) => {
-                    drop(reply.send(if ok { Ok(()) } else { Err(AuditError::Closed) }))
-                }
+                Msg::Close(reply) => drop(reply.send(if ok { Ok(()) } else { Err(AuditError::Closed) })),
             }
         }
         if lost > 0 {
-            tracing::error!(
-                records = lost,
-                "audit records appended after close were dropped"
-            );
+            tracing::error!(records = lost, "audit records appended after close were dropped");
         }
     }
 
@@ -254,13 +246,7 @@ impl Writer {
         result
     }
 
-    fn write_batch(
-        &mut self,
-        batch: &mut [Pending],
-        done: &mut usize,
-        checkpoint: bool,
-        sync: bool,
-    ) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &mut [Pending], done: &mut usize, checkpoint: bool, sync: bool) -> io::Result<()> {
         let mut work = self.chain.clone();
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut line = Vec::with_capacity(1024);
@@ -270,14 +256,7 @@ impl Writer {
             line.clear();
             let time = self.clock.next();
             let p = &batch[i];
-            let hash = chain::encode(
-                &mut line,
-                work.next_seq,
-                &time,
-                p.event,
-                &p.fields,
-                &work.head,
-            );
+            let hash = chain::encode(&mut line, work.next_seq, &time, p.event, &p.fields, &work.head);
             let used = self.segment.len + buf.len() as u64;
             if used > 0 && used + line.len() as u64 + self.reserve > self.rotate_bytes {
                 if work.unsigned > 0 {
@@ -327,9 +306,7 @@ impl Writer {
     /// One write and (per durability, or `force_sync`) one fdatasync; then `work` is the chain.
     fn flush(&mut self, buf: &mut Vec<u8>, work: &Chain, force_sync: bool) -> io::Result<()> {
         #[cfg(test)]
-        self.shared
-            .hooks
-            .before_write(&self.segment.file, &buf[..])?;
+        self.shared.hooks.before_write(&self.segment.file, &buf[..])?;
         (&self.segment.file).write_all(buf)?;
         if force_sync || self.durability == Durability::Fsync {
             let started = Instant::now();
@@ -343,9 +320,7 @@ impl Writer {
         buf.clear();
         let records = work.next_seq - self.chain.next_seq;
         self.chain = work.clone();
-        self.shared
-            .records_written
-            .fetch_add(records, Ordering::Relaxed);
+        self.shared.records_written.fetch_add(records, Ordering::Relaxed);
         self.mark_healthy();
         #[cfg(test)]
         self.shared.hooks.notify();
@@ -379,10 +354,7 @@ impl Writer {
             }
         }
         if dropped > 0 {
-            tracing::error!(
-                records = dropped,
-                "audit records dropped: the retry queue is full"
-            );
+            tracing::error!(records = dropped, "audit records dropped: the retry queue is full");
         }
     }
 
