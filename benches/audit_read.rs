@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("query_patient_table", |b| {
         b.iter(|| {
             let f = query::Filters {
-                patient: Some(black_box("9000000009").into()),
+                patient: Some(black_box("9990000042").into()),
                 ..Default::default()
             };
             query::query(dir.path(), &f, query::Format::Table, &mut std::io::sink()).expect("query")
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("export_patient_fhir", |b| {
         b.iter(|| {
             let f = query::Filters {
-                patient: Some(black_box("9000000009").into()),
+                patient: Some(black_box("9990000042").into()),
                 ..Default::default()
             };
             export::export_fhir(dir.path(), &f, &mut std::io::sink()).expect("export")

@@ -28,7 +28,7 @@ fn access(i: u64) -> Event {
         request: Request {
             method: "GET".into(),
             host: Some("epr.trust.nhs.uk".into()),
-            path: "/fhir/R4/Patient/9434765919".into(),
+            path: "/fhir/R4/Patient/9990000034".into(),
             query: None,
             version: "HTTP/1.1".into(),
         },
@@ -39,8 +39,8 @@ fn access(i: u64) -> Event {
         rule: Some("epr-fhir/allow[0]".into()),
         clinical: Clinical {
             fhir_type: Some("Patient".into()),
-            fhir_id: Some("9434765919".into()),
-            nhs_number: Some("9434765919".into()),
+            fhir_id: Some("9990000034".into()),
+            nhs_number: Some("9990000034".into()),
             interaction: Some("read".into()),
             ..Default::default()
         },

@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
     let requests: Vec<(Option<String>, String, String)> = (0..4096)
         .map(|k: usize| {
             let r = (k * 7919) % ROUTES;
-            let host = (r % 4 == 0).then(|| format!("provider{r}.example.nhs.uk"));
+            let host = r.is_multiple_of(4).then(|| format!("provider{r}.example.nhs.uk"));
             (
                 host,
                 format!("/svc{r:03}/fhir/Patient/9990000018"),

@@ -27,9 +27,9 @@ fn standard_trail(dir: &Path, key: &Ed25519KeyPair) {
             id: &id,
             org: "A81001",
             method: "GET",
-            path: "/fhir/Patient/9434765919",
+            path: "/fhir/Patient/9990000034",
             route: "epr-fhir",
-            nhs: Some("9434765919"),
+            nhs: Some("9990000034"),
             ..Req::default()
         });
         g.complete(&id, 200, "ok");
@@ -149,7 +149,7 @@ fn changed_byte_is_named() {
     let key = make_key();
     standard_trail(dir.path(), &key);
     edit_lines(dir.path(), &name(41), |l| {
-        l[4] = l[4].replace("9434765919", "9434765918")
+        l[4] = l[4].replace("9990000034", "9990000026")
     });
     assert_at(
         &broken(verify_with(dir.path(), Some(&key))),
@@ -283,10 +283,10 @@ fn varied_trail(dir: &Path) {
         id: "r1",
         org: "A81001",
         method: "GET",
-        path: "/fhir/Patient/9434765919",
+        path: "/fhir/Patient/9990000034",
         route: "epr-fhir",
-        nhs: Some("9434765919"),
-        fhir: Some(("Patient", "9434765919")),
+        nhs: Some("9990000034"),
+        fhir: Some(("Patient", "9990000034")),
         interaction: Some("read"),
         practitioner: Some("G1234567"),
         ..Req::default()
@@ -306,10 +306,10 @@ fn varied_trail(dir: &Path) {
         id: "r3",
         org: "A81001",
         method: "DELETE",
-        path: "/fhir/Patient/9434765919",
+        path: "/fhir/Patient/9990000034",
         route: "epr-fhir",
         deny: Some("not_allowed"),
-        nhs: Some("9434765919"),
+        nhs: Some("9990000034"),
         ..Req::default()
     });
     g.complete("r3", 403, "ok");
@@ -319,9 +319,9 @@ fn varied_trail(dir: &Path) {
         org: "RX1",
         method: "GET",
         path: "/fhir/Observation",
-        query: Some("patient=9434765919&code=1,2"),
+        query: Some("patient=9990000034&code=1,2"),
         route: "epr-fhir",
-        nhs: Some("9434765919"),
+        nhs: Some("9990000034"),
         ..Req::default()
     });
     g.access(&Req {
@@ -339,9 +339,9 @@ fn varied_trail(dir: &Path) {
         id: "r6",
         org: "RX1",
         method: "GET",
-        path: "/fhir/Patient/9000000009",
+        path: "/fhir/Patient/9990000042",
         route: "epr-fhir",
-        nhs: Some("9000000009"),
+        nhs: Some("9990000042"),
         ..Req::default()
     });
     g.complete("r6", 200, "ok");
@@ -349,9 +349,9 @@ fn varied_trail(dir: &Path) {
         id: "r7",
         org: "A81001",
         method: "GET",
-        path: "/fhir/Patient/9434765919",
+        path: "/fhir/Patient/9990000034",
         route: "epr-fhir",
-        nhs: Some("9434765919"),
+        nhs: Some("9990000034"),
         ..Req::default()
     });
     // Crash: r7 never completes; the restart shows it never will.
@@ -428,7 +428,7 @@ fn query_filters_and_joins() {
         ..Filters::default()
     });
     assert_eq!(ids(&by_id), ["r4"]);
-    assert_eq!(by_id[0]["request"]["query"], "patient=9434765919&code=1,2");
+    assert_eq!(by_id[0]["request"]["query"], "patient=9990000034&code=1,2");
 
     let day1 = q(Filters {
         until: Some(query::parse_until("2026-11-22").unwrap()),
@@ -479,7 +479,7 @@ fn query_formats() {
     // Aligned: request_id starts at the same column on every line.
     let col = lines[0].find("request_id").unwrap();
     assert!(lines[1..].iter().all(|l| l[col..].starts_with('r')), "{table}");
-    assert!(lines[1].contains("A81001") && lines[1].contains(" 200 ") && lines[1].contains("9434765919"));
+    assert!(lines[1].contains("A81001") && lines[1].contains(" 200 ") && lines[1].contains("9990000034"));
     println!("{table}");
 
     let csv = run(Format::Csv);
@@ -489,7 +489,7 @@ fn query_formats() {
     let r5 = rows.iter().find(|r| r.contains(",r5,")).unwrap();
     assert!(r5.contains(r#","/fhir/""odd"",path","#), "{r5}");
     let r4 = rows.iter().find(|r| r.contains(",r4,")).unwrap();
-    assert!(r4.contains(r#","patient=9434765919&code=1,2","#), "{r4}");
+    assert!(r4.contains(r#","patient=9990000034&code=1,2","#), "{r4}");
 
     let json = run(Format::Json);
     assert_eq!(json.lines().count(), 8);
@@ -552,7 +552,7 @@ fn export_fhir_audit_events() {
         patient["what"]["identifier"]["system"],
         "https://fhir.nhs.uk/Id/nhs-number"
     );
-    assert_eq!(patient["what"]["identifier"]["value"], "9434765919");
+    assert_eq!(patient["what"]["identifier"]["value"], "9990000034");
 
     let r3 = by_id("r3");
     assert_eq!((r3["action"].as_str(), r3["outcome"].as_str()), (Some("D"), Some("4")));
@@ -570,13 +570,13 @@ fn export_fhir_audit_events() {
     let q = base64::engine::general_purpose::STANDARD
         .decode(query_entity["query"].as_str().unwrap())
         .unwrap();
-    assert_eq!(q, b"patient=9434765919&code=1,2");
+    assert_eq!(q, b"patient=9990000034&code=1,2");
     assert_eq!(by_id("r4")["subtype"][0]["code"], "search-type");
 
     // Filters apply as for query.
     let mut out = Vec::new();
     let f = Filters {
-        patient: Some("9000000009".into()),
+        patient: Some("9990000042".into()),
         ..Filters::default()
     };
     assert_eq!(export::export_fhir(dir.path(), &f, &mut out).unwrap(), 1);
@@ -607,7 +607,7 @@ fn large_trail_streams() {
 
     let t = std::time::Instant::now();
     let f = Filters {
-        patient: Some("9000000009".into()),
+        patient: Some("9990000042".into()),
         ..Filters::default()
     };
     let mut sink = CountingSink::default();

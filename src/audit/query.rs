@@ -83,7 +83,7 @@ impl FromStr for Decision {
 pub struct Filters {
     /// ODS code of the client organisation.
     pub org: Option<String>,
-    /// NHS number (spaces are ignored: people write `943 476 5919`).
+    /// NHS number (spaces are ignored: people write `999 000 0034`).
     pub patient: Option<String>,
     /// DICOM study instance UID.
     pub study: Option<String>,

@@ -253,7 +253,7 @@ impl<'k> Gen<'k> {
 }
 
 /// `n` generated records in the steady-state mix (access + complete pairs, a checkpoint every
-/// 1000 records, files of 100k records), every 10th request naming patient 9000000009.
+/// 1000 records, files of 100k records), every 10th request naming patient 9990000042.
 pub fn bulk(dir: &Path, key: &Ed25519KeyPair, n: u64) {
     let mut g = Gen::new(dir, Some((key, key_id(key))), 100_000);
     g.checkpoint_every = 1000;
@@ -265,12 +265,16 @@ pub fn bulk(dir: &Path, key: &Ed25519KeyPair, n: u64) {
         rid.clear();
         let _ = write!(rid, "req-{i:010}");
         path.clear();
-        let nhs = if i % 10 == 0 { "9000000009" } else { "9434765919" };
+        let nhs = if i.is_multiple_of(10) {
+            "9990000042"
+        } else {
+            "9990000034"
+        };
         let _ = write!(path, "/fhir/Patient/{nhs}");
-        let deny = i % 7 == 0;
+        let deny = i.is_multiple_of(7);
         g.access(&Req {
             id: &rid,
-            org: if i % 2 == 0 { "A81001" } else { "RX1" },
+            org: if i.is_multiple_of(2) { "A81001" } else { "RX1" },
             method: "GET",
             path: &path,
             route: "epr-fhir",

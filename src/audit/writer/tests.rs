@@ -114,7 +114,7 @@ fn access(i: usize) -> Event {
         rule: Some("epr-fhir/allow[0]".into()),
         clinical: Clinical {
             fhir_type: Some("Patient".into()),
-            nhs_number: Some("9434765919".into()),
+            nhs_number: Some("9990000034".into()),
             ..Default::default()
         },
     }))
