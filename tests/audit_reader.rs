@@ -403,7 +403,7 @@ fn query_filters_and_joins() {
     });
     assert_eq!(ids(&by_org), ["r2", "r4", "r6"]);
     let by_patient = q(Filters {
-        patient: Some("943 476 5919".into()),
+        patient: Some("999 000 0034".into()),
         ..Filters::default()
     });
     assert_eq!(ids(&by_patient), ["r1", "r3", "r4", "r7"]);
