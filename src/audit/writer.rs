@@ -90,13 +90,13 @@ impl AuditLog {
         let lock = lock_trail(&cfg.dir)?;
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Release);
-        let writer = Writer::new(cfg, signer, recovered, shared.clone());
+        let mut writer = Writer::new(cfg, signer, recovered, shared.clone());
+        // Held for as long as the writer writes; released before close() is answered.
+        writer.hold_lock(lock);
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-            // The lock is held for as long as this thread writes.
-            let _lock = lock;
-            writer.run(rx)
-        })?;
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))?;
         Ok(AuditLog { tx, shared })
     }
 

@@ -36,6 +36,8 @@ struct Chain {
 }
 
 pub(super) struct Writer {
+    /// The trail's advisory lock, released before close() is answered.
+    lock: Option<std::fs::File>,
     dir: PathBuf,
     durability: Durability,
     rotate_bytes: u64,
@@ -67,6 +69,10 @@ impl Drop for StopGuard {
 }
 
 impl Writer {
+    pub(super) fn hold_lock(&mut self, lock: std::fs::File) {
+        self.lock = Some(lock);
+    }
+
     pub(super) fn new(
         cfg: &config::Audit,
         signer: Option<Signer>,
@@ -89,6 +95,7 @@ impl Writer {
             line.len() as u64
         });
         Writer {
+            lock: None,
             dir: cfg.dir.clone(),
             durability: cfg.durability,
             rotate_bytes: cfg.rotate_bytes,
@@ -202,6 +209,8 @@ impl Writer {
             );
         }
         let ok = result.is_ok();
+        // Release the trail before anyone hears it is closed, so it can be reopened at once.
+        self.lock = None;
         self.shared.closed.store(true, Ordering::Release);
         self.shared.healthy.store(false, Ordering::Release);
         self.shared.closed_cleanly.store(ok, Ordering::Release);
