@@ -267,12 +267,17 @@ pub fn request_headers(
             headers.insert(name, v);
         }
     };
-    if let Some(org) = &who.org {
-        set(headers, "x-client-org", org);
+    let prebuilt = [
+        ("x-client-org", &who.headers.org),
+        ("x-client-cert-subject", &who.headers.subject),
+        ("x-client-cert-fingerprint", &who.headers.fingerprint),
+        ("client-cert", &who.headers.client_cert),
+    ];
+    for (name, value) in prebuilt {
+        if let Some(v) = value {
+            headers.insert(name, v.clone());
+        }
     }
-    set(headers, "x-client-cert-subject", &who.subject);
-    set(headers, "x-client-cert-fingerprint", &who.fingerprint);
-    set(headers, "client-cert", &who.client_cert_header);
     let ip = peer.ip().to_string();
     set(headers, "x-forwarded-for", &ip);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));

@@ -22,6 +22,18 @@ pub struct ClientIdentity {
     pub asid: Option<String>,
     /// RFC 9440 `Client-Cert` value: `:` base64(DER) `:`.
     pub client_cert_header: String,
+    /// The identity headers for the upstream, built once per connection rather than per request.
+    pub headers: IdentityHeaders,
+}
+
+/// `X-Client-Org`, `X-Client-Cert-Subject`, `X-Client-Cert-Fingerprint` and `Client-Cert` as
+/// header values (cloning one is a reference-count bump).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub org: Option<http::HeaderValue>,
+    pub subject: Option<http::HeaderValue>,
+    pub fingerprint: Option<http::HeaderValue>,
+    pub client_cert: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +96,13 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
             .and_then(|e| e.asid.clone());
     }
     let client_cert_header = format!(":{}:", base64::engine::general_purpose::STANDARD.encode(der));
+    let value = |s: &str| http::HeaderValue::from_str(s).ok();
+    let headers = IdentityHeaders {
+        org: org.as_deref().and_then(value),
+        subject: value(&subject),
+        fingerprint: value(&fingerprint),
+        client_cert: value(&client_cert_header),
+    };
     Ok(ClientIdentity {
         org,
         subject,
@@ -91,6 +110,7 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
         serial,
         asid,
         client_cert_header,
+        headers,
     })
 }
 
