@@ -61,6 +61,21 @@ def main(path):
               f"| {fmt(cpu_c, 1)} / {fmt(cpu_n, 1)} ({fmt(ratio(cpu_c, cpu_n), 2)}×) "
               f"| {fmt(hwm / 1024 if hwm else None, 1)} MiB | {fmt(cores[0], 2)} / {fmt(cores[1], 2)} |")
 
+    fsync, flush = by.get(("AUDIT", "fsync"), []), by.get(("AUDIT", "flush"), [])
+    if fsync and flush:
+        a, b = med(fsync, "rps"), med(flush, "rps")
+        per_round = [fmt(ratio(x["rps"], y["rps"]), 2) for x in fsync for y in flush if x["round"] == y["round"]]
+        r = ratio(a, b)
+        met = "" if r is None else (" ✔" if r >= 0.9 else " ✘")
+        print()
+        print("| AUDIT: caregate, durability fsync against flush | fsync | flush | fsync/flush (rounds) | target "
+              "| p99 ms fsync / flush | CPU µs/req fsync / flush |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| scenario A's request, same run | {fmt(a)} req/s | {fmt(b)} req/s "
+              f"| **{fmt(r, 2)}×**{met} ({', '.join(per_round)}) | ≥ 0.9× (under 10% cost) "
+              f"| {fmt(med(fsync, 'p99_ms'), 2)} / {fmt(med(flush, 'p99_ms'), 2)} "
+              f"| {fmt(med(fsync, 'cpu_us_per_req'), 1)} / {fmt(med(flush, 'cpu_us_per_req'), 1)} |")
+
     idle = {r["target"]: r for r in rows if r["scenario"] == "E"}
     if idle:
         print()

@@ -5,7 +5,7 @@
 #     benches/side_by_side/run.sh            (from the top of the checkout; see BENCHMARKS.md)
 #
 # Settings (environment): DURATION (seconds per round, 8), ROUNDS (3), CONNS (64), H2_STREAMS
-# (oha -p for HTTP/2, 4), IDLE_N (10000), SCENARIOS ("A_flush A_fsync B C D E"),
+# (oha -p for HTTP/2, 4), IDLE_N (10000), AUDIT_CONNS (256), SCENARIOS ("A_flush A_fsync B C D E AUDIT"),
 # PROFILE (1: perf profile of caregate under A), OUT (target/side_by_side).
 # Everything runs on loopback, every process has a deadline, and the trap stops what we started.
 set -euo pipefail
@@ -19,7 +19,8 @@ CONNS=${CONNS:-64}
 H2_STREAMS=${H2_STREAMS:-4}
 IDLE_N=${IDLE_N:-10000}
 IDLE_HOLD=${IDLE_HOLD:-4}
-SCENARIOS=${SCENARIOS:-"A_flush A_fsync B C D E"}
+AUDIT_CONNS=${AUDIT_CONNS:-256}
+SCENARIOS=${SCENARIOS:-"A_flush A_fsync B C D E AUDIT"}
 PROFILE=${PROFILE:-1}
 CG_PORT=${CG_PORT:-18443}
 NG_PORT=${NG_PORT:-18444}
@@ -134,12 +135,12 @@ start_bg "$OUT/logs/upstream.log" "$BIN/examples/bench_upstream" "127.0.0.1:$UP_
 UPSTREAM_PID=$BG_PID
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$UP_PORT/bytes/16" && break; sleep 0.1; done
 
-caregate_config() { # durability kx → path
+caregate_config() { # durability [port] → path
     local f="$OUT/caregate-$1.toml"
     cat >"$f" <<EOF
 # Written by benches/side_by_side/run.sh
 [listener]
-bind = "127.0.0.1:$CG_PORT"
+bind = "127.0.0.1:${2:-$CG_PORT}"
 server_cert = "pki/server.pem"
 server_key = "pki/server.key"
 client_ca = ["pki/ca.pem"]
@@ -288,6 +289,7 @@ oha_args() {
     local tls=(--cacert "$PKI/ca.pem" --cert "$PKI/a81001.pem" --key "$PKI/a81001.key")
     case $scenario in
     A_*) echo -z "${secs}s" -c "$CONNS" "${tls[@]}" "https://127.0.0.1:$port$SMALL" ;;
+    AUDIT) echo -z "${secs}s" -c "$AUDIT_CONNS" "${tls[@]}" "https://127.0.0.1:$port$SMALL" ;;
     B) echo -z "${secs}s" -c "$CONNS" -p "$H2_STREAMS" --http2 "${tls[@]}" "https://127.0.0.1:$port$SMALL" ;;
     C) echo -z "${secs}s" -c "$CONNS" --disable-keepalive "${tls[@]}" "https://127.0.0.1:$port$SMALL" ;;
     D) echo -z "${secs}s" -w -c 4 "${tls[@]}" "https://127.0.0.1:$port$LARGE" ;;
@@ -395,6 +397,27 @@ PY
     stop_bg "$NG_T"
 }
 
+# AUDIT: what durable audit costs. caregate with durability = "fsync" against caregate with
+# "flush", rounds alternating, scenario A's request at AUDIT_CONNS connections (issue: < 10%).
+run_audit_cost() {
+    log "scenario AUDIT (caregate fsync against caregate flush, $AUDIT_CONNS connections)"
+    start_bg "$OUT/logs/caregate-audit-fsync.log" "$CAREGATE" --log-format text run --config "$(caregate_config fsync)"
+    local fs_pid=$BG_PID fs_t=$BG_TIMEOUT
+    wait_ready "$CG_PORT"
+    start_bg "$OUT/logs/caregate-audit-flush.log" "$CAREGATE" --log-format text run \
+        --config "$(caregate_config flush "$NG_PORT")"
+    local fl_pid=$BG_PID fl_t=$BG_TIMEOUT
+    wait_ready "$NG_PORT"
+    "$OHA" --no-tui $(oha_args AUDIT "$CG_PORT" 1) >/dev/null 2>&1 || true
+    "$OHA" --no-tui $(oha_args AUDIT "$NG_PORT" 1) >/dev/null 2>&1 || true
+    for r in $(seq "$ROUNDS"); do
+        measure AUDIT fsync "$r" "$fs_pid" $(oha_args AUDIT "$CG_PORT" "$DURATION")
+        measure AUDIT flush "$r" "$fl_pid" $(oha_args AUDIT "$NG_PORT" "$DURATION")
+    done
+    stop_bg "$fs_t"
+    stop_bg "$fl_t"
+}
+
 # A profile of caregate under scenario A (flush): where its CPU goes.
 run_profile() {
     if [[ -z $PERF ]] && ! (apt-get install -y -qq linux-perf >/dev/null 2>&1 && PERF=$(command -v perf)); then
@@ -422,6 +445,7 @@ run_profile() {
 for s in $SCENARIOS; do
     case $s in
     E) run_idle ;;
+    AUDIT) run_audit_cost ;;
     *) run_load_scenario "$s" ;;
     esac
 done
@@ -435,7 +459,7 @@ done
     echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- caregate $("$CAREGATE" --version | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')), $(rustc --version)"
     echo "- $("$NGINX" -v 2>&1 | sed 's/^nginx version: //') ($(openssl version)), $("$OHA" --version)"
-    echo "- DURATION=${DURATION}s ROUNDS=$ROUNDS CONNS=$CONNS H2_STREAMS=$H2_STREAMS IDLE_N=$IDLE_N"
+    echo "- DURATION=${DURATION}s ROUNDS=$ROUNDS CONNS=$CONNS H2_STREAMS=$H2_STREAMS IDLE_N=$IDLE_N AUDIT_CONNS=$AUDIT_CONNS"
     echo
     if [[ -s $OUT/results/tls-facts.txt ]]; then
         echo "- new connections (openssl s_client, C): $(paste -sd'|' "$OUT/results/tls-facts.txt" | sed 's/|/ — /')"

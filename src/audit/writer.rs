@@ -1,17 +1,29 @@
 //! The one writer that owns the audit files (SPEC §5).
 //!
-//! Callers serialise their event and send it over a channel to a dedicated std thread (fsync
-//! blocks, so it must not sit on a runtime worker). The thread takes everything queued, gives it
-//! `seq`, `time` and the chain, writes the batch with one `write` and one `fdatasync` (group
-//! commit), and only then answers the batch's waiters. A failed write or sync answers every
-//! waiter with an error, cuts the file back to its last good length and leaves the chain where it
-//! was on disk: no caller ever sees `Ok` for a record that is not durable. Fire-and-forget
-//! records of a failed batch have nobody to tell, so they are kept and go first in the next
-//! attempt; the writer retries on every append and at least once a second.
+//! The files and the chain sit behind one lock (`Shared::writer`); whoever holds it takes every
+//! record queued so far, gives each its `seq`, `time` and chain link, and writes the lot with one
+//! `write` (group commit). Two ways in:
+//!
+//! - `durability = "fsync"`: callers queue their record and a dedicated std thread writes the
+//!   batch, `fdatasync`s it (fsync blocks, so it must not sit on a runtime worker) and only then
+//!   answers the batch's waiters. While it syncs, the next batch gathers behind it.
+//! - `durability = "flush"`: there is nothing to wait for but a `write`, so the caller of
+//!   `append_durable` writes its own record, and everything queued before it, itself: no thread
+//!   hop, no wake-up, one syscall per request.
+//!
+//! Fire-and-forget records (completions, TLS rejections, lifecycle) only queue. They ride along
+//! with the next durable record, or the thread writes them after a short linger, so a busy
+//! gateway does not wake the thread once per record. A batch that nobody waits for is not
+//! synced on its own: the next durable batch, or the thread once the queue falls quiet, syncs it.
+//!
+//! A failed write or sync answers every waiter with an error, cuts the file back to its last good
+//! length and leaves the chain where it was on disk: no caller ever sees `Ok` for a record that is
+//! not durable. Fire-and-forget records of a failed batch have nobody to tell, so they are kept
+//! and go first in the next attempt; the writer retries on every append and at least once a
+//! second.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -19,7 +31,7 @@ use super::chain;
 use super::checkpoint::Signer;
 use super::segment;
 use super::{AuditError, Event};
-use crate::config;
+use crate::config::{self, Durability};
 
 #[cfg(test)]
 mod tests;
@@ -30,7 +42,7 @@ use thread::Writer;
 /// Numbers for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AuditStats {
-    /// Records sent to the writer and not yet taken into a batch.
+    /// Records appended and not yet taken into a batch.
     pub queue_depth: u64,
     /// Records (checkpoints included) written since open.
     pub records_written: u64,
@@ -40,16 +52,35 @@ pub struct AuditStats {
     pub healthy: bool,
 }
 
-/// Handle to the one writer that owns the audit files. Cheap to clone.
+/// Handle to the one writer that owns the audit files. Cheap to clone; when the last clone is
+/// dropped the writer closes the trail as `close()` would.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
+    handle: Arc<Handle>,
+}
+
+/// Tells the writer thread when no handle is left.
+struct Handle {
     shared: Arc<Shared>,
 }
 
-/// State the writer thread publishes to handles.
-#[derive(Default)]
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut q = self.shared.queue();
+        q.handles_gone = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// What the handles and the writer thread share.
 struct Shared {
+    durability: Durability,
+    /// The files and the chain. Lock order: `writer`, then `queue`.
+    /// `None` once the writer has stopped.
+    writer: Mutex<Option<Writer>>,
+    queue: Mutex<Queue>,
+    /// Wakes the writer thread; signalled only when it waits (see `Queue`).
+    wake: Condvar,
     healthy: AtomicBool,
     closed: AtomicBool,
     /// The final checkpoint and sync at close succeeded (answers a close() that comes late).
@@ -62,9 +93,19 @@ struct Shared {
     hooks: tests::Hooks,
 }
 
-enum Msg {
-    Append(Pending),
-    Close(oneshot::Sender<Result<(), AuditError>>),
+/// Records waiting for the writer, and what the writer thread is doing.
+#[derive(Default)]
+struct Queue {
+    items: Vec<Pending>,
+    close: Option<oneshot::Sender<Result<(), AuditError>>>,
+    handles_gone: bool,
+    /// The writer thread has ended: nothing queued now would ever be written.
+    stopped: bool,
+    /// The thread waits for any record: every append wakes it.
+    idle: bool,
+    /// The thread lingers to let fire-and-forget records gather: only a durable append (or a
+    /// close) wakes it early.
+    lingering: bool,
 }
 
 /// A record waiting for its `seq`.
@@ -88,27 +129,62 @@ impl AuditLog {
     fn start(cfg: &config::Audit, signer: Option<Signer>) -> Result<AuditLog, AuditError> {
         let recovered = segment::recover(&cfg.dir)?;
         let lock = lock_trail(&cfg.dir)?;
-        let shared = Arc::new(Shared::default());
-        shared.healthy.store(true, Ordering::Release);
-        let mut writer = Writer::new(cfg, signer, recovered, shared.clone());
+        let mut writer = Writer::new(cfg, signer, recovered);
         // Held for as long as the writer writes; released before close() is answered.
         writer.hold_lock(lock);
-        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            durability: cfg.durability,
+            writer: Mutex::new(Some(writer)),
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            healthy: AtomicBool::new(true),
+            closed: AtomicBool::default(),
+            closed_cleanly: AtomicBool::default(),
+            queue_depth: AtomicU64::default(),
+            records_written: AtomicU64::default(),
+            fsyncs: AtomicU64::default(),
+            last_fsync_nanos: AtomicU64::default(),
+            #[cfg(test)]
+            hooks: Default::default(),
+        });
+        let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(AuditLog { tx, shared })
+            .spawn(move || thread::run(thread_shared))?;
+        Ok(AuditLog {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
     }
 
     /// Appends `event` and resolves once it is durable (per `durability`). Returns its `seq`.
     pub async fn append_durable(&self, event: Event) -> Result<u64, AuditError> {
         let fields = chain::event_fields(&event)?;
-        let (reply, done) = oneshot::channel();
-        self.send(Pending {
+        let (reply, mut done) = oneshot::channel();
+        let pending = Pending {
             event: event.name(),
             fields,
             reply: Some(reply),
-        })?;
+        };
+        let shared = self.shared();
+        if shared.durability == Durability::Flush {
+            // Written by this task, under the writer's lock: a `write`, no sync to wait for.
+            let mut guard = shared.lock_writer();
+            match guard.as_mut() {
+                Some(writer) if !shared.closed.load(Ordering::Acquire) => {
+                    let mut batch = shared.take_queue();
+                    batch.push(pending);
+                    let _ = writer.commit(shared, batch, false);
+                }
+                _ => return Err(AuditError::Closed),
+            }
+            drop(guard);
+            return done.try_recv().unwrap_or(Err(AuditError::Closed));
+        }
+        shared.enqueue(pending)?;
         done.await.unwrap_or(Err(AuditError::Closed))
     }
 
@@ -117,7 +193,7 @@ impl AuditLog {
     pub fn append(&self, event: Event) {
         let name = event.name();
         let sent = chain::event_fields(&event).and_then(|fields| {
-            self.send(Pending {
+            self.shared().enqueue(Pending {
                 event: name,
                 fields,
                 reply: None,
@@ -128,24 +204,13 @@ impl AuditLog {
         }
     }
 
-    fn send(&self, pending: Pending) -> Result<(), AuditError> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(AuditError::Closed);
-        }
-        self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Msg::Append(pending)).map_err(|_| {
-            self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-            AuditError::Closed
-        })
-    }
-
     /// False while records cannot be written (the gateway answers 503 and is not ready).
     pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
+        self.shared().healthy.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> AuditStats {
-        let s = &self.shared;
+        let s = self.shared();
         AuditStats {
             queue_depth: s.queue_depth.load(Ordering::Relaxed),
             records_written: s.records_written.load(Ordering::Relaxed),
@@ -157,20 +222,66 @@ impl AuditLog {
 
     /// Writes the final checkpoint, makes everything durable and stops the writer.
     pub async fn close(&self) -> Result<(), AuditError> {
-        self.shared.closed.store(true, Ordering::Release);
+        let shared = self.shared();
+        shared.closed.store(true, Ordering::Release);
         let (reply, done) = oneshot::channel();
-        let answered = match self.tx.send(Msg::Close(reply)) {
-            Ok(()) => done.await.ok(),
-            Err(_) => None,
-        };
+        {
+            let mut q = shared.queue();
+            if !q.stopped && q.close.is_none() {
+                q.close = Some(reply);
+                shared.wake.notify_one();
+            }
+        }
         // Unanswered: the writer already stopped, after an earlier close or a crash.
-        answered.unwrap_or_else(|| match self.shared.closed_cleanly.load(Ordering::Acquire) {
-            true => Ok(()),
-            false => Err(AuditError::Closed),
-        })
+        done.await
+            .ok()
+            .unwrap_or_else(|| match shared.closed_cleanly.load(Ordering::Acquire) {
+                true => Ok(()),
+                false => Err(AuditError::Closed),
+            })
     }
 }
 
+// === impl Shared ===
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `pending` for the writer, waking its thread only when it waits for this kind of
+    /// record.
+    fn enqueue(&self, pending: Pending) -> Result<(), AuditError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AuditError::Closed);
+        }
+        let durable = pending.reply.is_some();
+        let mut q = self.queue();
+        if q.stopped {
+            return Err(AuditError::Closed);
+        }
+        q.items.push(pending);
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        if q.idle || (durable && q.lingering) {
+            q.idle = false;
+            q.lingering = false;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Everything queued so far, in order. Called with the writer's lock held, so that nothing
+    /// queued earlier can be written after it.
+    fn take_queue(&self) -> Vec<Pending> {
+        let items = std::mem::take(&mut self.queue().items);
+        self.queue_depth.fetch_sub(items.len() as u64, Ordering::Relaxed);
+        items
+    }
+}
 /// One writer per trail: two processes appending to one folder would fork the chain. An
 /// advisory lock on `<dir>/.lock` refuses the second one.
 fn lock_trail(dir: &std::path::Path) -> Result<std::fs::File, AuditError> {

@@ -54,7 +54,7 @@ impl Hooks {
 
 /// Blocks until the writer has written `n` records (checkpoints included).
 fn wait_written(log: &AuditLog, n: u64) {
-    let hooks = &log.shared.hooks;
+    let hooks = &log.shared().hooks;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut held = hooks.written.lock().unwrap();
     while log.stats().records_written < n {
@@ -350,7 +350,7 @@ async fn folder_is_0700_and_files_0600() {
 async fn concurrent_appends_share_one_fsync() {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
-    let gate = log.shared.hooks.gate();
+    let gate = log.shared().hooks.gate();
     let tasks: Vec<_> = (0..256)
         .map(|i| {
             let log = log.clone();
@@ -388,6 +388,57 @@ async fn flush_durability_syncs_only_at_close() {
     log.close().await.unwrap();
     assert_eq!(log.stats().fsyncs, 1);
     assert_eq!(all(&verify(&cfg.dir)).len(), 10);
+}
+
+/// With `flush` durability the caller writes its own record, and what was queued before it, in
+/// its own task: it needs nothing from the writer thread (held at the gate here).
+#[test]
+fn flush_durability_writes_in_the_callers_task_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config::Audit {
+        durability: Durability::Flush,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gate = log.shared().hooks.gate();
+    log.append(complete(1));
+    let seq = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), log.append_durable(access(2)))
+            .await
+            .expect("a flush-mode append waited for the writer thread")
+    });
+    assert_eq!(seq.unwrap(), 2);
+    assert_eq!(log.stats().queue_depth, 0);
+    drop(gate);
+    rt.block_on(log.close()).unwrap();
+    let records = verify(&cfg.dir).concat();
+    let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["req-1", "req-2"]);
+}
+
+/// With `fsync` durability, records nobody waits for are written without a sync of their own,
+/// and synced once the queue falls quiet.
+#[test]
+fn fire_and_forget_records_are_synced_once_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    let gate = log.shared().hooks.gate();
+    for i in 0..20 {
+        log.append(complete(i));
+    }
+    drop(gate);
+    wait_written(&log, 20);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.stats().fsyncs == 0 {
+        assert!(Instant::now() < deadline, "the quiet writer never synced");
+        std::thread::yield_now();
+    }
+    assert_eq!(log.stats().fsyncs, 1);
+    assert_eq!(all(&verify(&cfg(tmp.path()).dir)).len(), 20);
 }
 
 #[tokio::test]
@@ -472,7 +523,7 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     log.append_durable(lifecycle("start")).await.unwrap();
-    let hooks = &log.shared.hooks;
+    let hooks = &log.shared().hooks;
 
     hooks.fail.store(true, Ordering::SeqCst);
     let gate = hooks.gate();

@@ -1,15 +1,15 @@
-//! The writer thread: batches, the chain, rotation, checkpoints, and failing closed.
+//! The writer: batches, the chain, rotation, checkpoints, failing closed, and the thread that
+//! syncs, lingers and retries.
 
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Msg, Pending, Shared};
+use super::{Pending, Shared};
 use crate::audit::chain::{self, Clock, GENESIS};
 use crate::audit::checkpoint::Signer;
 use crate::audit::segment::{self, Segment};
@@ -18,8 +18,9 @@ use crate::config::{self, Durability};
 
 /// How often an unhealthy writer tries again when nothing new arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Records taken into one batch; bounds the memory and latency of a single commit.
-const MAX_BATCH: usize = 4096;
+/// How long the thread lets fire-and-forget records gather after writing some: the most a
+/// completion waits for its `write` when no durable record comes to take it along.
+const LINGER: Duration = Duration::from_millis(5);
 /// Fire-and-forget records kept for retry while the disk refuses writes; past this they are
 /// dropped (and counted in the log) rather than growing without bound.
 const MAX_RETAINED: usize = 100_000;
@@ -52,19 +53,107 @@ pub(super) struct Writer {
     clock: Clock,
     /// The file may hold bytes past `segment.len` from a failed write.
     needs_repair: bool,
+    /// Bytes written but not yet synced (`fsync` durability: a batch nobody waited for).
+    unsynced: bool,
     /// Fire-and-forget records whose write failed; they go first in the next batch.
     retained: Vec<Pending>,
     last_attempt: Instant,
-    shared: Arc<Shared>,
 }
 
-/// Marks the log stopped however the thread ends, a panic included.
-struct StopGuard(Arc<Shared>);
+/// Marks the log stopped however the thread ends, a panic included, and refuses whatever is
+/// still queued: nobody is left to write it.
+struct StopGuard<'a>(&'a Shared);
 
-impl Drop for StopGuard {
+impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.healthy.store(false, Ordering::Release);
+        let shared = self.0;
+        shared.closed.store(true, Ordering::Release);
+        shared.healthy.store(false, Ordering::Release);
+        let mut q = shared.queue();
+        q.stopped = true;
+        let mut lost = 0;
+        for p in q.items.drain(..) {
+            shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            match p.reply {
+                Some(reply) => drop(reply.send(Err(AuditError::Closed))),
+                None => lost += 1,
+            }
+        }
+        // A close() that raced in behind the one that stopped us hears it from `closed_cleanly`.
+        drop(q.close.take());
+        if lost > 0 {
+            tracing::error!(records = lost, "audit records appended after close were dropped");
+        }
+    }
+}
+
+/// The writer thread: batches for `fsync` durability, fire-and-forget records, interval
+/// checkpoints, retries while unhealthy, and the final checkpoint at close.
+pub(super) fn run(shared: Arc<Shared>) {
+    let shared = &*shared;
+    let _guard = StopGuard(shared);
+    let mut linger = false;
+    loop {
+        let (wakeup, sync_due) = match shared.lock_writer().as_ref() {
+            Some(w) => (w.wakeup(shared), w.sync_due()),
+            None => return,
+        };
+        let mut q = shared.queue();
+        // Linger after a batch nobody waited for, so that a busy gateway's completions gather
+        // into one write instead of waking this thread once each.
+        if linger && q.close.is_none() && !q.handles_gone && !q.items.iter().any(|p| p.reply.is_some()) {
+            q.lingering = true;
+            q = shared
+                .wake
+                .wait_timeout(q, LINGER)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            q.lingering = false;
+        }
+        while q.items.is_empty() && q.close.is_none() && !q.handles_gone && !sync_due {
+            q.idle = true;
+            match wakeup {
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    let (guard, waited) = shared
+                        .wake
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    q = guard;
+                    if waited.timed_out() {
+                        break;
+                    }
+                }
+                None => q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner),
+            }
+        }
+        q.idle = false;
+        // `Some(reply)` for close(), `Some(None)` when every handle is gone.
+        let stop = match (q.close.take(), q.handles_gone) {
+            (Some(reply), _) => Some(Some(reply)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        drop(q);
+
+        #[cfg(test)]
+        let _gate = shared.hooks.gate();
+        let mut guard = shared.lock_writer();
+        let Some(writer) = guard.as_mut() else { return };
+        let batch = shared.take_queue();
+        linger = !batch.is_empty() && batch.iter().all(|p| p.reply.is_none());
+        let stopping = stop.is_some();
+        let result = if batch.is_empty() && !stopping && !writer.interval_due() {
+            writer.idle(shared)
+        } else {
+            writer.commit(shared, batch, stopping)
+        };
+        if let Some(reply) = stop {
+            if let Some(writer) = guard.take() {
+                writer.stop(shared, reply, result);
+            }
+            return;
+        }
     }
 }
 
@@ -73,12 +162,7 @@ impl Writer {
         self.lock = Some(lock);
     }
 
-    pub(super) fn new(
-        cfg: &config::Audit,
-        signer: Option<Signer>,
-        r: segment::Recovered,
-        shared: Arc<Shared>,
-    ) -> Writer {
+    pub(super) fn new(cfg: &config::Audit, signer: Option<Signer>, r: segment::Recovered) -> Writer {
         let mut clock = Clock::default();
         let reserve = signer.as_ref().map_or(0, |s| {
             // The longest checkpoint line: seq at its widest.
@@ -112,77 +196,28 @@ impl Writer {
             },
             clock,
             needs_repair: false,
+            unsynced: false,
             retained: Vec::new(),
             last_attempt: Instant::now(),
-            shared,
         }
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Msg>) {
-        let _guard = StopGuard(self.shared.clone());
-        loop {
-            let first = match self.wakeup() {
-                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            #[cfg(test)]
-            let shared = self.shared.clone();
-            #[cfg(test)]
-            let _gate = shared.hooks.gate();
-            let mut batch = std::mem::take(&mut self.retained);
-            let mut received = 0;
-            // `Some(reply)` for close(), `Some(None)` when every handle is gone.
-            let mut stop = None;
-            match first {
-                Ok(Msg::Append(p)) => {
-                    received += 1;
-                    batch.push(p);
-                }
-                Ok(Msg::Close(reply)) => stop = Some(Some(reply)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = Some(None),
-            }
-            while stop.is_none() && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Msg::Append(p)) => {
-                        received += 1;
-                        batch.push(p);
-                    }
-                    Ok(Msg::Close(reply)) => stop = Some(Some(reply)),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => stop = Some(None),
-                }
-            }
-            self.shared.queue_depth.fetch_sub(received, Ordering::Relaxed);
-
-            let stopping = stop.is_some();
-            let result = if batch.is_empty() && !stopping && !self.interval_due() {
-                if self.shared.healthy.load(Ordering::Acquire) {
-                    Ok(())
-                } else {
-                    self.probe()
-                }
-            } else {
-                self.commit(batch, stopping)
-            };
-            if let Some(reply) = stop {
-                self.stop(rx, reply, result);
-                return;
-            }
-        }
-    }
-
-    /// When to wake without a message: an interval checkpoint, or a retry while unhealthy.
-    fn wakeup(&self) -> Option<Instant> {
+    /// When to wake without a record: an interval checkpoint, or a retry while unhealthy.
+    fn wakeup(&self, shared: &Shared) -> Option<Instant> {
         let checkpoint = match (&self.signer, self.chain.unsigned_since) {
             (Some(_), Some(since)) => since.checked_add(self.checkpoint_interval),
             _ => None,
         };
-        let retry = (!self.shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
+        let retry = (!shared.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
         match (checkpoint, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Written and not synced, under `fsync` durability: synced once the queue falls quiet.
+    fn sync_due(&self) -> bool {
+        self.unsynced && self.durability == Durability::Fsync
     }
 
     fn interval_due(&self) -> bool {
@@ -194,14 +229,22 @@ impl Writer {
                 .is_some_and(|due| Instant::now() >= due)
     }
 
-    /// Writes the final checkpoint (done by the caller's last commit), answers close(), and
-    /// refuses whatever raced in behind it.
-    fn stop(
-        &mut self,
-        rx: Receiver<Msg>,
-        reply: Option<oneshot::Sender<Result<(), AuditError>>>,
-        result: io::Result<()>,
-    ) {
+    /// Nothing queued: sync what a fire-and-forget batch left unsynced, or, while unhealthy,
+    /// see whether the disk takes writes again.
+    fn idle(&mut self, shared: &Shared) -> io::Result<()> {
+        if !shared.healthy.load(Ordering::Acquire) {
+            return self.probe(shared);
+        }
+        if self.sync_due() {
+            self.sync(shared)?;
+        }
+        Ok(())
+    }
+
+    /// Answers close(); the `StopGuard` refuses whatever raced in behind it. The final
+    /// checkpoint and sync were the caller's last commit. Called with the writer's lock held and the writer taken
+    /// out of it, so nothing can be written after this.
+    fn stop(self, shared: &Shared, reply: Option<oneshot::Sender<Result<(), AuditError>>>, result: io::Result<()>) {
         if !self.retained.is_empty() {
             tracing::error!(
                 records = self.retained.len(),
@@ -209,11 +252,12 @@ impl Writer {
             );
         }
         let ok = result.is_ok();
-        // Release the trail before anyone hears it is closed, so it can be reopened at once.
-        self.lock = None;
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.healthy.store(false, Ordering::Release);
-        self.shared.closed_cleanly.store(ok, Ordering::Release);
+        // Release the trail and close its file before anyone hears it is closed, so that it can
+        // be reopened (or its filesystem unmounted) at once.
+        drop(self);
+        shared.closed.store(true, Ordering::Release);
+        shared.healthy.store(false, Ordering::Release);
+        shared.closed_cleanly.store(ok, Ordering::Release);
         match (reply, result) {
             (Some(reply), result) => {
                 let _ = reply.send(result.map_err(|e| copy_error(&e)));
@@ -221,41 +265,37 @@ impl Writer {
             (None, Err(error)) => tracing::error!(%error, "audit trail not durable at shutdown"),
             (None, Ok(())) => {}
         }
-        let mut lost = 0;
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Append(p) => {
-                    self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                    match p.reply {
-                        Some(reply) => drop(reply.send(Err(AuditError::Closed))),
-                        None => lost += 1,
-                    }
-                }
-                Msg::Close(reply) => drop(reply.send(if ok { Ok(()) } else { Err(AuditError::Closed) })),
-            }
-        }
-        if lost > 0 {
-            tracing::error!(records = lost, "audit records appended after close were dropped");
-        }
     }
 
     /// Writes `batch` (plus any checkpoint that falls due), answers its waiters, and on failure
     /// rolls back to what is on disk.
-    fn commit(&mut self, mut batch: Vec<Pending>, stopping: bool) -> io::Result<()> {
+    pub(super) fn commit(&mut self, shared: &Shared, mut batch: Vec<Pending>, stopping: bool) -> io::Result<()> {
+        if !self.retained.is_empty() {
+            batch.splice(0..0, std::mem::take(&mut self.retained));
+        }
         self.last_attempt = Instant::now();
         let mut done = 0;
         let checkpoint = stopping || self.interval_due();
+        // Sync when somebody waits for it (fsync durability), and always at close.
+        let sync = stopping || (self.durability == Durability::Fsync && batch.iter().any(|p| p.reply.is_some()));
         let result = match self.repair_if_needed() {
-            Ok(()) => self.write_batch(&mut batch, &mut done, checkpoint, stopping),
+            Ok(()) => self.write_batch(shared, &mut batch, &mut done, checkpoint, sync),
             Err(e) => Err(e),
         };
         if let Err(error) = &result {
-            self.fail(error, batch, done);
+            self.fail(shared, error, batch, done);
         }
         result
     }
 
-    fn write_batch(&mut self, batch: &mut [Pending], done: &mut usize, checkpoint: bool, sync: bool) -> io::Result<()> {
+    fn write_batch(
+        &mut self,
+        shared: &Shared,
+        batch: &mut [Pending],
+        done: &mut usize,
+        checkpoint: bool,
+        sync: bool,
+    ) -> io::Result<()> {
         let mut work = self.chain.clone();
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut line = Vec::with_capacity(1024);
@@ -271,9 +311,9 @@ impl Writer {
                 if work.unsigned > 0 {
                     self.add_checkpoint(&mut work, &mut buf);
                 }
-                if !buf.is_empty() {
-                    self.flush(&mut buf, &work, false)?;
-                }
+                // A finished file is synced before the next one starts (fsync durability), so
+                // that only the newest file can ever lose a tail.
+                self.flush(shared, &mut buf, &work, self.durability == Durability::Fsync)?;
                 answer(&mut batch[*done..i], &seqs[*done..i]);
                 *done = i;
                 self.segment = segment::create(&self.dir, work.next_seq)?;
@@ -294,7 +334,7 @@ impl Writer {
             self.add_checkpoint(&mut work, &mut buf);
         }
         if !buf.is_empty() || sync {
-            self.flush(&mut buf, &work, sync)?;
+            self.flush(shared, &mut buf, &work, sync)?;
         }
         answer(&mut batch[*done..], &seqs[*done..]);
         *done = batch.len();
@@ -312,40 +352,49 @@ impl Writer {
         work.unsigned_since = None;
     }
 
-    /// One write and (per durability, or `force_sync`) one fdatasync; then `work` is the chain.
-    fn flush(&mut self, buf: &mut Vec<u8>, work: &Chain, force_sync: bool) -> io::Result<()> {
-        #[cfg(test)]
-        self.shared.hooks.before_write(&self.segment.file, &buf[..])?;
-        (&self.segment.file).write_all(buf)?;
-        if force_sync || self.durability == Durability::Fsync {
-            let started = Instant::now();
-            self.segment.file.sync_data()?;
-            let s = &self.shared;
-            s.fsyncs.fetch_add(1, Ordering::Relaxed);
-            s.last_fsync_nanos
-                .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    /// One write and, when `sync`, one fdatasync; then `work` is the chain.
+    fn flush(&mut self, shared: &Shared, buf: &mut Vec<u8>, work: &Chain, sync: bool) -> io::Result<()> {
+        if !buf.is_empty() {
+            #[cfg(test)]
+            shared.hooks.before_write(&self.segment.file, &buf[..])?;
+            (&self.segment.file).write_all(buf)?;
+            self.unsynced = true;
+        }
+        if sync && self.unsynced {
+            self.sync(shared)?;
         }
         self.segment.len += buf.len() as u64;
         buf.clear();
         let records = work.next_seq - self.chain.next_seq;
         self.chain = work.clone();
-        self.shared.records_written.fetch_add(records, Ordering::Relaxed);
-        self.mark_healthy();
+        shared.records_written.fetch_add(records, Ordering::Relaxed);
+        self.mark_healthy(shared);
         #[cfg(test)]
-        self.shared.hooks.notify();
+        shared.hooks.notify();
         Ok(())
     }
 
-    fn mark_healthy(&self) {
-        if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+    fn sync(&mut self, shared: &Shared) -> io::Result<()> {
+        let started = Instant::now();
+        self.segment.file.sync_data()?;
+        self.unsynced = false;
+        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        shared
+            .last_fsync_nanos
+            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn mark_healthy(&self, shared: &Shared) {
+        if !shared.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!(file = %self.segment.path.display(), "audit trail writable again");
         }
     }
 
     /// Answers the waiters of everything not yet durable, keeps the fire-and-forget records for
     /// the next attempt, and cuts the file back to its durable length.
-    fn fail(&mut self, error: &io::Error, batch: Vec<Pending>, done: usize) {
-        if self.shared.healthy.swap(false, Ordering::AcqRel) {
+    fn fail(&mut self, shared: &Shared, error: &io::Error, batch: Vec<Pending>, done: usize) {
+        if shared.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(file = %self.segment.path.display(), %error, "audit trail cannot be written; refusing requests until it can");
         }
         // Cut back before answering, so that no caller who got an error can still find the
@@ -382,14 +431,14 @@ impl Writer {
     }
 
     /// While unhealthy with nothing to write: can the disk take a write and a sync again?
-    fn probe(&mut self) -> io::Result<()> {
+    fn probe(&mut self, shared: &Shared) -> io::Result<()> {
         self.last_attempt = Instant::now();
         self.repair_if_needed()?;
         let result = segment::probe(&self.dir);
         #[cfg(test)]
-        self.shared.hooks.before_write(&self.segment.file, &[])?;
+        shared.hooks.before_write(&self.segment.file, &[])?;
         result?;
-        self.mark_healthy();
+        self.mark_healthy(shared);
         Ok(())
     }
 }
