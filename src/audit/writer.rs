@@ -230,6 +230,9 @@ impl AuditLog {
             if !q.stopped && q.close.is_none() {
                 q.close = Some(reply);
                 shared.wake.notify_one();
+            } else {
+                // Nobody will answer: `done` resolves at once and `closed_cleanly` tells.
+                drop(reply);
             }
         }
         // Unanswered: the writer already stopped, after an earlier close or a crash.
