@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// A gateway allocates and frees small buffers for every request on every worker thread;
-// mimalloc's per-thread free lists serve that with fewer instructions and less lock traffic
-// than glibc malloc (BENCHMARKS.md has the profile).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "caregate", version, about = "A mutual-TLS gateway for clinical data sharing")]
 struct Cli {
