@@ -21,9 +21,13 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long the thread lets fire-and-forget records gather after writing some: the most a
 /// completion waits for its `write` when no durable record comes to take it along.
 const LINGER: Duration = Duration::from_millis(5);
-/// Group commit under load (`fsync`): with at least this many records queued, the writer
-/// keeps gathering for as long as more arrive every `COMMIT_STEP`, up to `COMMIT_DELAY`.
+/// Group commit under load (`fsync`): with at least `COMMIT_SIBLINGS` records queued (and
+/// fewer than `COMMIT_ENOUGH`), the writer keeps gathering for as long as more arrive every
+/// `COMMIT_STEP`, up to `COMMIT_DELAY`.
 const COMMIT_SIBLINGS: usize = 4;
+/// A batch this large already spreads its fsync thin: sync it without gathering further, so
+/// that the disk is not left idle while callers wait.
+const COMMIT_ENOUGH: usize = 64;
 const COMMIT_STEP: Duration = Duration::from_micros(100);
 const COMMIT_DELAY: Duration = Duration::from_millis(1);
 /// Fire-and-forget records kept for retry while the disk refuses writes; past this they are
@@ -146,7 +150,7 @@ pub(super) fn run(shared: Arc<Shared>) {
         drop(q);
         if stop.is_none() && shared.durability == Durability::Fsync {
             let until = Instant::now() + COMMIT_DELAY;
-            while waiting >= COMMIT_SIBLINGS && Instant::now() < until {
+            while (COMMIT_SIBLINGS..COMMIT_ENOUGH).contains(&waiting) && Instant::now() < until {
                 std::thread::sleep(COMMIT_STEP);
                 let now = shared.queue().items.len();
                 if now == waiting {
