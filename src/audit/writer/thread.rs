@@ -266,8 +266,8 @@ impl Writer {
     }
 
     /// Answers close(); the `StopGuard` refuses whatever raced in behind it. The final
-    /// checkpoint and sync were the caller's last commit. Called with the writer's lock held and the writer taken
-    /// out of it, so nothing can be written after this.
+    /// checkpoint and sync were the caller's last commit. Called with the writer's lock held
+    /// and the writer taken out of it, so nothing can be written after this.
     fn stop(self, shared: &Shared, reply: Option<oneshot::Sender<Result<(), AuditError>>>, result: io::Result<()>) {
         if !self.retained.is_empty() {
             tracing::error!(
