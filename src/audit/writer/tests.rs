@@ -420,8 +420,8 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
     assert_eq!(ids, ["req-1", "req-2"]);
 }
 
-/// With `fsync` durability, records nobody waits for are written without a sync of their own,
-/// and synced once the queue falls quiet.
+/// With `fsync` durability, records nobody waits for still reach the disk: once the queue falls
+/// quiet the writer syncs them, with no durable record to take them along.
 #[test]
 fn fire_and_forget_records_are_synced_once_quiet() {
     let tmp = tempfile::tempdir().unwrap();
