@@ -30,17 +30,21 @@ pub enum ForwardError {
     Timeout,
 }
 
-/// One `[[upstream]]`: its origins and a pooled client shared by all requests.
+type PooledClient = Client<HttpsConnector<HttpConnector>, SharedBody>;
+
+/// One `[[upstream]]`: its origins and a pooled client per worker thread.
 pub struct Upstream {
     pub name: String,
     origins: Vec<(http::uri::Scheme, http::uri::Authority)>,
     next: AtomicUsize,
-    client: Client<HttpsConnector<HttpConnector>, SharedBody>,
+    /// One per worker: a pooled connection's task runs on the runtime that opened it, so a
+    /// request that used another worker's pool would wake that thread twice per exchange.
+    clients: Vec<PooledClient>,
     response_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn build(i: usize, u: &config::Upstream) -> Result<Upstream, (String, String)> {
+    pub fn build(i: usize, u: &config::Upstream, workers: usize) -> Result<Upstream, (String, String)> {
         let key = |k: &str| format!("upstream[{i}].{k}");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -82,11 +86,15 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .set_host(false)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(1024)
+                    .set_host(false)
+                    .build(connector.clone())
+            })
+            .collect();
         let origins = u
             .urls
             .iter()
@@ -96,7 +104,7 @@ impl Upstream {
             name: u.name.clone(),
             origins,
             next: AtomicUsize::new(0),
-            client,
+            clients,
             response_timeout: u.response_timeout,
         })
     }
@@ -113,6 +121,7 @@ impl Upstream {
         let slot = Arc::new(Mutex::new(Some(body)));
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let client = &self.clients[crate::worker::index() % self.clients.len()];
         for k in 0..self.origins.len() {
             let (scheme, authority) = &self.origins[(start + k) % self.origins.len()];
             let mut uri = Uri::builder().scheme(scheme.clone()).authority(authority.clone());
@@ -136,7 +145,7 @@ impl Upstream {
             } else {
                 headers.clone()
             };
-            match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            match tokio::time::timeout_at(deadline, client.request(req)).await {
                 Err(_) => return Err(ForwardError::Timeout),
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) if e.is_connect() => {

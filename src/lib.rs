@@ -51,6 +51,7 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod worker;
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {

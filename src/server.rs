@@ -22,6 +22,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("audit.dir: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("listener.workers: cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -41,6 +43,7 @@ pub struct Running {
     /// Stops the admin listener once the drain is over (it answers `/readyz` 503 meanwhile).
     admin_stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    load: crate::worker::Load,
     config_path: PathBuf,
     /// Serialises reloads.
     reload_lock: tokio::sync::Mutex<()>,
@@ -64,6 +67,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: cfg.listener.bind,
         source,
     })?;
+    let workers = crate::worker::Workers::start(cfg.listener.workers).map_err(StartError::Workers)?;
+    let load = workers.load();
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
     check_cert_expiry(&gateway);
@@ -101,7 +106,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }));
     tracing::info!(%addr, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
     tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
-    let task = tokio::spawn(accept_loop(listener, gateway.clone(), accepting, shutdown_rx));
+    let task = tokio::spawn(accept_loop(listener, workers, gateway.clone(), accepting, shutdown_rx));
     Ok(Running {
         addr,
         admin_addr,
@@ -109,12 +114,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         admin_stop,
         task,
+        load,
         config_path,
         reload_lock: Default::default(),
     })
 }
 
 impl Running {
+    /// Connections open on each worker thread.
+    pub fn worker_load(&self) -> Vec<usize> {
+        self.load.get()
+    }
+
     /// Starts a graceful drain (as SIGTERM does): stop accepting, answer new requests 503
     /// `shutting_down`, close idle keep-alive connections, let in-flight requests finish.
     pub fn shutdown(&self) {
@@ -186,6 +197,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
             old.listener.max_connections != new.listener.max_connections,
         ),
         ("admin.bind", admin(old) != admin(new)),
+        ("listener.workers", old.listener.workers != new.listener.workers),
         ("audit", format!("{:?}", old.audit) != format!("{:?}", new.audit)),
     ];
     for (key, _) in changed.iter().filter(|(_, c)| *c) {
@@ -259,8 +271,11 @@ async fn housekeeping(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Accepts connections and hands each to the least busy worker; on shutdown, drains and then
+/// stops the workers.
 async fn accept_loop(
     listener: TcpListener,
+    workers: crate::worker::Workers,
     gw: Arc<Gateway>,
     accepting: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
@@ -286,9 +301,21 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // Moved to the worker's runtime on its first poll there.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let gw = gw.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => return tracing::warn!(%peer, error = %e, "a worker cannot take the connection"),
+            };
             gw.metrics.active_connections.inc();
             serve_connection(tcp, peer, &gw, shutdown).await;
             gw.metrics.active_connections.dec();
@@ -308,8 +335,12 @@ async fn accept_loop(
         tracing::info!("drained: every connection closed");
     } else {
         let open = max - permits.available_permits();
-        tracing::warn!(connections = open, "drain deadline passed with connections still open");
+        tracing::warn!(
+            connections = open,
+            "drain deadline passed with connections still open; closing them"
+        );
     }
+    workers.stop().await;
 }
 
 async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {

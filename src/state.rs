@@ -33,7 +33,7 @@ impl State {
         let directory = Directory::build(&config).map_err(err)?;
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, u) in config.upstreams.iter().enumerate() {
-            upstreams.push(Upstream::build(i, u).map_err(err)?);
+            upstreams.push(Upstream::build(i, u, config.listener.workers).map_err(err)?);
         }
         let routes = RouteTable::new(&config.routes, |name| {
             config.upstreams.iter().position(|u| u.name == name).unwrap_or(0)

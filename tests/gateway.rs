@@ -354,6 +354,11 @@ fn config_errors_name_their_key() {
     let good = config_text(&pki, &dir.path().join("audit"), "", &standard_rest(&up));
     let cases = [
         ("bind = \"127.0.0.1:0\"", "bind = \"nonsense\"", "listener.bind"),
+        (
+            "bind = \"127.0.0.1:0\"",
+            "bind = \"127.0.0.1:0\"\nworkers = 0",
+            "listener.workers",
+        ),
         ("[admin]", "[admin]\nport = 1", "port"),
         (
             "durability = \"flush\"",

@@ -259,6 +259,40 @@ async fn a_config_that_fails_on_reload_is_refused_and_the_old_one_keeps_serving(
     assert_eq!(lifecycle(&records, "reload").len(), 1);
 }
 
+// === workers ===
+
+/// Each connection goes to the least busy worker thread and is served there, forwarding through
+/// that worker's own upstream pool: six keep-alive connections on three workers sit two to a
+/// worker, every request is answered, and a shutdown closes them all.
+#[tokio::test]
+async fn connections_are_spread_over_the_workers_and_each_worker_forwards() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway_with(&pki, "workers = 3", &standard_rest(&up)).await;
+    let gp = pki.client("A81001");
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let (mut sender, task) = h1(gw.addr(), &pki, &gp).await;
+        for _ in 0..2 {
+            let resp = sender.send_request(get("/fhir/Patient/9990000018")).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+        }
+        conns.push((sender, task));
+    }
+    assert_eq!(gw.running.worker_load(), vec![2, 2, 2]);
+
+    gw.running.shutdown();
+    gw.running.wait().await.unwrap();
+    for (_, task) in conns {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the drain closes idle keep-alive connections")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 // === revocation ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

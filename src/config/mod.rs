@@ -101,6 +101,9 @@ pub struct Listener {
     /// TLS session resumption (TLS 1.3 tickets into a server-side cache, TLS 1.2 session ids).
     /// On by default; off makes every new connection a full handshake with certificate checks.
     pub session_resumption: bool,
+    /// Threads that serve connections, each with its own runtime and upstream pools; by
+    /// default one per CPU.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

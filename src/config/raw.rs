@@ -44,6 +44,7 @@ struct RawListener {
     drain_timeout: Option<String>,
     crl_expired: Option<String>,
     session_resumption: Option<bool>,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +293,12 @@ impl RawConfig {
             drain_timeout: dur("listener.drain_timeout", &l.drain_timeout, Duration::from_secs(30))?,
             crl_expired,
             session_resumption: l.session_resumption.unwrap_or(true),
+            workers: match l.workers {
+                Some(0) => return Err(("listener.workers".into(), "must be at least 1".into())),
+                Some(n) if n > 1024 => return Err(("listener.workers".into(), "must be at most 1024".into())),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
         };
         if listener.max_header_bytes < 8192 {
             return Err(("listener.max_header_bytes".into(), "must be at least 8KiB".into()));

@@ -1,0 +1,129 @@
+//! Worker threads, one per CPU by default (`listener.workers`): each serves its share of the
+//! connections start to finish on its own single-threaded runtime, with its own upstream
+//! pools (see `forward::Upstream`).
+//!
+//! Why not one work-stealing runtime: on a proxy every request is a chain of small wake-ups
+//! (client socket, audit, upstream socket, client socket). Spread over a shared scheduler they
+//! hop between threads, and each hop is a futex wake and a context switch; kept on one thread
+//! they are plain function calls. A connection is given to the least busy worker when it is
+//! accepted, and stays there.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker this thread is (0 off the worker threads), to pick per-worker resources.
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<Job>>,
+    /// Jobs (connections) in progress on each worker.
+    load: Arc<[AtomicUsize]>,
+    /// Where the search for the least busy worker starts, so that ties take turns.
+    next: AtomicUsize,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads, each running a current-thread runtime.
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let load: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        let mut senders = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let load = load.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("caregate-worker-{i}"))
+                .spawn(move || run(i, runtime, rx, load))?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        Ok(Workers {
+            senders,
+            load,
+            next: AtomicUsize::new(0),
+            threads,
+        })
+    }
+
+    /// Runs `job` on the worker with the fewest jobs in progress. The future is first polled
+    /// there, so sockets it registers belong to that worker's runtime.
+    pub fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let n = self.senders.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.load[i].fetch_add(1, Ordering::Relaxed);
+        if self.senders[i].send(Box::pin(job)).is_err() {
+            // The worker is gone (only while stopping): the job is dropped unrun.
+            self.load[i].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A view of the jobs in progress on each worker that outlives `self`.
+    pub fn load(&self) -> Load {
+        Load(self.load.clone())
+    }
+
+    /// Stops the workers: jobs still running are dropped (their connections closed), and this
+    /// returns once every worker thread has ended.
+    pub async fn stop(mut self) {
+        self.senders.clear();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn run(i: usize, runtime: tokio::runtime::Runtime, mut rx: mpsc::UnboundedReceiver<Job>, load: Arc<[AtomicUsize]>) {
+    INDEX.with(|c| c.set(i));
+    runtime.block_on(async move {
+        // Ends when the `Workers` is stopped or dropped; dropping the runtime then drops
+        // whatever is still running.
+        while let Some(job) = rx.recv().await {
+            let done = Done(load.clone(), i);
+            tokio::spawn(async move {
+                job.await;
+                drop(done);
+            });
+        }
+    });
+}
+
+/// Jobs (connections) in progress on each worker.
+#[derive(Clone)]
+pub struct Load(Arc<[AtomicUsize]>);
+
+impl Load {
+    pub fn get(&self) -> Vec<usize> {
+        self.0.iter().map(|l| l.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// Counts a job out when it ends, however it ends.
+struct Done(Arc<[AtomicUsize]>, usize);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
