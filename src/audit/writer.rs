@@ -9,7 +9,9 @@
 //!   answers the batch's waiters. While it syncs, the next batch gathers behind it.
 //! - `durability = "flush"`: there is nothing to wait for but a `write`, so the caller of
 //!   `append_durable` writes its own record, and everything queued before it, itself: no thread
-//!   hop, no wake-up, one syscall per request.
+//!   hop, no wake-up, one syscall per request. Callers that arrive while another is writing
+//!   only queue: the one writing takes their records too before it lets go (flat combining),
+//!   so a worker thread never blocks behind another's `write`.
 //!
 //! Fire-and-forget records (completions, TLS rejections, lifecycle) only queue. They ride along
 //! with the next durable record, or the thread writes them after a short linger, so a busy
@@ -38,6 +40,10 @@ mod tests;
 mod thread;
 
 use thread::Writer;
+
+/// `flush`: the most batches one caller writes for others before handing the rest to the
+/// writer thread.
+const COMMIT_ROUNDS: usize = 8;
 
 /// Numbers for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -106,6 +112,9 @@ struct Queue {
     /// The thread lingers to let fire-and-forget records gather: only a durable append (or a
     /// close) wakes it early.
     lingering: bool,
+    /// `flush`: a caller is writing, and will write every durable record queued before it
+    /// lets go.
+    committing: bool,
 }
 
 /// A record waiting for its `seq`.
@@ -163,7 +172,7 @@ impl AuditLog {
     /// Appends `event` and resolves once it is durable (per `durability`). Returns its `seq`.
     pub async fn append_durable(&self, event: Event) -> Result<u64, AuditError> {
         let fields = chain::event_fields(&event)?;
-        let (reply, mut done) = oneshot::channel();
+        let (reply, done) = oneshot::channel();
         let pending = Pending {
             event: event.name(),
             fields,
@@ -171,20 +180,12 @@ impl AuditLog {
         };
         let shared = self.shared();
         if shared.durability == Durability::Flush {
-            // Written by this task, under the writer's lock: a `write`, no sync to wait for.
-            let mut guard = shared.lock_writer();
-            match guard.as_mut() {
-                Some(writer) if !shared.closed.load(Ordering::Acquire) => {
-                    let mut batch = shared.take_queue();
-                    batch.push(pending);
-                    let _ = writer.commit(shared, batch, false);
-                }
-                _ => return Err(AuditError::Closed),
+            if shared.enqueue_to_commit(pending)? {
+                shared.commit_queued();
             }
-            drop(guard);
-            return done.try_recv().unwrap_or(Err(AuditError::Closed));
+        } else {
+            shared.enqueue(pending)?;
         }
-        shared.enqueue(pending)?;
         done.await.unwrap_or(Err(AuditError::Closed))
     }
 
@@ -275,6 +276,53 @@ impl Shared {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// `flush`: queues a durable record; true if the caller is to write the queue, false if
+    /// another caller is writing and will take this record too.
+    fn enqueue_to_commit(&self, pending: Pending) -> Result<bool, AuditError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AuditError::Closed);
+        }
+        let mut q = self.queue();
+        if q.stopped {
+            return Err(AuditError::Closed);
+        }
+        q.items.push(pending);
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        Ok(!std::mem::replace(&mut q.committing, true))
+    }
+
+    /// `flush`: writes the queue, again and again while durable records keep arriving, then
+    /// lets go. Every decision to stop is taken under the queue's lock, so a record queued
+    /// while `committing` is always written by this loop or by the writer thread.
+    fn commit_queued(&self) {
+        for round in 1.. {
+            {
+                let mut guard = self.lock_writer();
+                match guard.as_mut() {
+                    Some(writer) if !self.closed.load(Ordering::Acquire) => {
+                        let batch = self.take_queue();
+                        let _ = writer.commit(self, batch, false);
+                    }
+                    // Closing: the writer thread writes what is queued with the final checkpoint,
+                    // or refuses it once stopped.
+                    _ => {}
+                }
+            }
+            let mut q = self.queue();
+            let more = !self.closed.load(Ordering::Acquire) && q.items.iter().any(|p| p.reply.is_some());
+            if !more || round == COMMIT_ROUNDS {
+                q.committing = false;
+                if more {
+                    // Don't keep one worker writing for everyone: the thread takes the rest.
+                    q.idle = false;
+                    q.lingering = false;
+                    self.wake.notify_one();
+                }
+                return;
+            }
+        }
     }
 
     /// Everything queued so far, in order. Called with the writer's lock held, so that nothing

@@ -2,6 +2,7 @@
 //! implementation of the chain (SPEC §5), not by the writer's own code.
 
 use std::fs::File;
+use std::future::Future as _;
 use std::io::{self, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,11 @@ pub(super) struct Hooks {
     fail: AtomicBool,
     written: Mutex<()>,
     written_cond: Condvar,
+    /// While true, a write waits (up to 20 s) for a test to clear it: holds a caller mid-write.
+    stall: Mutex<bool>,
+    stall_cond: Condvar,
+    /// A write has reached the stall.
+    stalled: AtomicBool,
 }
 
 impl Hooks {
@@ -39,6 +45,13 @@ impl Hooks {
     }
 
     pub(super) fn before_write(&self, mut file: &File, buf: &[u8]) -> io::Result<()> {
+        let stall = self.stall.lock().unwrap_or_else(PoisonError::into_inner);
+        if *stall {
+            self.stalled.store(true, Ordering::SeqCst);
+            let _ = self
+                .stall_cond
+                .wait_timeout_while(stall, Duration::from_secs(20), |s| *s);
+        }
         if !self.fail.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -414,6 +427,55 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
     assert_eq!(seq.unwrap(), 2);
     assert_eq!(log.stats().queue_depth, 0);
     drop(gate);
+    rt.block_on(log.close()).unwrap();
+    let records = verify(&cfg.dir).concat();
+    let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["req-1", "req-2"]);
+}
+
+/// With `flush` durability, a caller that arrives while another is writing does not block its
+/// thread behind that write: it queues, and the caller already writing writes its record too.
+#[test]
+fn flush_durability_callers_queue_behind_a_write_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config::Audit {
+        durability: Durability::Flush,
+        ..cfg(tmp.path())
+    };
+    let log = AuditLog::open(&cfg).unwrap();
+    let hooks = &log.shared().hooks;
+    *hooks.stall.lock().unwrap() = true;
+    let first = std::thread::spawn({
+        let log = log.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(log.append_durable(access(1)))
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !hooks.stalled.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the first caller never wrote");
+        std::thread::yield_now();
+    }
+
+    // The first caller is stalled in its write, holding the writer: a second one only queues.
+    let mut second = std::pin::pin!(log.append_durable(access(2)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        second.as_mut().poll(&mut cx).is_pending(),
+        "the second caller waited for the first one's write"
+    );
+    assert_eq!(log.stats().queue_depth, 1);
+
+    *hooks.stall.lock().unwrap() = false;
+    hooks.stall_cond.notify_all();
+    assert_eq!(first.join().unwrap().unwrap(), 1);
+    // Written by the first caller before it let go: ready without any further help.
+    match second.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(seq) => assert_eq!(seq.unwrap(), 2),
+        std::task::Poll::Pending => panic!("the first caller left the second one's record queued"),
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(log.close()).unwrap();
     let records = verify(&cfg.dir).concat();
     let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
