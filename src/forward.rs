@@ -218,28 +218,37 @@ impl http_body::Body for SharedBody {
 
 // === header hygiene ===
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). Names are
+/// constants, not strings, so that the hot path does not parse them once per request.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+const X_CLIENT_ORG: HeaderName = HeaderName::from_static("x-client-org");
+const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+const X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
+const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers only caregate may set: any client-sent copy is removed first.
-const IDENTITY_HEADERS: [&str; 10] = [
-    "x-client-org",
-    "x-client-cert-subject",
-    "x-client-cert-fingerprint",
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-request-id",
-    "proxy-authorization",
+const IDENTITY_HEADERS: [HeaderName; 10] = [
+    X_CLIENT_ORG,
+    X_CLIENT_CERT_SUBJECT,
+    X_CLIENT_CERT_FINGERPRINT,
+    CLIENT_CERT,
+    HeaderName::from_static("client-cert-chain"),
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    header::FORWARDED,
+    X_REQUEST_ID,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
@@ -271,16 +280,16 @@ pub fn request_headers(
     for h in IDENTITY_HEADERS {
         headers.remove(h);
     }
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
     let prebuilt = [
-        ("x-client-org", &who.headers.org),
-        ("x-client-cert-subject", &who.headers.subject),
-        ("x-client-cert-fingerprint", &who.headers.fingerprint),
-        ("client-cert", &who.headers.client_cert),
+        (X_CLIENT_ORG, &who.headers.org),
+        (X_CLIENT_CERT_SUBJECT, &who.headers.subject),
+        (X_CLIENT_CERT_FINGERPRINT, &who.headers.fingerprint),
+        (CLIENT_CERT, &who.headers.client_cert),
     ];
     for (name, value) in prebuilt {
         if let Some(v) = value {
@@ -288,8 +297,8 @@ pub fn request_headers(
         }
     }
     let ip = peer.ip().to_string();
-    set(headers, "x-forwarded-for", &ip);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    set(headers, X_FORWARDED_FOR, &ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     let for_ = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
     let forwarded = match host {
         Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
@@ -297,6 +306,6 @@ pub fn request_headers(
         }
         _ => format!("for={for_};proto=https"),
     };
-    set(headers, "forwarded", &forwarded);
-    headers.insert("x-request-id", request_id.clone());
+    set(headers, header::FORWARDED, &forwarded);
+    headers.insert(X_REQUEST_ID, request_id.clone());
 }

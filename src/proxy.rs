@@ -231,13 +231,13 @@ pub async fn handle(
                 started,
             );
             let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
-            resp.headers_mut().insert("x-request-id", rid);
+            resp.headers_mut().insert(forward::X_REQUEST_ID, rid);
             return Ok(resp);
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers);
-    rparts.headers.insert("x-request-id", rid);
+    rparts.headers.insert(forward::X_REQUEST_ID, rid);
     completion.set_status(rparts.status.as_u16());
     let status = rparts.status.as_u16();
     let m = gw.clone();
@@ -280,7 +280,7 @@ fn refuse(
     );
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(forward::X_REQUEST_ID, v);
     }
     resp
 }
@@ -505,7 +505,7 @@ impl RequestIds {
     }
 
     fn for_request(&self, headers: &http::HeaderMap) -> String {
-        if let Some(v) = headers.get("x-request-id") {
+        if let Some(v) = headers.get(forward::X_REQUEST_ID) {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
                 // Checked ASCII above.

@@ -22,7 +22,9 @@ const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 /// Done by the caller, not the writer thread, so serialisation runs in parallel on the
 /// runtime's workers and the one thread that owns the files only splices bytes and hashes.
 pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
-    let mut json = serde_json::to_vec(event)
+    // Room for a typical access record, so that the buffer is not regrown on the hot path.
+    let mut json = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut json, event)
         .map_err(|e| AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name())))?;
     if json.len() < 2 || json.first() != Some(&b'{') || json.last() != Some(&b'}') {
         return Err(AuditError::Invalid(format!(
