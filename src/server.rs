@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let workers = crate::worker::Workers::start(cfg.listener.workers).map_err(StartError::Workers)?;
     let load = workers.load();
+    workers.spawn_on_each(|i| audit.postbox(i));
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
     check_cert_expiry(&gateway);

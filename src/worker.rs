@@ -18,16 +18,22 @@ use tokio::sync::mpsc;
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 thread_local! {
-    static INDEX: Cell<usize> = const { Cell::new(0) };
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The worker this thread is, if it is one.
+pub fn current() -> Option<usize> {
+    INDEX.with(Cell::get)
 }
 
 /// The worker this thread is (0 off the worker threads), to pick per-worker resources.
 pub fn index() -> usize {
-    INDEX.with(Cell::get)
+    current().unwrap_or(0)
 }
 
 pub struct Workers {
-    senders: Vec<mpsc::UnboundedSender<Job>>,
+    /// Each job, and whether it counts towards the worker's load.
+    senders: Vec<mpsc::UnboundedSender<(Job, bool)>>,
     /// Jobs (connections) in progress on each worker.
     load: Arc<[AtomicUsize]>,
     /// Where the search for the least busy worker starts, so that ties take turns.
@@ -69,9 +75,20 @@ impl Workers {
             .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
             .unwrap_or(0);
         self.load[i].fetch_add(1, Ordering::Relaxed);
-        if self.senders[i].send(Box::pin(job)).is_err() {
+        if self.senders[i].send((Box::pin(job), true)).is_err() {
             // The worker is gone (only while stopping): the job is dropped unrun.
             self.load[i].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `job` on every worker, made for each by `make(index)`: a task that serves the
+    /// worker itself rather than a connection, so it does not count towards its load.
+    pub fn spawn_on_each<F>(&self, make: impl Fn(usize) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        for (i, tx) in self.senders.iter().enumerate() {
+            let _ = tx.send((Box::pin(make(i)), false));
         }
     }
 
@@ -94,13 +111,18 @@ impl Workers {
     }
 }
 
-fn run(i: usize, runtime: tokio::runtime::Runtime, mut rx: mpsc::UnboundedReceiver<Job>, load: Arc<[AtomicUsize]>) {
-    INDEX.with(|c| c.set(i));
+fn run(
+    i: usize,
+    runtime: tokio::runtime::Runtime,
+    mut rx: mpsc::UnboundedReceiver<(Job, bool)>,
+    load: Arc<[AtomicUsize]>,
+) {
+    INDEX.with(|c| c.set(Some(i)));
     runtime.block_on(async move {
         // Ends when the `Workers` is stopped or dropped; dropping the runtime then drops
         // whatever is still running.
-        while let Some(job) = rx.recv().await {
-            let done = Done(load.clone(), i);
+        while let Some((job, counted)) = rx.recv().await {
+            let done = counted.then(|| Done(load.clone(), i));
             tokio::spawn(async move {
                 job.await;
                 drop(done);

@@ -35,6 +35,7 @@ use super::segment;
 use super::{AuditError, Event};
 use crate::config::{self, Durability};
 
+mod postbox;
 #[cfg(test)]
 mod tests;
 mod thread;
@@ -95,6 +96,8 @@ struct Shared {
     records_written: AtomicU64,
     fsyncs: AtomicU64,
     last_fsync_nanos: AtomicU64,
+    /// Where the writer thread delivers answers for tasks on worker threads.
+    postboxes: postbox::Postboxes,
     #[cfg(test)]
     hooks: tests::Hooks,
 }
@@ -124,6 +127,8 @@ struct Pending {
     fields: Vec<u8>,
     /// `None` for fire-and-forget appends.
     reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    /// The worker thread the waiting task runs on, if any: its answer goes by its postbox.
+    worker: Option<usize>,
 }
 
 // === impl AuditLog ===
@@ -153,6 +158,7 @@ impl AuditLog {
             records_written: AtomicU64::default(),
             fsyncs: AtomicU64::default(),
             last_fsync_nanos: AtomicU64::default(),
+            postboxes: Default::default(),
             #[cfg(test)]
             hooks: Default::default(),
         });
@@ -177,6 +183,7 @@ impl AuditLog {
             event: event.name(),
             fields,
             reply: Some(reply),
+            worker: crate::worker::current(),
         };
         let shared = self.shared();
         if shared.durability == Durability::Flush {
@@ -198,11 +205,18 @@ impl AuditLog {
                 event: name,
                 fields,
                 reply: None,
+                worker: None,
             })
         });
         if let Err(error) = sent {
             tracing::error!(event = name, %error, "audit record dropped");
         }
+    }
+
+    /// The task that delivers the writer's answers to tasks on worker `i`, to be run on that
+    /// worker (see `postbox`). Without it they are answered one wake-up each.
+    pub fn postbox(&self, i: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared().postboxes.open(i)
     }
 
     /// False while records cannot be written (the gateway answers 503 and is not ready).

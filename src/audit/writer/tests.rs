@@ -482,6 +482,45 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
     assert_eq!(ids, ["req-1", "req-2"]);
 }
 
+/// Tasks on worker threads hear that their records are durable through their worker's
+/// postbox: one message per worker for a batch, not one cross-thread wake-up per record.
+#[test]
+fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    let workers = crate::worker::Workers::start(2).unwrap();
+    workers.spawn_on_each(|i| log.postbox(i));
+    let gate = log.shared().hooks.gate();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The least busy worker takes each job in turn: two records from each worker.
+    for i in 0..4 {
+        let (log, tx) = (log.clone(), tx.clone());
+        workers.spawn(async move {
+            let seq = log.append_durable(access(i)).await;
+            let _ = tx.send((crate::worker::current(), seq.map_err(|e| e.to_string())));
+            // Held until every record is answered, so that the jobs spread over both workers.
+            std::future::pending::<()>().await;
+        });
+    }
+    wait_queued(&log, 4);
+    drop(gate);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (worker, seq) = rx.recv_timeout(Duration::from_secs(20)).expect("an answer");
+        seen.push((worker.unwrap(), seq.unwrap()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+        [0, 0, 1, 1],
+        "two records from each worker"
+    );
+    assert_eq!(log.shared().postboxes.delivered.load(Ordering::SeqCst), 2);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(workers.stop());
+    rt.block_on(log.close()).unwrap();
+}
+
 /// With `fsync` durability, records nobody waits for still reach the disk: once the queue falls
 /// quiet the writer syncs them, with no durable record to take them along.
 #[test]

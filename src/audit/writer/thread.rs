@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Pending, Shared};
+use super::{postbox, Pending, Shared};
 use crate::audit::chain::{self, Clock, GENESIS};
 use crate::audit::checkpoint::Signer;
 use crate::audit::segment::{self, Segment};
@@ -338,7 +338,7 @@ impl Writer {
                 // A finished file is synced before the next one starts (fsync durability), so
                 // that only the newest file can ever lose a tail.
                 self.flush(shared, &mut buf, &work, self.durability == Durability::Fsync)?;
-                answer(&mut batch[*done..i], &seqs[*done..i]);
+                answer(shared, &mut batch[*done..i], &seqs[*done..i]);
                 *done = i;
                 self.segment = segment::create(&self.dir, work.next_seq)?;
                 continue;
@@ -360,7 +360,7 @@ impl Writer {
         if !buf.is_empty() || sync {
             self.flush(shared, &mut buf, &work, sync)?;
         }
-        answer(&mut batch[*done..], &seqs[*done..]);
+        answer(shared, &mut batch[*done..], &seqs[*done..]);
         *done = batch.len();
         Ok(())
     }
@@ -467,11 +467,23 @@ impl Writer {
     }
 }
 
-fn answer(batch: &mut [Pending], seqs: &[u64]) {
+/// Answers the waiters of written records: directly when they run on this thread or on no
+/// worker, else through their worker's postbox, one message per worker.
+fn answer(shared: &Shared, batch: &mut [Pending], seqs: &[u64]) {
+    let here = crate::worker::current();
+    let mut mail: Vec<(usize, Vec<postbox::Answer>)> = Vec::new();
     for (p, &seq) in batch.iter_mut().zip(seqs) {
-        if let Some(reply) = p.reply.take() {
-            let _ = reply.send(Ok(seq));
+        let Some(reply) = p.reply.take() else { continue };
+        match p.worker.filter(|&w| Some(w) != here) {
+            Some(w) => match mail.iter_mut().find(|(i, _)| *i == w) {
+                Some((_, answers)) => answers.push((reply, Ok(seq))),
+                None => mail.push((w, vec![(reply, Ok(seq))])),
+            },
+            None => drop(reply.send(Ok(seq))),
         }
+    }
+    for (w, answers) in mail {
+        shared.postboxes.deliver(w, answers);
     }
 }
 

@@ -1,0 +1,64 @@
+//! Answers to one worker's waiting tasks, delivered with one wake-up per batch.
+//!
+//! Waking a task on a worker's single-threaded runtime from another thread costs a syscall
+//! (the runtime's event fd) and, when the worker sleeps, a context switch. The writer thread
+//! answers a whole batch at once, so it hands each worker that batch's answers in one message,
+//! and a task on that worker wakes the waiters locally.
+
+use std::future::Future;
+use std::sync::{PoisonError, RwLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::AuditError;
+
+pub(super) type Answer = (oneshot::Sender<Result<u64, AuditError>>, Result<u64, AuditError>);
+
+/// The open postboxes, by worker index.
+#[derive(Default)]
+pub(super) struct Postboxes {
+    boxes: RwLock<Vec<Option<mpsc::UnboundedSender<Vec<Answer>>>>>,
+    /// Messages delivered, for tests.
+    #[cfg(test)]
+    pub(super) delivered: std::sync::atomic::AtomicUsize,
+}
+
+impl Postboxes {
+    /// Opens worker `i`'s postbox; the returned task (to run on that worker) delivers its mail
+    /// until the worker's runtime drops it.
+    pub(super) fn open(&self, i: usize) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Answer>>();
+        {
+            let mut boxes = self.boxes.write().unwrap_or_else(PoisonError::into_inner);
+            if boxes.len() <= i {
+                boxes.resize_with(i + 1, || None);
+            }
+            boxes[i] = Some(tx);
+        }
+        async move {
+            while let Some(answers) = rx.recv().await {
+                for (reply, result) in answers {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Hands `answers` to worker `i`'s postbox, or answers directly when it has none (any
+    /// more).
+    pub(super) fn deliver(&self, i: usize, answers: Vec<Answer>) {
+        let sent = match self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
+            Some(Some(tx)) => tx.send(answers).map_err(|e| e.0),
+            _ => Err(answers),
+        };
+        #[cfg(test)]
+        if sent.is_ok() {
+            self.delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Err(answers) = sent {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
