@@ -14,8 +14,9 @@ pub fn check_summary(s: &State) -> String {
     let _ = writeln!(out, "{}: OK", c.path.display());
     let _ = writeln!(
         out,
-        "  listener   {} ({} client CA file(s), {} CRL file(s))",
+        "  listener   {} ({} workers, {} client CA file(s), {} CRL file(s))",
         c.listener.bind,
+        c.listener.workers,
         c.listener.client_ca.len(),
         c.listener.crl.len()
     );

@@ -105,7 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         action: "start".into(),
         config_sha256: cfg.sha256.clone(),
     }));
-    tracing::info!(%addr, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
+    tracing::info!(%addr, workers = cfg.listener.workers, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
     tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, workers, gateway.clone(), accepting, shutdown_rx));
     Ok(Running {

@@ -41,6 +41,11 @@ fn pki_check_and_explain_work_as_documented() {
     let out = caregate(d, &["check", "--config", "config/demo.toml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("OK"));
+    let threads = caregate::demo::DEMO_TOML.replacen("[listener]\n", "[listener]\nworkers = 3\n", 1);
+    assert_ne!(threads, caregate::demo::DEMO_TOML);
+    std::fs::write(d.join("config/threads.toml"), threads).unwrap();
+    let out = caregate(d, &["check", "--config", "config/threads.toml"]);
+    assert!(text(&out.stdout).contains("(3 workers,"), "{}", text(&out.stdout));
 
     let bad = caregate::demo::DEMO_TOML.replacen("upstream = \"pacs\"", "upstream = \"nowhere\"", 1);
     std::fs::write(d.join("config/bad.toml"), bad).unwrap();
