@@ -147,7 +147,13 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.finish("client_aborted");
+        // Dropped unfinished: the client went away, or the gateway cut it off at its drain
+        // deadline.
+        self.finish(if crate::worker::stopping() {
+            "shutdown"
+        } else {
+            "client_aborted"
+        });
     }
 }
 

@@ -19,6 +19,13 @@ type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    static STOPPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this worker drops what it still runs because the gateway stops (the drain
+/// deadline passed): a request cut off now was cut off by the gateway, not by its client.
+pub fn stopping() -> bool {
+    STOPPING.with(Cell::get)
 }
 
 /// The worker this thread is, if it is one.
@@ -129,6 +136,8 @@ fn run(
             });
         }
     });
+    STOPPING.with(|c| c.set(true));
+    drop(runtime);
 }
 
 /// Jobs (connections) in progress on each worker.

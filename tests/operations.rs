@@ -477,6 +477,48 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
     );
 }
 
+/// A transfer still running when the drain deadline passes is cut off: the gateway stops on
+/// time, the client's body ends in an error, and the trail records the cut as `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_still_running_at_the_drain_deadline_is_cut_off_and_recorded() {
+    const SIZE: usize = 1 << 30;
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway_with(&pki, r#"drain_timeout = "1s""#, &standard_rest(&up)).await;
+    let trust = pki.client("RXC");
+    let (mut sender, conn) = h1(gw.addr(), &pki, &trust).await;
+    let resp = sender.send_request(get(&format!("/files/bytes/{SIZE}"))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let mut body = resp.into_body();
+    let mut hash = digest::Context::new(&digest::SHA256);
+    // Then stop reading: the transfer stalls on back-pressure, still in flight.
+    read_hashing(&mut body, &mut hash, 1 << 20).await;
+
+    gw.running.shutdown();
+    let audit = gw.audit_dir.clone();
+    let waited = tokio::time::timeout(Duration::from_secs(20), gw.running.wait())
+        .await
+        .expect("the gateway stops at the drain deadline");
+    assert!(waited.is_ok(), "{waited:?}");
+    assert!(body.collect().await.is_err(), "the transfer was cut off");
+    drop(sender);
+    let _ = conn.await;
+
+    let records = audit_records(&audit);
+    let done = records
+        .iter()
+        .find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str())
+        .expect("the cut transfer has its completion");
+    assert_eq!(done["outcome"], "shutdown");
+    assert!(done["bytes_out"].as_u64().unwrap() < SIZE as u64);
+    let last = records.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["action"]),
+        (&Value::from("lifecycle"), &Value::from("stop"))
+    );
+}
+
 // === metrics ===
 
 #[tokio::test]
