@@ -119,9 +119,12 @@ pub(crate) fn check_line(line: &[u8]) -> Result<LastRecord, String> {
 
 /// Record times: microseconds, UTC, never going backwards within one writer, so that the
 /// order of `seq` is also the order of `time` even if the system clock steps back.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Clock {
     last_micros: u64,
+    /// The formatted time of `last_micros` without its fraction (`…T05:08:59.`), reused for
+    /// every record within the same second: formatting the date is most of the cost.
+    second: Option<(u64, String)>,
 }
 
 impl Clock {
@@ -132,7 +135,29 @@ impl Clock {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         self.last_micros = self.last_micros.max(now);
-        format_micros(self.last_micros)
+        self.format(self.last_micros)
+    }
+
+    /// `format_micros(micros)`, with the date and time of day formatted once per second.
+    fn format(&mut self, micros: u64) -> String {
+        let (secs, mut frac) = (micros / 1_000_000, micros % 1_000_000);
+        let prefix = match &self.second {
+            Some((s, prefix)) if *s == secs => prefix,
+            _ => {
+                let mut full = format_micros(secs * 1_000_000);
+                full.truncate(full.len() - "000000Z".len());
+                &self.second.insert((secs, full)).1
+            }
+        };
+        let mut digits = *b"000000Z";
+        for d in digits[..6].iter_mut().rev() {
+            *d = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        let mut out = String::with_capacity(prefix.len() + digits.len());
+        out.push_str(prefix);
+        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000Z"));
+        out
     }
 }
 
@@ -204,6 +229,17 @@ mod tests {
         assert_eq!(format_micros(1_795_324_139_123_456), "2026-11-22T05:08:59.123456Z");
         assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
         let mut clock = Clock::default();
+        // Within a second, across seconds, back to an earlier second: as format_micros says.
+        for micros in [
+            1_795_324_139_123_456,
+            1_795_324_139_000_001,
+            1_795_324_139_999_999,
+            1_795_324_140_000_000,
+            1_795_324_140_000_070,
+            0,
+        ] {
+            assert_eq!(clock.format(micros), format_micros(micros));
+        }
         let (a, b) = (clock.next(), clock.next());
         assert!(a <= b);
         let parsed = time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
