@@ -224,6 +224,15 @@ fn verify(dir: &Path) -> Vec<Vec<Value>> {
     out
 }
 
+/// The `request_id` of every record in the (verified) trail, in order.
+fn request_ids(dir: &Path) -> Vec<String> {
+    let records = verify(dir).concat();
+    records
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn all(files: &[Vec<Value>]) -> Vec<&Value> {
     files.iter().flatten().collect()
 }
@@ -428,9 +437,7 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
     assert_eq!(log.stats().queue_depth, 0);
     drop(gate);
     rt.block_on(log.close()).unwrap();
-    let records = verify(&cfg.dir).concat();
-    let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["req-1", "req-2"]);
+    assert_eq!(request_ids(&cfg.dir), ["req-1", "req-2"]);
 }
 
 /// With `flush` durability, a caller that arrives while another is writing does not block its
@@ -477,9 +484,7 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
     }
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(log.close()).unwrap();
-    let records = verify(&cfg.dir).concat();
-    let ids: Vec<&str> = records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["req-1", "req-2"]);
+    assert_eq!(request_ids(&cfg.dir), ["req-1", "req-2"]);
 }
 
 /// Tasks on worker threads hear that their records are durable through their worker's
