@@ -43,6 +43,11 @@ pub struct FileLabels {
     pub file: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: u64,
+}
+
 /// Every series the gateway exports. Cheap to clone (each metric is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +59,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub active_connections: Gauge,
+    /// Open client connections on each worker thread (`listener.workers`).
+    pub worker_connections: Family<WorkerLabels, Gauge>,
     pub in_flight: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
     pub audit_healthy: Gauge,
@@ -76,6 +83,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             upstream_errors: Family::default(),
             active_connections: Gauge::default(),
+            worker_connections: Family::default(),
             in_flight: Gauge::default(),
             reloads: Family::default(),
             audit_healthy: Gauge::default(),
@@ -127,6 +135,11 @@ impl Metrics {
             "active_connections",
             "Open client connections",
             self.active_connections.clone(),
+        );
+        r.register(
+            "worker_connections",
+            "Open client connections on each worker thread",
+            self.worker_connections.clone(),
         );
         r.register("in_flight_requests", "Requests being served", self.in_flight.clone());
         r.register("reloads", "Config reloads by result", self.reloads.clone());

@@ -43,7 +43,6 @@ pub struct Running {
     /// Stops the admin listener once the drain is over (it answers `/readyz` 503 meanwhile).
     admin_stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    load: crate::worker::Load,
     config_path: PathBuf,
     /// Serialises reloads.
     reload_lock: tokio::sync::Mutex<()>,
@@ -68,7 +67,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let workers = crate::worker::Workers::start(cfg.listener.workers).map_err(StartError::Workers)?;
-    let load = workers.load();
     workers.spawn_on_each(|i| audit.postbox(i));
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
@@ -115,18 +113,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         admin_stop,
         task,
-        load,
         config_path,
         reload_lock: Default::default(),
     })
 }
 
 impl Running {
-    /// Connections open on each worker thread.
-    pub fn worker_load(&self) -> Vec<usize> {
-        self.load.get()
-    }
-
     /// Starts a graceful drain (as SIGTERM does): stop accepting, answer new requests 503
     /// `shutting_down`, close idle keep-alive connections, let in-flight requests finish.
     pub fn shutdown(&self) {
@@ -317,8 +309,14 @@ async fn accept_loop(
                 Ok(tcp) => tcp,
                 Err(e) => return tracing::warn!(%peer, error = %e, "a worker cannot take the connection"),
             };
+            let worker = crate::metrics::WorkerLabels {
+                worker: crate::worker::index() as u64,
+            };
+            let on_worker = gw.metrics.worker_connections.get_or_create(&worker).clone();
             gw.metrics.active_connections.inc();
+            on_worker.inc();
             serve_connection(tcp, peer, &gw, shutdown).await;
+            on_worker.dec();
             gw.metrics.active_connections.dec();
             drop(permit);
         });

@@ -99,11 +99,6 @@ impl Workers {
         }
     }
 
-    /// A view of the jobs in progress on each worker that outlives `self`.
-    pub fn load(&self) -> Load {
-        Load(self.load.clone())
-    }
-
     /// Stops the workers: jobs still running are dropped (their connections closed), and this
     /// returns once every worker thread has ended.
     pub async fn stop(mut self) {
@@ -138,16 +133,6 @@ fn run(
     });
     STOPPING.with(|c| c.set(true));
     drop(runtime);
-}
-
-/// Jobs (connections) in progress on each worker.
-#[derive(Clone)]
-pub struct Load(Arc<[AtomicUsize]>);
-
-impl Load {
-    pub fn get(&self) -> Vec<usize> {
-        self.0.iter().map(|l| l.load(Ordering::Relaxed)).collect()
-    }
 }
 
 /// Counts a job out when it ends, however it ends.

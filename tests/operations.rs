@@ -280,7 +280,15 @@ async fn connections_are_spread_over_the_workers_and_each_worker_forwards() {
         }
         conns.push((sender, task));
     }
-    assert_eq!(gw.running.worker_load(), vec![2, 2, 2]);
+    let m = scrape(gw.running.admin_addr.unwrap()).await;
+    for worker in ["0", "1", "2"] {
+        let label = format!("worker=\"{worker}\"");
+        assert_eq!(
+            metric(&m, "caregate_worker_connections", &[label.as_str()]),
+            Some(2.0),
+            "worker {worker}"
+        );
+    }
 
     gw.running.shutdown();
     gw.running.wait().await.unwrap();
