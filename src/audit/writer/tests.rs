@@ -94,6 +94,13 @@ fn cfg(dir: &Path) -> config::Audit {
     config::Audit::in_dir(dir.join("audit"))
 }
 
+fn flush_cfg(dir: &Path) -> config::Audit {
+    config::Audit {
+        durability: Durability::Flush,
+        ..cfg(dir)
+    }
+}
+
 fn lifecycle(action: &str) -> Event {
     Event::Lifecycle(Lifecycle {
         action: action.into(),
@@ -398,10 +405,7 @@ async fn concurrent_appends_share_one_fsync() {
 #[tokio::test]
 async fn flush_durability_syncs_only_at_close() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit {
-        durability: Durability::Flush,
-        ..cfg(tmp.path())
-    };
+    let cfg = flush_cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..10 {
         log.append_durable(access(i)).await.unwrap();
@@ -417,10 +421,7 @@ async fn flush_durability_syncs_only_at_close() {
 #[test]
 fn flush_durability_writes_in_the_callers_task_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit {
-        durability: Durability::Flush,
-        ..cfg(tmp.path())
-    };
+    let cfg = flush_cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -445,10 +446,7 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
 #[test]
 fn flush_durability_callers_queue_behind_a_write_in_progress() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config::Audit {
-        durability: Durability::Flush,
-        ..cfg(tmp.path())
-    };
+    let cfg = flush_cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     let hooks = &log.shared().hooks;
     *hooks.stall.lock().unwrap() = true;
