@@ -34,6 +34,28 @@ async fn h1(gw: SocketAddr, pki: &TestPki, leaf: &Leaf) -> (H1Sender, ConnTask) 
     (sender, tokio::spawn(conn))
 }
 
+/// A download of `size` pattern bytes over a fresh HTTP/1.1 connection: answered 200, its body
+/// not yet read.
+struct Download {
+    sender: H1Sender,
+    conn: ConnTask,
+    request_id: String,
+    body: Incoming,
+}
+
+async fn start_download(gw: SocketAddr, pki: &TestPki, leaf: &Leaf, size: usize) -> Download {
+    let (mut sender, conn) = h1(gw, pki, leaf).await;
+    let resp = sender.send_request(get(&format!("/files/bytes/{size}"))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    Download {
+        sender,
+        conn,
+        request_id,
+        body: resp.into_body(),
+    }
+}
+
 async fn h2(
     gw: SocketAddr,
     pki: &TestPki,
@@ -157,11 +179,12 @@ async fn a_download_in_flight_survives_a_reload_that_changes_policy() {
     let gw = start_gateway(&pki, &up).await;
     let gp = pki.client("A81001");
 
-    let (mut sender, conn) = h1(gw.addr(), &pki, &gp).await;
-    let resp = sender.send_request(get(&format!("/files/bytes/{SIZE}"))).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    let mut body = resp.into_body();
+    let Download {
+        sender,
+        conn,
+        request_id,
+        mut body,
+    } = start_download(gw.addr(), &pki, &gp, SIZE).await;
     let mut hash = digest::Context::new(&digest::SHA256);
     let mut got = read_hashing(&mut body, &mut hash, 8 << 20).await;
 
@@ -430,10 +453,12 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
     assert_eq!(admin_get(admin, "/readyz").await, (200, "ready\n".to_string()));
     assert_eq!(admin_get(admin, "/healthz").await.0, 200);
 
-    let (mut sender, conn) = h1(addr, &pki, &trust).await;
-    let resp = sender.send_request(get(&format!("/files/bytes/{SIZE}"))).await.unwrap();
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    let mut body = resp.into_body();
+    let Download {
+        sender,
+        conn,
+        request_id,
+        mut body,
+    } = start_download(addr, &pki, &trust, SIZE).await;
     let mut hash = digest::Context::new(&digest::SHA256);
     let first = read_hashing(&mut body, &mut hash, 1 << 20).await;
     // An idle keep-alive connection: drain closes it.
@@ -494,11 +519,12 @@ async fn a_download_still_running_at_the_drain_deadline_is_cut_off_and_recorded(
     let up = start_upstream().await;
     let gw = start_gateway_with(&pki, r#"drain_timeout = "1s""#, &standard_rest(&up)).await;
     let trust = pki.client("RXC");
-    let (mut sender, conn) = h1(gw.addr(), &pki, &trust).await;
-    let resp = sender.send_request(get(&format!("/files/bytes/{SIZE}"))).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    let mut body = resp.into_body();
+    let Download {
+        sender,
+        conn,
+        request_id,
+        mut body,
+    } = start_download(gw.addr(), &pki, &trust, SIZE).await;
     let mut hash = digest::Context::new(&digest::SHA256);
     // Then stop reading: the transfer stalls on back-pressure, still in flight.
     read_hashing(&mut body, &mut hash, 1 << 20).await;
