@@ -147,10 +147,10 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        // Dropped unfinished: the client went away, or the gateway cut it off at its drain
-        // deadline.
+        // Dropped unfinished: the client went away, or the gateway cut it off when its drain
+        // deadline passed (`timeout`: SPEC §5 has no other outcome for it).
         self.finish(if crate::worker::stopping() {
-            "shutdown"
+            "timeout"
         } else {
             "client_aborted"
         });

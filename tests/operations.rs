@@ -511,7 +511,7 @@ async fn shutdown_lets_a_download_finish_then_stops_with_a_final_record() {
 }
 
 /// A transfer still running when the drain deadline passes is cut off: the gateway stops on
-/// time, the client's body ends in an error, and the trail records the cut as `shutdown`.
+/// time, the client's body ends in an error, and the trail records the cut as `timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_still_running_at_the_drain_deadline_is_cut_off_and_recorded() {
     const SIZE: usize = 1 << 30;
@@ -544,7 +544,7 @@ async fn a_download_still_running_at_the_drain_deadline_is_cut_off_and_recorded(
         .iter()
         .find(|r| r["event"] == "complete" && r["request_id"] == request_id.as_str())
         .expect("the cut transfer has its completion");
-    assert_eq!(done["outcome"], "shutdown");
+    assert_eq!(done["outcome"], "timeout");
     assert!(done["bytes_out"].as_u64().unwrap() < SIZE as u64);
     let last = records.last().unwrap();
     assert_eq!(

@@ -204,13 +204,13 @@ fn interaction(row: &Row) -> &str {
 }
 
 /// BALP outcome: 0 success, 4 minor failure (refused, client error, client gone), 8 serious
-/// failure (upstream error, timeout, cut off at shutdown, 5xx); the reason goes in outcomeDesc unless it is `allowed`.
+/// failure (upstream error, timeout, 5xx); the reason goes in outcomeDesc unless it is `allowed`.
 fn outcome(row: &Row) -> (&'static str, Option<String>) {
     let a = &row.access;
     let reason = (a.reason != "allowed").then(|| a.reason.clone());
     match &row.complete {
         Some(done) => {
-            let code = if done.status >= 500 || matches!(&*done.outcome, "upstream_error" | "timeout" | "shutdown") {
+            let code = if done.status >= 500 || matches!(&*done.outcome, "upstream_error" | "timeout") {
                 "8"
             } else if done.status >= 400 || done.outcome == "client_aborted" || a.decision == "deny" {
                 "4"

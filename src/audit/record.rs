@@ -111,8 +111,8 @@ pub struct Complete {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
-    /// `ok`, `client_aborted`, `upstream_error`, `timeout` or `shutdown` (cut off at the drain
-    /// deadline).
+    /// `ok`, `client_aborted`, `upstream_error` or `timeout` (no upstream answer in time, or
+    /// cut off when the drain deadline passed).
     pub outcome: String,
 }
 
