@@ -127,7 +127,8 @@ struct Pending {
     fields: Vec<u8>,
     /// `None` for fire-and-forget appends.
     reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
-    /// The worker thread the waiting task runs on, if any: its answer goes by its postbox.
+    /// The worker thread that made the record, if any: the answer to its waiting task, and the
+    /// spent `fields` buffer, go back by that worker's postbox.
     worker: Option<usize>,
 }
 
@@ -205,7 +206,7 @@ impl AuditLog {
                 event: name,
                 fields,
                 reply: None,
-                worker: None,
+                worker: crate::worker::current(),
             })
         });
         if let Err(error) = sent {
@@ -316,7 +317,7 @@ impl Shared {
                 let mut guard = self.lock_writer();
                 match guard.as_mut() {
                     Some(writer) if !self.closed.load(Ordering::Acquire) => {
-                        let batch = self.take_queue();
+                        let batch = self.take_queue(writer.take_spare());
                         let _ = writer.commit(self, batch, false);
                     }
                     // Closing: the writer thread writes what is queued with the final checkpoint,
@@ -339,10 +340,11 @@ impl Shared {
         }
     }
 
-    /// Everything queued so far, in order. Called with the writer's lock held, so that nothing
-    /// queued earlier can be written after it.
-    fn take_queue(&self) -> Vec<Pending> {
-        let items = std::mem::take(&mut self.queue().items);
+    /// Everything queued so far, in order, leaving `spare` (empty) to queue into. Called with
+    /// the writer's lock held, so that nothing queued earlier can be written after it.
+    fn take_queue(&self, spare: Vec<Pending>) -> Vec<Pending> {
+        debug_assert!(spare.is_empty());
+        let items = std::mem::replace(&mut self.queue().items, spare);
         self.queue_depth.fetch_sub(items.len() as u64, Ordering::Relaxed);
         items
     }

@@ -486,7 +486,9 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
 }
 
 /// Tasks on worker threads hear that their records are durable through their worker's
-/// postbox: one message per worker for a batch, not one cross-thread wake-up per record.
+/// postbox: one message per worker for a batch, not one cross-thread wake-up per record. The
+/// same message takes the records' buffers back, fire-and-forget ones included, to be freed
+/// on the worker that allocated them.
 #[test]
 fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -499,13 +501,14 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
     for i in 0..4 {
         let (log, tx) = (log.clone(), tx.clone());
         workers.spawn(async move {
+            log.append(complete(i));
             let seq = log.append_durable(access(i)).await;
             let _ = tx.send((crate::worker::current(), seq.map_err(|e| e.to_string())));
             // Held until every record is answered, so that the jobs spread over both workers.
             std::future::pending::<()>().await;
         });
     }
-    wait_queued(&log, 4);
+    wait_queued(&log, 8);
     drop(gate);
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -519,6 +522,7 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
         "two records from each worker"
     );
     assert_eq!(log.shared().postboxes.delivered.load(Ordering::SeqCst), 2);
+    assert_eq!(log.shared().postboxes.returned.load(Ordering::SeqCst), 8);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(workers.stop());
     rt.block_on(log.close()).unwrap();

@@ -33,6 +33,8 @@ const COMMIT_DELAY: Duration = Duration::from_millis(1);
 /// Fire-and-forget records kept for retry while the disk refuses writes; past this they are
 /// dropped (and counted in the log) rather than growing without bound.
 const MAX_RETAINED: usize = 100_000;
+/// The largest batch vector kept for the next batch.
+const MAX_SPARE: usize = 1024;
 
 /// The chain as far as it goes; a batch advances a copy and commits it only once written.
 #[derive(Clone)]
@@ -66,6 +68,9 @@ pub(super) struct Writer {
     unsynced: bool,
     /// Fire-and-forget records whose write failed; they go first in the next batch.
     retained: Vec<Pending>,
+    /// The last batch's vector, emptied: the queue fills it next, so that batches do not
+    /// allocate.
+    spare: Vec<Pending>,
     last_attempt: Instant,
 }
 
@@ -164,10 +169,11 @@ pub(super) fn run(shared: Arc<Shared>) {
         let _gate = shared.hooks.gate();
         let mut guard = shared.lock_writer();
         let Some(writer) = guard.as_mut() else { return };
-        let batch = shared.take_queue();
+        let batch = shared.take_queue(writer.take_spare());
         linger = !batch.is_empty() && batch.iter().all(|p| p.reply.is_none());
         let stopping = stop.is_some();
         let result = if batch.is_empty() && !stopping && !writer.interval_due() {
+            writer.spare = batch;
             writer.idle(shared)
         } else {
             writer.commit(shared, batch, stopping)
@@ -222,6 +228,7 @@ impl Writer {
             needs_repair: false,
             unsynced: false,
             retained: Vec::new(),
+            spare: Vec::new(),
             last_attempt: Instant::now(),
         }
     }
@@ -306,10 +313,20 @@ impl Writer {
             Ok(()) => self.write_batch(shared, &mut batch, &mut done, checkpoint, sync),
             Err(e) => Err(e),
         };
-        if let Err(error) = &result {
-            self.fail(shared, error, batch, done);
+        match &result {
+            Err(error) => self.fail(shared, error, batch, done),
+            // Kept unless a burst made it large.
+            Ok(()) if batch.capacity() <= MAX_SPARE => {
+                batch.clear();
+                self.spare = batch;
+            }
+            Ok(()) => {}
         }
         result
+    }
+
+    pub(super) fn take_spare(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.spare)
     }
 
     fn write_batch(
@@ -471,19 +488,32 @@ impl Writer {
 /// worker, else through their worker's postbox, one message per worker.
 fn answer(shared: &Shared, batch: &mut [Pending], seqs: &[u64]) {
     let here = crate::worker::current();
-    let mut mail: Vec<(usize, Vec<postbox::Answer>)> = Vec::new();
+    let mut mail: Vec<(usize, postbox::Mail)> = Vec::new();
     for (p, &seq) in batch.iter_mut().zip(seqs) {
-        let Some(reply) = p.reply.take() else { continue };
         match p.worker.filter(|&w| Some(w) != here) {
-            Some(w) => match mail.iter_mut().find(|(i, _)| *i == w) {
-                Some((_, answers)) => answers.push((reply, Ok(seq))),
-                None => mail.push((w, vec![(reply, Ok(seq))])),
-            },
-            None => drop(reply.send(Ok(seq))),
+            Some(w) => {
+                let i = match mail.iter().position(|(i, _)| *i == w) {
+                    Some(i) => i,
+                    None => {
+                        mail.push((w, postbox::Mail::default()));
+                        mail.len() - 1
+                    }
+                };
+                let m = &mut mail[i].1;
+                if let Some(reply) = p.reply.take() {
+                    m.answers.push((reply, Ok(seq)));
+                }
+                m.spent.push(std::mem::take(&mut p.fields));
+            }
+            None => {
+                if let Some(reply) = p.reply.take() {
+                    drop(reply.send(Ok(seq)));
+                }
+            }
         }
     }
-    for (w, answers) in mail {
-        shared.postboxes.deliver(w, answers);
+    for (w, m) in mail {
+        shared.postboxes.deliver(w, m);
     }
 }
 
