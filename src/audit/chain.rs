@@ -17,6 +17,36 @@ pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000
 
 const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 
+/// A record's SHA-256 as 64 lowercase hex digits, by value: the chain's head moves with every
+/// record, and this keeps it off the heap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HashHex([u8; 64]);
+
+impl HashHex {
+    pub(crate) const GENESIS: HashHex = HashHex([b'0'; 64]);
+
+    fn of(digest: &[u8]) -> HashHex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        HashHex(out)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ever hex digits (see `of`).
+        std::str::from_utf8(&self.0).unwrap_or(GENESIS)
+    }
+}
+
+impl std::fmt::Debug for HashHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The event's own members as serde_json writes them, without the surrounding braces.
 ///
 /// Done by the caller, not the writer thread, so serialisation runs in parallel on the
@@ -46,7 +76,7 @@ pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
 /// Appends one complete line (with its `\n`) to `out` and returns its hash (lowercase hex).
 ///
 /// `fields` are JSON members without braces (may be empty); `prev` is the previous hash.
-pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, fields: &[u8], prev: &str) -> String {
+pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, fields: &[u8], prev: &str) -> HashHex {
     let start = out.len();
     // Writes into a Vec cannot fail.
     let _ = write!(out, "{{\"seq\":{seq},\"time\":\"{time}\",\"event\":\"{event}\"");
@@ -60,7 +90,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, field
     let hash = chain_hash(prev, &out[start..]);
     out.pop();
     out.extend_from_slice(HASH_MEMBER);
-    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(&hash.0);
     out.extend_from_slice(b"\"}\n");
     hash
 }
@@ -71,23 +101,25 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, field
 pub fn encode_event(out: &mut Vec<u8>, seq: u64, event: &Event, prev: &str) -> Result<String, AuditError> {
     let fields = event_fields(event)?;
     let time = Clock::default().next();
-    Ok(encode(out, seq, &time, event.name(), &fields, prev))
+    Ok(encode(out, seq, time.as_str(), event.name(), &fields, prev)
+        .as_str()
+        .to_string())
 }
 
 /// `SHA-256(prev ‖ "\n" ‖ body)` as lowercase hex.
-pub(crate) fn chain_hash(prev: &str, body: &[u8]) -> String {
+pub(crate) fn chain_hash(prev: &str, body: &[u8]) -> HashHex {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(prev.as_bytes());
     ctx.update(b"\n");
     ctx.update(body);
-    crate::hex(ctx.finish().as_ref())
+    HashHex::of(ctx.finish().as_ref())
 }
 
 /// What recovery needs from the last line of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LastRecord {
     pub seq: u64,
-    pub hash: String,
+    pub hash: HashHex,
     pub event: String,
 }
 
@@ -111,12 +143,13 @@ pub(crate) fn check_line(line: &[u8]) -> Result<LastRecord, String> {
     let event = value["event"].as_str().ok_or("no \"event\"")?;
     let mut body = line[..at].to_vec();
     body.push(b'}');
-    if chain_hash(prev, &body) != hash {
+    let computed = chain_hash(prev, &body);
+    if computed.as_str() != hash {
         return Err(format!("record {seq}: hash does not match its contents"));
     }
     Ok(LastRecord {
         seq,
-        hash: hash.to_string(),
+        hash: computed,
         event: event.to_string(),
     })
 }
@@ -135,7 +168,7 @@ pub(crate) struct Clock {
 
 impl Clock {
     /// The next record time as `2026-11-22T05:08:59.123456Z`.
-    pub(crate) fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> Stamp {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -145,7 +178,7 @@ impl Clock {
     }
 
     /// `format_micros(micros)`, with the date and time of day formatted once per second.
-    fn format(&mut self, micros: u64) -> String {
+    fn format(&mut self, micros: u64) -> Stamp {
         let (secs, mut frac) = (micros / 1_000_000, micros % 1_000_000);
         let prefix = match &self.second {
             Some((s, prefix)) if *s == secs => prefix,
@@ -160,10 +193,32 @@ impl Clock {
             *d = b'0' + (frac % 10) as u8;
             frac /= 10;
         }
-        let mut out = String::with_capacity(prefix.len() + digits.len());
-        out.push_str(prefix);
-        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000Z"));
+        let mut out = Stamp {
+            bytes: [0; STAMP_MAX],
+            len: 0,
+        };
+        for part in [prefix.as_bytes(), &digits] {
+            let end = (out.len + part.len()).min(STAMP_MAX);
+            out.bytes[out.len..end].copy_from_slice(&part[..end - out.len]);
+            out.len = end;
+        }
         out
+    }
+}
+
+/// Room for any RFC 3339 time `format_micros` writes (27 bytes until the year 10000).
+const STAMP_MAX: usize = 32;
+
+/// One record's time, by value (one is made for every record).
+#[derive(Clone, Copy)]
+pub(crate) struct Stamp {
+    bytes: [u8; STAMP_MAX],
+    len: usize,
+}
+
+impl Stamp {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
     }
 }
 
@@ -208,7 +263,7 @@ mod tests {
             last,
             LastRecord {
                 seq: 1,
-                hash: h1.clone(),
+                hash: h1,
                 event: "lifecycle".into()
             }
         );
@@ -244,11 +299,18 @@ mod tests {
             1_795_324_140_000_070,
             0,
         ] {
-            assert_eq!(clock.format(micros), format_micros(micros));
+            assert_eq!(clock.format(micros).as_str(), format_micros(micros));
         }
         let (a, b) = (clock.next(), clock.next());
-        assert!(a <= b);
-        let parsed = time::OffsetDateTime::parse(&a, &time::format_description::well_known::Rfc3339);
-        assert!(parsed.is_ok(), "{a}");
+        assert!(a.as_str() <= b.as_str());
+        let parsed = time::OffsetDateTime::parse(a.as_str(), &time::format_description::well_known::Rfc3339);
+        assert!(parsed.is_ok(), "{}", a.as_str());
+    }
+
+    #[test]
+    fn chain_hash_is_the_lowercase_hex_of_the_sha256() {
+        let expected = digest::digest(&digest::SHA256, format!("{GENESIS}\nbody").as_bytes());
+        assert_eq!(chain_hash(GENESIS, b"body").as_str(), crate::hex(expected.as_ref()));
+        assert_eq!(HashHex::GENESIS.as_str(), GENESIS);
     }
 }

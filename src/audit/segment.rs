@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use super::chain::{self, GENESIS};
+use super::chain;
 use super::AuditError;
 
 /// The file records are appended to.
@@ -24,7 +24,7 @@ pub(crate) struct Segment {
 pub(crate) struct Recovered {
     pub segment: Segment,
     pub next_seq: u64,
-    pub head: String,
+    pub head: chain::HashHex,
     /// Whether records follow the last checkpoint (so the next interval or close signs them).
     pub unsigned_records: bool,
 }
@@ -139,7 +139,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         return Ok(Recovered {
             segment: create(dir, 1)?,
             next_seq: 1,
-            head: GENESIS.to_string(),
+            head: chain::HashHex::GENESIS,
             unsigned_records: false,
         });
     };
@@ -205,7 +205,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         Some(segment) if newest_first == 1 => Ok(Recovered {
             segment,
             next_seq: 1,
-            head: GENESIS.to_string(),
+            head: chain::HashHex::GENESIS,
             unsigned_records: false,
         }),
         _ => Err(damaged(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{postbox, Pending, Shared};
-use crate::audit::chain::{self, Clock, GENESIS};
+use crate::audit::chain::{self, Clock, HashHex, GENESIS};
 use crate::audit::checkpoint::Signer;
 use crate::audit::segment::{self, Segment};
 use crate::audit::AuditError;
@@ -37,10 +37,10 @@ const MAX_RETAINED: usize = 100_000;
 const MAX_SPARE: usize = 1024;
 
 /// The chain as far as it goes; a batch advances a copy and commits it only once written.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Chain {
     next_seq: u64,
-    head: String,
+    head: HashHex,
     /// Data records since the last checkpoint.
     unsigned: u64,
     /// When the first of those was written: the interval checkpoint is due from then.
@@ -71,6 +71,8 @@ pub(super) struct Writer {
     /// The last batch's vector, emptied: the queue fills it next, so that batches do not
     /// allocate.
     spare: Vec<Pending>,
+    /// A batch's lines, one record's line and the batch's seqs, kept between batches.
+    buffers: Buffers,
     last_attempt: Instant,
 }
 
@@ -201,7 +203,7 @@ impl Writer {
             chain::encode(
                 &mut line,
                 u64::MAX,
-                &time,
+                time.as_str(),
                 "checkpoint",
                 &s.fields(u64::MAX, GENESIS),
                 GENESIS,
@@ -229,6 +231,7 @@ impl Writer {
             unsynced: false,
             retained: Vec::new(),
             spare: Vec::new(),
+            buffers: Buffers::default(),
             last_attempt: Instant::now(),
         }
     }
@@ -337,30 +340,50 @@ impl Writer {
         checkpoint: bool,
         sync: bool,
     ) -> io::Result<()> {
-        let mut work = self.chain.clone();
-        let mut buf = Vec::with_capacity(batch.len() * 512);
-        let mut line = Vec::with_capacity(1024);
-        let mut seqs = Vec::with_capacity(batch.len());
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let result = self.write_batch_with(shared, batch, done, checkpoint, sync, &mut buffers);
+        buffers.recycle();
+        self.buffers = buffers;
+        result
+    }
+
+    fn write_batch_with(
+        &mut self,
+        shared: &Shared,
+        batch: &mut [Pending],
+        done: &mut usize,
+        checkpoint: bool,
+        sync: bool,
+        Buffers { buf, line, seqs }: &mut Buffers,
+    ) -> io::Result<()> {
+        let mut work = self.chain;
         let mut i = 0;
         while i < batch.len() {
             line.clear();
             let time = self.clock.next();
             let p = &batch[i];
-            let hash = chain::encode(&mut line, work.next_seq, &time, p.event, &p.fields, &work.head);
+            let hash = chain::encode(
+                line,
+                work.next_seq,
+                time.as_str(),
+                p.event,
+                &p.fields,
+                work.head.as_str(),
+            );
             let used = self.segment.len + buf.len() as u64;
             if used > 0 && used + line.len() as u64 + self.reserve > self.rotate_bytes {
                 if work.unsigned > 0 {
-                    self.add_checkpoint(&mut work, &mut buf);
+                    self.add_checkpoint(&mut work, buf);
                 }
                 // A finished file is synced before the next one starts (fsync durability), so
                 // that only the newest file can ever lose a tail.
-                self.flush(shared, &mut buf, &work, self.durability == Durability::Fsync)?;
+                self.flush(shared, buf, &work, self.durability == Durability::Fsync)?;
                 answer(shared, &mut batch[*done..i], &seqs[*done..i]);
                 *done = i;
                 self.segment = segment::create(&self.dir, work.next_seq)?;
                 continue;
             }
-            buf.extend_from_slice(&line);
+            buf.extend_from_slice(line);
             seqs.push(work.next_seq);
             work.next_seq += 1;
             work.head = hash;
@@ -368,14 +391,14 @@ impl Writer {
             work.unsigned_since.get_or_insert_with(Instant::now);
             i += 1;
             if work.unsigned >= self.checkpoint_every {
-                self.add_checkpoint(&mut work, &mut buf);
+                self.add_checkpoint(&mut work, buf);
             }
         }
         if checkpoint && work.unsigned > 0 {
-            self.add_checkpoint(&mut work, &mut buf);
+            self.add_checkpoint(&mut work, buf);
         }
         if !buf.is_empty() || sync {
-            self.flush(shared, &mut buf, &work, sync)?;
+            self.flush(shared, buf, &work, sync)?;
         }
         answer(shared, &mut batch[*done..], &seqs[*done..]);
         *done = batch.len();
@@ -386,8 +409,15 @@ impl Writer {
     fn add_checkpoint(&mut self, work: &mut Chain, buf: &mut Vec<u8>) {
         let Some(signer) = &self.signer else { return };
         let time = self.clock.next();
-        let fields = signer.fields(work.next_seq, &work.head);
-        work.head = chain::encode(buf, work.next_seq, &time, "checkpoint", &fields, &work.head);
+        let fields = signer.fields(work.next_seq, work.head.as_str());
+        work.head = chain::encode(
+            buf,
+            work.next_seq,
+            time.as_str(),
+            "checkpoint",
+            &fields,
+            work.head.as_str(),
+        );
         work.next_seq += 1;
         work.unsigned = 0;
         work.unsigned_since = None;
@@ -407,7 +437,7 @@ impl Writer {
         self.segment.len += buf.len() as u64;
         buf.clear();
         let records = work.next_seq - self.chain.next_seq;
-        self.chain = work.clone();
+        self.chain = *work;
         shared.records_written.fetch_add(records, Ordering::Relaxed);
         self.mark_healthy(shared);
         #[cfg(test)]
@@ -481,6 +511,31 @@ impl Writer {
         result?;
         self.mark_healthy(shared);
         Ok(())
+    }
+}
+
+/// The writer's working buffers, kept from one batch to the next.
+#[derive(Default)]
+struct Buffers {
+    buf: Vec<u8>,
+    line: Vec<u8>,
+    seqs: Vec<u64>,
+}
+
+impl Buffers {
+    /// Ready for the next batch; what a burst grew past `MAX_KEPT` bytes goes back.
+    fn recycle(&mut self) {
+        const MAX_KEPT: usize = 1 << 20;
+        for v in [&mut self.buf, &mut self.line] {
+            v.clear();
+            if v.capacity() > MAX_KEPT {
+                *v = Vec::new();
+            }
+        }
+        self.seqs.clear();
+        if self.seqs.capacity() > MAX_KEPT / 8 {
+            self.seqs = Vec::new();
+        }
     }
 }
 
