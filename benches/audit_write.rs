@@ -15,12 +15,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 fn access(i: u64) -> Event {
     Event::Access(Box::new(Access {
-        request_id: format!("01J{i:023}"),
+        request_id: format!("01J{i:023}").into(),
         client: Client {
             org: Some("A81001".into()),
             org_name: Some("Riverside Medical Practice".into()),
             subject: Some("CN=gpsys.a81001.nhs.uk,OU=A81001,O=Riverside Medical Practice".into()),
-            fingerprint: Some("3f".repeat(32)),
+            fingerprint: Some("3f".repeat(32).into()),
             serial: Some("4a1f09c2".into()),
             ip: "10.20.30.40".into(),
             port: 51_234,

@@ -77,7 +77,7 @@ type OnComplete = Box<dyn FnOnce(&Complete) + Send>;
 /// abort: the only way a response stops without anyone saying so.
 pub struct Completion {
     audit: AuditLog,
-    request_id: String,
+    request_id: Arc<str>,
     started: Instant,
     tally: Arc<Tally>,
     status: u16,
@@ -89,7 +89,7 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn new(audit: AuditLog, request_id: String, started: Instant, tally: Arc<Tally>) -> Completion {
+    pub fn new(audit: AuditLog, request_id: Arc<str>, started: Instant, tally: Arc<Tally>) -> Completion {
         Completion {
             audit,
             request_id,
@@ -125,7 +125,7 @@ impl Completion {
         self.done = true;
     }
 
-    pub fn finish(&mut self, outcome: &str) {
+    pub fn finish(&mut self, outcome: &'static str) {
         if self.done {
             return;
         }
@@ -136,7 +136,7 @@ impl Completion {
             bytes_in: self.tally.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            outcome: outcome.to_string(),
+            outcome: outcome.into(),
         };
         if let Some(f) = self.on_complete.take() {
             f(&record);

@@ -139,7 +139,7 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
                 .config
                 .routes
                 .iter()
-                .find(|x| &x.name == r)
+                .find(|x| *x.name == **r)
                 .map(|x| x.upstream.as_str())
                 .unwrap_or("");
             let _ = writeln!(out, "route        {r} → upstream {upstream}, class {c}");

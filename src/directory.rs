@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub struct Organisation {
     /// ODS code, upper case (`A81001`, `RXC`).
     pub code: String,
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub groups: Vec<String>,
 }
 
@@ -53,7 +53,7 @@ impl Directory {
                 o.code.clone(),
                 Arc::new(Organisation {
                     code: o.code.clone(),
-                    name: o.name.clone(),
+                    name: o.name.as_str().into(),
                     groups,
                 }),
             );
@@ -168,7 +168,7 @@ pub fn parse_ods_csv(text: &str) -> Result<Vec<Organisation>, (usize, String)> {
             .map(|icb| vec![icb.to_ascii_uppercase()]);
         out.push(Organisation {
             code: code.to_ascii_uppercase(),
-            name: name.to_string(),
+            name: name.into(),
             groups: groups.unwrap_or_default(),
         });
     }
@@ -232,7 +232,7 @@ impl From<&config::Organisation> for Organisation {
     fn from(o: &config::Organisation) -> Self {
         Organisation {
             code: o.code.clone(),
-            name: o.name.clone(),
+            name: o.name.as_str().into(),
             groups: o.groups.clone(),
         }
     }
@@ -255,7 +255,7 @@ mod tests {
         let orgs = load_ods_csv(&p).unwrap();
         assert_eq!(orgs.len(), 1);
         assert_eq!(orgs[0].code, "A81001");
-        assert_eq!(orgs[0].name, "THE DENSHAM SURGERY");
+        assert_eq!(&*orgs[0].name, "THE DENSHAM SURGERY");
         assert_eq!(orgs[0].groups, vec!["16C".to_string()]);
     }
 

@@ -5,19 +5,20 @@
 use crate::config::OrgSource;
 use crate::directory::Directory;
 use base64::Engine as _;
+use std::sync::Arc;
 use x509_parser::prelude::*;
 
 /// The caller behind a connection, as its certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
     /// ODS code from the first `identity.org_from` source that matched (upper case).
-    pub org: Option<String>,
+    pub org: Option<Arc<str>>,
     /// Subject DN, RFC 4514 (most specific RDN first), ASCII only (non-ASCII escaped as `\XX`).
-    pub subject: String,
+    pub subject: Arc<str>,
     /// `sha256:` + lowercase hex of the DER.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     /// Serial number, lowercase hex.
-    pub serial: String,
+    pub serial: Arc<str>,
     /// The Spine ASID of the `[[endpoint]]` the certificate matched, if any.
     pub asid: Option<String>,
     /// RFC 9440 `Client-Cert` value: `:` base64(DER) `:`.
@@ -104,10 +105,10 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
         client_cert: value(&client_cert_header),
     };
     Ok(ClientIdentity {
-        org,
-        subject,
-        fingerprint,
-        serial,
+        org: org.map(Into::into),
+        subject: subject.into(),
+        fingerprint: fingerprint.into(),
+        serial: serial.into(),
         asid,
         client_cert_header,
         headers,

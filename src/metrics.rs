@@ -1,6 +1,7 @@
 //! Prometheus metrics (SPEC §6), through prometheus-client. Labels never carry a path, query or
 //! anything else that could hold a patient identifier.
 
+use crate::audit::record::Word;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -8,19 +9,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub class: String,
-    pub decision: String,
+    /// Shared with the route and the records (no copy per request); `""` when none matched.
+    pub route: Option<Arc<str>>,
+    pub class: Option<Word>,
+    pub decision: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,17 +179,23 @@ impl Metrics {
         self.in_flight.inc();
     }
 
-    pub fn observe_end(&self, route: Option<&str>, class: Option<&str>, decision: &str, status: u16, started: Instant) {
+    pub fn observe_end(
+        &self,
+        route: Option<Arc<str>>,
+        class: Option<Word>,
+        decision: &'static str,
+        status: u16,
+        started: Instant,
+    ) {
         self.in_flight.dec();
-        let route = route.unwrap_or("").to_string();
         self.latency
             .get_or_create(&RouteLabels { route: route.clone() })
             .observe(started.elapsed().as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
                 route,
-                class: class.unwrap_or("").to_string(),
-                decision: decision.to_string(),
+                class,
+                decision,
                 status,
             })
             .inc();

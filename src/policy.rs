@@ -124,7 +124,7 @@ mod tests {
             Decision::NotAllowed
         );
         assert_eq!(decide(r, None, &Method::GET, &f), Decision::UnknownOrg);
-        assert_eq!(r.rule_labels[1], "fhir/allow[1]");
+        assert_eq!(&*r.rule_labels[1], "fhir/allow[1]");
     }
 
     #[test]

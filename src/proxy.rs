@@ -48,6 +48,8 @@ pub struct Gateway {
 /// One client connection: who it is (verified once, at the handshake) and where from.
 pub struct Conn {
     pub peer: SocketAddr,
+    /// The peer's address as records write it, made once per connection.
+    pub ip: Arc<str>,
     pub identity: Arc<ClientIdentity>,
     /// HTTP/1 only: the framing verdicts of the request heads read on this connection.
     pub framing: Option<Arc<crate::h1guard::Verdicts>>,
@@ -82,30 +84,30 @@ pub struct Permit {
 }
 
 /// The access record being built as the phases learn things.
-fn access_record(conn: &Conn, req: &http::request::Parts, request_id: &str, host: Option<&str>) -> record::Access {
+fn access_record(conn: &Conn, req: &http::request::Parts, request_id: &Arc<str>, host: Option<&str>) -> record::Access {
     let who = &conn.identity;
     record::Access {
-        request_id: request_id.to_string(),
+        request_id: request_id.clone(),
         client: record::Client {
             org: who.org.clone(),
             org_name: None,
             subject: Some(who.subject.clone()),
             fingerprint: Some(who.fingerprint.clone()),
             serial: Some(who.serial.clone()),
-            ip: conn.peer.ip().to_string(),
+            ip: conn.ip.clone(),
             port: conn.peer.port(),
         },
         request: record::Request {
-            method: req.method.to_string(),
+            method: method_word(&req.method),
             host: host.map(str::to_string),
             path: req.uri.path().to_string(),
             query: req.uri.query().map(str::to_string),
-            version: version_str(req.version).to_string(),
+            version: version_str(req.version).into(),
         },
         route: None,
         class: None,
         decision: "deny".into(),
-        reason: String::new(),
+        reason: "".into(),
         rule: None,
         clinical: Default::default(),
     }
@@ -223,13 +225,8 @@ pub async fn handle(
             let resp = rejection.render(&request_id, fhir);
             completion.set_status(resp.status().as_u16());
             completion.finish(outcome);
-            gw.metrics.observe_end(
-                route_name.as_deref(),
-                class_name.as_deref(),
-                "allow",
-                resp.status().as_u16(),
-                started,
-            );
+            gw.metrics
+                .observe_end(route_name, class_name, "allow", resp.status().as_u16(), started);
             let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
             resp.headers_mut().insert(forward::X_REQUEST_ID, rid);
             return Ok(resp);
@@ -243,8 +240,7 @@ pub async fn handle(
     let m = gw.clone();
     completion.on_complete(move |c| {
         m.metrics.observe_bytes(c.bytes_in, c.bytes_out);
-        m.metrics
-            .observe_end(route_name.as_deref(), class_name.as_deref(), "allow", status, started);
+        m.metrics.observe_end(route_name, class_name, "allow", status, started);
     });
     let body = grant.shape(rbody);
     completion.hold(grant);
@@ -261,7 +257,7 @@ fn refuse(
     request_id: &str,
     fhir: bool,
     mut completion: Completion,
-    (route, class): (Option<String>, Option<String>),
+    (route, class): (Option<Arc<str>>, Option<record::Word>),
     started: Instant,
 ) -> Response<RespBody> {
     if let Rejection::RateLimited(_) = r {
@@ -271,13 +267,8 @@ fn refuse(
     completion.add_bytes_out(resp.body().size_hint().exact().unwrap_or(0));
     completion.set_status(resp.status().as_u16());
     completion.finish("ok");
-    gw.metrics.observe_end(
-        route.as_deref(),
-        class.as_deref(),
-        "deny",
-        resp.status().as_u16(),
-        started,
-    );
+    gw.metrics
+        .observe_end(route, class, "deny", resp.status().as_u16(), started);
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(forward::X_REQUEST_ID, v);
@@ -325,7 +316,7 @@ fn admit(
     access.request.path = path.clone();
     let route = snap.routes.find_for(host, provider, &path).ok_or(Rejection::NoRoute)?;
     access.route = Some(route.name.clone());
-    access.class = Some(route.class.as_str().to_string());
+    access.class = Some(route.class.as_str().into());
 
     let query = parts.uri.query();
     let facts = crate::clinical::parse(&parts.method, &path, query, &parts.headers);
@@ -474,6 +465,17 @@ fn request_host(parts: &http::request::Parts) -> Option<String> {
     Some(route::host_of(raw).to_ascii_lowercase())
 }
 
+/// The method as records write it: the standard ones without an allocation.
+fn method_word(m: &http::Method) -> record::Word {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|s| **s == m.as_str()) {
+        Some(s) => (*s).into(),
+        None => m.as_str().to_owned().into(),
+    }
+}
+
 fn version_str(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -504,40 +506,46 @@ impl RequestIds {
         }
     }
 
-    fn for_request(&self, headers: &http::HeaderMap) -> String {
+    fn for_request(&self, headers: &http::HeaderMap) -> Arc<str> {
         if let Some(v) = headers.get(forward::X_REQUEST_ID) {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
                 // Checked ASCII above.
-                return String::from_utf8_lossy(b).into_owned();
+                return String::from_utf8_lossy(b).into();
             }
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // `{prefix}-{n:08x}`, without the formatting machinery (once per request).
+        // `{prefix}-{n:08x}`, without the formatting machinery and made on the stack: the one
+        // allocation is the shared id itself (once per request).
         let width = (16 - n.leading_zeros() as usize / 4).max(8);
-        let mut id = String::with_capacity(self.prefix.len() + 1 + width);
-        id.push_str(&self.prefix);
-        id.push('-');
-        id.extend(
-            (0..width)
-                .rev()
-                .map(|i| char::from(b"0123456789abcdef"[(n >> (4 * i)) as usize & 15])),
-        );
-        id
+        let (at, len) = (self.prefix.len() + 1, self.prefix.len() + 1 + width);
+        let mut id = [0u8; 64];
+        if len > id.len() {
+            // Not with the prefix `new` makes; kept correct all the same.
+            return format!("{}-{n:0width$x}", self.prefix).into();
+        }
+        id[..at - 1].copy_from_slice(self.prefix.as_bytes());
+        id[at - 1] = b'-';
+        for (i, d) in id[at..len].iter_mut().rev().enumerate() {
+            *d = b"0123456789abcdef"[(n >> (4 * i)) as usize & 15];
+        }
+        String::from_utf8_lossy(&id[..len]).into()
     }
 }
 
 /// What `caregate explain` reports: the access record the request would get, and the refusal
 /// if there would be one. Runs the same `admit` as live traffic, against a fresh state.
 pub fn explain(snap: &State, identity: ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     let conn = Conn {
-        peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+        peer,
+        ip: peer.ip().to_string().into(),
         identity: Arc::new(identity),
         framing: None,
     };
     let (parts, ()) = req.into_parts();
     let host = request_host(&parts);
-    let mut access = access_record(&conn, &parts, "explain", host.as_deref());
+    let mut access = access_record(&conn, &parts, &"explain".into(), host.as_deref());
     match admit(snap, &conn, &parts, host.as_deref(), false, &mut access) {
         Ok(a) => {
             access.decision = "allow".into();
@@ -562,11 +570,11 @@ mod tests {
         for n in [1u64, 0xabc, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
             ids.counter.store(n, Ordering::Relaxed);
             let want = format!("{}-{n:08x}", ids.prefix);
-            assert_eq!(ids.for_request(&http::HeaderMap::new()), want);
+            assert_eq!(&*ids.for_request(&http::HeaderMap::new()), want);
         }
         // A sane client id is kept, so that a GP system can correlate.
         let mut h = http::HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("gp-42"));
-        assert_eq!(ids.for_request(&h), "gp-42");
+        assert_eq!(&*ids.for_request(&h), "gp-42");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 /// A route as the pipeline uses it.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub prefix: String,
     pub host: Option<String>,
     /// Index into the upstream table.
@@ -16,7 +16,7 @@ pub struct Route {
     pub class: Class,
     pub config: config::Route,
     /// `route/allow[i]` labels, made once so decisions don't format strings.
-    pub rule_labels: Vec<String>,
+    pub rule_labels: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -38,12 +38,14 @@ impl RouteTable {
             .iter()
             .map(|r| {
                 Arc::new(Route {
-                    name: r.name.clone(),
+                    name: r.name.as_str().into(),
                     prefix: r.path_prefix.clone(),
                     host: r.host.clone(),
                     upstream: upstream_index(&r.upstream),
                     class: r.class,
-                    rule_labels: (0..r.allow.len()).map(|i| format!("{}/allow[{i}]", r.name)).collect(),
+                    rule_labels: (0..r.allow.len())
+                        .map(|i| format!("{}/allow[{i}]", r.name).into())
+                        .collect(),
                     config: r.clone(),
                 })
             })

@@ -371,6 +371,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
     let conn = Arc::new(Conn {
         peer,
+        ip: peer.ip().to_string().into(),
         identity,
         framing: (!h2).then_some(framing),
     });
@@ -446,10 +447,10 @@ fn tls_rejected(gw: &Gateway, peer: SocketAddr, note: crate::tls::HandshakeNote,
     tracing::info!(%peer, reason, "TLS handshake refused");
     gw.audit.append(Event::TlsRejected(record::TlsRejected {
         client: record::Client {
-            ip: peer.ip().to_string(),
+            ip: peer.ip().to_string().into(),
             port: peer.port(),
-            subject: note.subject,
-            fingerprint: note.fingerprint,
+            subject: note.subject.map(Into::into),
+            fingerprint: note.fingerprint.map(Into::into),
             ..Default::default()
         },
         sni: note.sni,

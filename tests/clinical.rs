@@ -702,7 +702,7 @@ async fn ten_thousand_ods_organisations_load_and_are_recognised() {
     assert_eq!(orgs.len(), 9_500, "closed practices are skipped");
     let p7 = orgs.iter().find(|o| o.code == "P00007").unwrap();
     assert_eq!(
-        (p7.name.as_str(), p7.groups.as_slice()),
+        (&*p7.name, p7.groups.as_slice()),
         ("THE PRACTICE NUMBER 7", &["07X".to_string()][..])
     );
 

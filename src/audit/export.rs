@@ -43,7 +43,7 @@ pub fn export_fhir(dir: &Path, filters: &Filters, out: &mut impl Write) -> Resul
 pub fn audit_event(row: &Row) -> Value {
     let a = &row.access;
     let c = &a.clinical;
-    let method = a.request.method.as_str();
+    let method = &*a.request.method;
     let (outcome, outcome_desc) = outcome(row);
 
     let mut client = json!({
@@ -192,7 +192,7 @@ fn interaction(row: &Row) -> &str {
             return "operation";
         }
     }
-    match row.access.request.method.as_str() {
+    match &*row.access.request.method {
         "GET" | "HEAD" if c.fhir_id.is_some() => "read",
         "GET" | "HEAD" => "search-type",
         "POST" => "create",
@@ -207,7 +207,7 @@ fn interaction(row: &Row) -> &str {
 /// failure (upstream error, timeout, 5xx); the reason goes in outcomeDesc unless it is `allowed`.
 fn outcome(row: &Row) -> (&'static str, Option<String>) {
     let a = &row.access;
-    let reason = (a.reason != "allowed").then(|| a.reason.clone());
+    let reason = (a.reason != "allowed").then(|| a.reason.to_string());
     match &row.complete {
         Some(done) => {
             let code = if done.status >= 500 || matches!(&*done.outcome, "upstream_error" | "timeout") {
@@ -217,7 +217,7 @@ fn outcome(row: &Row) -> (&'static str, Option<String>) {
             } else {
                 "0"
             };
-            let desc = reason.or_else(|| (done.outcome != "ok").then(|| done.outcome.clone()));
+            let desc = reason.or_else(|| (done.outcome != "ok").then(|| done.outcome.to_string()));
             (code, desc)
         }
         None if a.decision == "deny" => ("4", reason),

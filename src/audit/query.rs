@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime};
 
 use super::read::{self, Item, Lines, ReadError};
-use super::record::{Access, Client, Clinical, Complete, Request};
+use super::record::{Access, Client, Clinical, Complete, Request, Shared, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -210,12 +210,12 @@ pub fn for_each_row(
         .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect());
     let mut lines = Lines::new(read::list_files(dir)?);
     // request_id → seq, and seq → row: the second orders rows for eviction and flushing.
-    let mut pending_ids: HashMap<String, u64> = HashMap::new();
+    let mut pending_ids: HashMap<Shared, u64> = HashMap::new();
     let mut pending: BTreeMap<u64, Row> = BTreeMap::new();
     let mut emitted = 0u64;
     // Emits every pending row, oldest first, without a completion.
     let flush_all = |pending: &mut BTreeMap<u64, Row>,
-                     ids: &mut HashMap<String, u64>,
+                     ids: &mut HashMap<Shared, u64>,
                      emitted: &mut u64,
                      emit: &mut dyn FnMut(Row) -> Result<(), QueryError>|
      -> Result<(), QueryError> {
@@ -382,17 +382,17 @@ struct EnvClinical<'a> {
 #[derive(Deserialize)]
 struct AccessLine {
     time: String,
-    request_id: String,
+    request_id: Shared,
     client: Client,
     request: Request,
     #[serde(default)]
-    route: Option<String>,
+    route: Option<Shared>,
     #[serde(default)]
-    class: Option<String>,
-    decision: String,
-    reason: String,
+    class: Option<Word>,
+    decision: Word,
+    reason: Word,
     #[serde(default)]
-    rule: Option<String>,
+    rule: Option<Shared>,
     #[serde(default)]
     clinical: Clinical,
 }
@@ -422,8 +422,8 @@ impl AccessLine {
 
 type Column = (&'static str, fn(&Row) -> Cow<'_, str>);
 
-fn opt(s: &Option<String>) -> Cow<'_, str> {
-    Cow::Borrowed(s.as_deref().unwrap_or(""))
+fn opt<T: AsRef<str>>(s: &Option<T>) -> Cow<'_, str> {
+    Cow::Borrowed(s.as_ref().map_or("", |s| s.as_ref()))
 }
 
 fn num(n: Option<impl ToString>) -> Cow<'static, str> {

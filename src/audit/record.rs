@@ -2,6 +2,16 @@
 //! fields and `prev`, `hash` after them; readers parse whole lines with [`ParsedRecord`].
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Text shared with the connection, the route or the request that it describes: putting it in
+/// a record is a reference-count bump, not a copy.
+pub type Shared = Arc<str>;
+
+/// Text that is almost always one of a fixed vocabulary (`allow`, `HTTP/1.1`, a reason): no
+/// allocation for those, and still anything when read back.
+pub type Word = Cow<'static, str>;
 
 /// One event to append to the trail.
 #[derive(Debug, Clone, Serialize)]
@@ -29,28 +39,28 @@ impl Event {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Client {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org: Option<String>,
+    pub org: Option<Shared>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_name: Option<String>,
+    pub org_name: Option<Shared>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub subject: Option<Shared>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Shared>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    pub ip: String,
+    pub serial: Option<Shared>,
+    pub ip: Shared,
     pub port: u16,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Request {
-    pub method: String,
+    pub method: Word,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    pub version: String,
+    pub version: Word,
 }
 
 /// Clinical facts found in the request (SPEC §5 `clinical`); only what is known is written.
@@ -87,33 +97,33 @@ impl Clinical {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Access {
-    pub request_id: String,
+    pub request_id: Shared,
     pub client: Client,
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
+    pub route: Option<Shared>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub class: Option<String>,
+    pub class: Option<Word>,
     /// `allow` or `deny`.
-    pub decision: String,
+    pub decision: Word,
     /// `allowed`, or a refusal reason of SPEC §4.
-    pub reason: String,
+    pub reason: Word,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Shared>,
     #[serde(default, skip_serializing_if = "Clinical::is_empty")]
     pub clinical: Clinical,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Complete {
-    pub request_id: String,
+    pub request_id: Shared,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
     /// `ok`, `client_aborted`, `upstream_error` or `timeout` (no upstream answer in time, or
     /// cut off when the drain deadline passed).
-    pub outcome: String,
+    pub outcome: Word,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -110,12 +110,12 @@ fn lifecycle(action: &str) -> Event {
 
 fn access(i: usize) -> Event {
     Event::Access(Box::new(Access {
-        request_id: format!("req-{i}"),
+        request_id: format!("req-{i}").into(),
         client: Client {
             org: Some("A81001".into()),
             org_name: Some("The \"Surgery\"\nLine two".into()),
             subject: Some("CN=gp.example.nhs.uk,OU=A81001".into()),
-            fingerprint: Some("cd".repeat(32)),
+            fingerprint: Some("cd".repeat(32).into()),
             serial: Some("01".into()),
             ip: "10.1.2.3".into(),
             port: 50_000,
@@ -142,7 +142,7 @@ fn access(i: usize) -> Event {
 
 fn complete(i: usize) -> Event {
     Event::Complete(Complete {
-        request_id: format!("req-{i}"),
+        request_id: format!("req-{i}").into(),
         status: 200,
         bytes_in: 0,
         bytes_out: 1234,
