@@ -528,6 +528,28 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
     rt.block_on(log.close()).unwrap();
 }
 
+/// A batch with nothing to answer on a worker does not wake it just to hand back buffers.
+#[test]
+fn fire_and_forget_records_alone_send_no_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&cfg(tmp.path())).unwrap();
+    let workers = crate::worker::Workers::start(1).unwrap();
+    workers.spawn_on_each(|i| log.postbox(i));
+    let gate = log.shared().hooks.gate();
+    let job = log.clone();
+    workers.spawn(async move {
+        job.append(complete(1));
+        job.append(complete(2));
+    });
+    wait_queued(&log, 2);
+    drop(gate);
+    wait_written(&log, 2);
+    assert_eq!(log.shared().postboxes.delivered.load(Ordering::SeqCst), 0);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(workers.stop());
+    rt.block_on(log.close()).unwrap();
+}
+
 /// With `fsync` durability, records nobody waits for still reach the disk: once the queue falls
 /// quiet the writer syncs them, with no durable record to take them along.
 #[test]

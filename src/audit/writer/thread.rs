@@ -540,7 +540,8 @@ impl Buffers {
 }
 
 /// Answers the waiters of written records: directly when they run on this thread or on no
-/// worker, else through their worker's postbox, one message per worker.
+/// worker, else through their worker's postbox, one message per worker, which also takes back
+/// that worker's record buffers.
 fn answer(shared: &Shared, batch: &mut [Pending], seqs: &[u64]) {
     let here = crate::worker::current();
     let mut mail: Vec<(usize, postbox::Mail)> = Vec::new();
@@ -568,7 +569,10 @@ fn answer(shared: &Shared, batch: &mut [Pending], seqs: &[u64]) {
         }
     }
     for (w, m) in mail {
-        shared.postboxes.deliver(w, m);
+        // Buffers alone are not worth waking a worker for: they are freed here.
+        if !m.answers.is_empty() {
+            shared.postboxes.deliver(w, m);
+        }
     }
 }
 
