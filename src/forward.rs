@@ -12,7 +12,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -272,7 +271,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn request_headers(
     headers: &mut HeaderMap,
     who: &ClientIdentity,
-    peer: SocketAddr,
+    ip: &str,
     request_id: &HeaderValue,
     host: Option<&str>,
 ) {
@@ -296,10 +295,14 @@ pub fn request_headers(
             headers.insert(name, v.clone());
         }
     }
-    let ip = peer.ip().to_string();
-    set(headers, X_FORWARDED_FOR, &ip);
+    set(headers, X_FORWARDED_FOR, ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    let for_ = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+    // RFC 7239: an IPv6 address is quoted and bracketed.
+    let for_ = if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
     let forwarded = match host {
         Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
             format!("for={for_};host=\"{h}\";proto=https")

@@ -186,7 +186,7 @@ pub async fn handle(
         ..
     } = admitted;
     let rid = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    forward::request_headers(&mut parts.headers, &conn.identity, conn.peer, &rid, host.as_deref());
+    forward::request_headers(&mut parts.headers, &conn.identity, &conn.ip, &rid, host.as_deref());
     if parts.headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {

@@ -312,10 +312,13 @@ impl Writer {
         let checkpoint = stopping || self.interval_due();
         // Sync when somebody waits for it (fsync durability), and always at close.
         let sync = stopping || (self.durability == Durability::Fsync && batch.iter().any(|p| p.reply.is_some()));
+        let mut buffers = std::mem::take(&mut self.buffers);
         let result = match self.repair_if_needed() {
-            Ok(()) => self.write_batch(shared, &mut batch, &mut done, checkpoint, sync),
+            Ok(()) => self.write_batch(shared, &mut batch, &mut done, checkpoint, sync, &mut buffers),
             Err(e) => Err(e),
         };
+        buffers.recycle();
+        self.buffers = buffers;
         match &result {
             Err(error) => self.fail(shared, error, batch, done),
             // Kept unless a burst made it large.
@@ -333,21 +336,6 @@ impl Writer {
     }
 
     fn write_batch(
-        &mut self,
-        shared: &Shared,
-        batch: &mut [Pending],
-        done: &mut usize,
-        checkpoint: bool,
-        sync: bool,
-    ) -> io::Result<()> {
-        let mut buffers = std::mem::take(&mut self.buffers);
-        let result = self.write_batch_with(shared, batch, done, checkpoint, sync, &mut buffers);
-        buffers.recycle();
-        self.buffers = buffers;
-        result
-    }
-
-    fn write_batch_with(
         &mut self,
         shared: &Shared,
         batch: &mut [Pending],
