@@ -14,13 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime};
 
 use super::read::{self, Item, Lines, ReadError};
-use super::record::{Access, Client, Clinical, Complete, Request, Shared, Word};
+use super::record::{Access, Client, Clinical, Complete, Request, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -210,12 +211,12 @@ pub fn for_each_row(
         .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect());
     let mut lines = Lines::new(read::list_files(dir)?);
     // request_id → seq, and seq → row: the second orders rows for eviction and flushing.
-    let mut pending_ids: HashMap<Shared, u64> = HashMap::new();
+    let mut pending_ids: HashMap<Arc<str>, u64> = HashMap::new();
     let mut pending: BTreeMap<u64, Row> = BTreeMap::new();
     let mut emitted = 0u64;
     // Emits every pending row, oldest first, without a completion.
     let flush_all = |pending: &mut BTreeMap<u64, Row>,
-                     ids: &mut HashMap<Shared, u64>,
+                     ids: &mut HashMap<Arc<str>, u64>,
                      emitted: &mut u64,
                      emit: &mut dyn FnMut(Row) -> Result<(), QueryError>|
      -> Result<(), QueryError> {
@@ -382,17 +383,17 @@ struct EnvClinical<'a> {
 #[derive(Deserialize)]
 struct AccessLine {
     time: String,
-    request_id: Shared,
+    request_id: Arc<str>,
     client: Client,
     request: Request,
     #[serde(default)]
-    route: Option<Shared>,
+    route: Option<Arc<str>>,
     #[serde(default)]
     class: Option<Word>,
     decision: Word,
     reason: Word,
     #[serde(default)]
-    rule: Option<Shared>,
+    rule: Option<Arc<str>>,
     #[serde(default)]
     clinical: Clinical,
 }

@@ -5,13 +5,12 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Text shared with the connection, the route or the request that it describes: putting it in
-/// a record is a reference-count bump, not a copy.
-pub type Shared = Arc<str>;
-
 /// Text that is almost always one of a fixed vocabulary (`allow`, `HTTP/1.1`, a reason): no
 /// allocation for those, and still anything when read back.
 pub type Word = Cow<'static, str>;
+
+// Strings the records share with the connection, the route table or the request (`Arc<str>`)
+// go in with a reference-count bump, not a copy.
 
 /// One event to append to the trail.
 #[derive(Debug, Clone, Serialize)]
@@ -39,16 +38,16 @@ impl Event {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Client {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org: Option<Shared>,
+    pub org: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_name: Option<Shared>,
+    pub org_name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Shared>,
+    pub subject: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<Shared>,
+    pub fingerprint: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<Shared>,
-    pub ip: Shared,
+    pub serial: Option<Arc<str>>,
+    pub ip: Arc<str>,
     pub port: u16,
 }
 
@@ -97,11 +96,11 @@ impl Clinical {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Access {
-    pub request_id: Shared,
+    pub request_id: Arc<str>,
     pub client: Client,
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<Shared>,
+    pub route: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<Word>,
     /// `allow` or `deny`.
@@ -109,14 +108,14 @@ pub struct Access {
     /// `allowed`, or a refusal reason of SPEC §4.
     pub reason: Word,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Shared>,
+    pub rule: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Clinical::is_empty")]
     pub clinical: Clinical,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Complete {
-    pub request_id: Shared,
+    pub request_id: Arc<str>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
