@@ -34,6 +34,15 @@ pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
+/// Runs `f` as if on worker `i`, for tests of what worker tasks do.
+#[cfg(test)]
+pub(crate) fn as_worker<R>(i: usize, f: impl FnOnce() -> R) -> R {
+    let was = INDEX.with(|c| c.replace(Some(i)));
+    let r = f();
+    INDEX.with(|c| c.set(was));
+    r
+}
+
 /// The worker this thread is (0 off the worker threads), to pick per-worker resources.
 pub fn index() -> usize {
     current().unwrap_or(0)

@@ -7,11 +7,14 @@
 //! - `durability = "fsync"`: callers queue their record and a dedicated std thread writes the
 //!   batch, `fdatasync`s it (fsync blocks, so it must not sit on a runtime worker) and only then
 //!   answers the batch's waiters. While it syncs, the next batch gathers behind it.
-//! - `durability = "flush"`: there is nothing to wait for but a `write`, so the caller of
-//!   `append_durable` writes its own record, and everything queued before it, itself: no thread
-//!   hop, no wake-up, one syscall per request. Callers that arrive while another is writing
-//!   only queue: the one writing takes their records too before it lets go (flat combining),
-//!   so a worker thread never blocks behind another's `write`.
+//! - `durability = "flush"`: there is nothing to wait for but a `write`, so the caller's own
+//!   thread writes its record, and everything queued before it: no thread hop, no wake-up.
+//!   On a worker thread the write waits for the end of the worker's round: its postbox task is
+//!   woken behind every task already ready, so the requests that one poll of the sockets
+//!   brought in queue their records first and share one `write` (a file `write` costs
+//!   microseconds of kernel time however short). Callers that arrive while another is
+//!   committing only queue: the one committing takes their records too before it lets go
+//!   (flat combining), so a worker thread never blocks behind another's `write`.
 //!
 //! Fire-and-forget records (completions, TLS rejections, lifecycle) only queue. They ride along
 //! with the next durable record, or the thread writes them after a short linger, so a busy
@@ -180,15 +183,16 @@ impl AuditLog {
     pub async fn append_durable(&self, event: Event) -> Result<u64, AuditError> {
         let fields = chain::event_fields(&event)?;
         let (reply, done) = oneshot::channel();
+        let worker = crate::worker::current();
         let pending = Pending {
             event: event.name(),
             fields,
             reply: Some(reply),
-            worker: crate::worker::current(),
+            worker,
         };
         let shared = self.shared();
         if shared.durability == Durability::Flush {
-            if shared.enqueue_to_commit(pending)? {
+            if shared.enqueue_to_commit(pending)? && !worker.is_some_and(|i| shared.postboxes.defer_commit(i)) {
                 shared.commit_queued();
             }
         } else {
@@ -214,10 +218,28 @@ impl AuditLog {
         }
     }
 
-    /// The task that delivers the writer's answers to tasks on worker `i`, to be run on that
-    /// worker (see `postbox`). Without it they are answered one wake-up each.
+    /// The task that delivers the writer's answers to tasks on worker `i`, and makes that
+    /// worker's `flush` commits, to be run on that worker (see `postbox`). Without it answers
+    /// come one wake-up each and callers commit at once.
     pub fn postbox(&self, i: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.shared().postboxes.open(i)
+        let (mail, commit) = self.shared().postboxes.open(i);
+        let mut task = PostboxTask {
+            shared: self.handle.shared.clone(),
+            mail,
+            commit,
+        };
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    m = task.mail.recv() => match m {
+                        Some(m) => m.deliver_here(),
+                        None => return,
+                    },
+                    () = task.commit.wait() => task.shared.commit_queued(),
+                }
+            }
+        }
     }
 
     /// False while records cannot be written (the gateway answers 503 and is not ready).
@@ -258,6 +280,28 @@ impl AuditLog {
                 true => Ok(()),
                 false => Err(AuditError::Closed),
             })
+    }
+}
+
+/// What a worker's postbox task owns. However the task ends, even dropped before it ran, the
+/// drop closes the postbox, makes a deferred commit (left untaken it would leave the trail
+/// `committing` for good) and answers what was still in the box.
+struct PostboxTask {
+    shared: Arc<Shared>,
+    mail: tokio::sync::mpsc::UnboundedReceiver<postbox::Mail>,
+    commit: Arc<postbox::CommitRequest>,
+}
+
+impl Drop for PostboxTask {
+    fn drop(&mut self) {
+        // Closed first, so that the commit's answers are made here, not left in the box.
+        self.mail.close();
+        if self.commit.take() {
+            self.shared.commit_queued();
+        }
+        while let Ok(m) = self.mail.try_recv() {
+            m.deliver_here();
+        }
     }
 }
 

@@ -8,11 +8,14 @@
 //! The same message carries the records' buffers back to the worker that allocated them, to be
 //! freed there: freed on the writer's thread they would each take the allocator lock of the
 //! worker's arena, in contention with that worker's own allocations.
+//!
+//! The postbox also holds the worker's `flush` commits back to the end of its round (see
+//! `Postboxes::defer_commit`).
 
-use std::future::Future;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::audit::AuditError;
 
@@ -27,17 +30,44 @@ pub(super) struct Mail {
 }
 
 impl Mail {
-    fn deliver_here(self) {
+    pub(super) fn deliver_here(self) {
         for (reply, result) in self.answers {
             let _ = reply.send(result);
         }
     }
 }
 
+/// A `flush` commit that worker's postbox task is to make once the tasks ready before it have run.
+#[derive(Default)]
+pub(super) struct CommitRequest {
+    notify: Notify,
+    requested: AtomicBool,
+}
+
+impl CommitRequest {
+    /// Waits for a request, and takes it.
+    pub(super) async fn wait(&self) {
+        while !self.take() {
+            self.notify.notified().await;
+        }
+    }
+
+    /// True if a commit was requested and not yet made: the caller is now to make it.
+    pub(super) fn take(&self) -> bool {
+        self.requested.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// One worker's open postbox.
+struct Postbox {
+    mail: mpsc::UnboundedSender<Mail>,
+    commit: Arc<CommitRequest>,
+}
+
 /// The open postboxes, by worker index.
 #[derive(Default)]
 pub(super) struct Postboxes {
-    boxes: RwLock<Vec<Option<mpsc::UnboundedSender<Mail>>>>,
+    boxes: RwLock<Vec<Option<Postbox>>>,
     /// Messages delivered, and record buffers sent back with them, for tests.
     #[cfg(test)]
     pub(super) delivered: std::sync::atomic::AtomicUsize,
@@ -46,21 +76,34 @@ pub(super) struct Postboxes {
 }
 
 impl Postboxes {
-    /// Opens worker `i`'s postbox; the returned task (to run on that worker) delivers its mail
-    /// until the worker's runtime drops it.
-    pub(super) fn open(&self, i: usize) -> impl Future<Output = ()> + Send + 'static {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Mail>();
-        {
-            let mut boxes = self.boxes.write().unwrap_or_else(PoisonError::into_inner);
-            if boxes.len() <= i {
-                boxes.resize_with(i + 1, || None);
-            }
-            boxes[i] = Some(tx);
+    /// Opens worker `i`'s postbox: what its task (to run on that worker) receives, until the
+    /// worker's runtime drops it.
+    pub(super) fn open(&self, i: usize) -> (mpsc::UnboundedReceiver<Mail>, Arc<CommitRequest>) {
+        let (tx, rx) = mpsc::unbounded_channel::<Mail>();
+        let commit = Arc::new(CommitRequest::default());
+        let mut boxes = self.boxes.write().unwrap_or_else(PoisonError::into_inner);
+        if boxes.len() <= i {
+            boxes.resize_with(i + 1, || None);
         }
-        async move {
-            while let Some(mail) = rx.recv().await {
-                mail.deliver_here();
+        boxes[i] = Some(Postbox {
+            mail: tx,
+            commit: commit.clone(),
+        });
+        (rx, commit)
+    }
+
+    /// `flush`: asks worker `i`'s postbox task to commit the queue, from a task on that worker.
+    /// The postbox task is woken behind every task already ready on the worker, so requests
+    /// that arrived together (one poll of the sockets) queue their records first and share one
+    /// `write`. False when the worker has no postbox task (any more): the caller commits.
+    pub(super) fn defer_commit(&self, i: usize) -> bool {
+        match self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
+            Some(Some(b)) if !b.mail.is_closed() => {
+                b.commit.requested.store(true, Ordering::Release);
+                b.commit.notify.notify_one();
+                true
             }
+            _ => false,
         }
     }
 
@@ -69,7 +112,7 @@ impl Postboxes {
         #[cfg(test)]
         let buffers = mail.spent.len();
         let sent = match self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
-            Some(Some(tx)) => tx.send(mail).map_err(|e| e.0),
+            Some(Some(b)) => b.mail.send(mail).map_err(|e| e.0),
             _ => Err(mail),
         };
         #[cfg(test)]

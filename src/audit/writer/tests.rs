@@ -7,7 +7,7 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub(super) struct Hooks {
     stall_cond: Condvar,
     /// A write has reached the stall.
     stalled: AtomicBool,
+    /// Writes of records made (probes excluded).
+    writes: AtomicUsize,
 }
 
 impl Hooks {
@@ -45,6 +47,9 @@ impl Hooks {
     }
 
     pub(super) fn before_write(&self, mut file: &File, buf: &[u8]) -> io::Result<()> {
+        if !buf.is_empty() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
         let stall = self.stall.lock().unwrap_or_else(PoisonError::into_inner);
         if *stall {
             self.stalled.store(true, Ordering::SeqCst);
@@ -526,6 +531,72 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(workers.stop());
     rt.block_on(log.close()).unwrap();
+}
+
+/// With `flush` durability, requests that became ready together on a worker share one `write`:
+/// the commit waits for the end of the worker's round, behind every task already ready.
+#[test]
+fn flush_records_of_one_worker_round_share_one_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = flush_cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    let workers = crate::worker::Workers::start(1).unwrap();
+    workers.spawn_on_each(|i| log.postbox(i));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job = log.clone();
+    workers.spawn(async move {
+        // Eight tasks made ready at once, as one poll of the sockets would.
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let log = job.clone();
+                tokio::spawn(async move { log.append_durable(access(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = tx.send(t.await.unwrap().map_err(|e| e.to_string()));
+        }
+    });
+    let mut seqs: Vec<u64> = (0..8)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).expect("an answer").unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        log.shared().hooks.writes.load(Ordering::SeqCst),
+        1,
+        "one write for the round"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(workers.stop());
+    rt.block_on(log.close()).unwrap();
+    assert_eq!(request_ids(&cfg.dir).len(), 8);
+}
+
+/// A worker whose postbox task is gone (dropped before it ever ran) does not leave a deferred
+/// commit hanging: the records are written, and later callers write their own.
+#[test]
+fn a_dropped_postbox_task_still_makes_its_deferred_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = flush_cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let postbox = log.postbox(0);
+    let mut first = std::pin::pin!(log.append_durable(access(1)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    crate::worker::as_worker(0, || {
+        assert!(first.as_mut().poll(&mut cx).is_pending(), "the commit was not deferred");
+    });
+    assert_eq!(log.stats().queue_depth, 1);
+    drop(postbox);
+    assert_eq!(log.stats().queue_depth, 0, "the dropped postbox task did not commit");
+    match first.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(seq) => assert_eq!(seq.unwrap(), 1),
+        std::task::Poll::Pending => panic!("the deferred record was not answered"),
+    }
+    let second = crate::worker::as_worker(0, || rt.block_on(log.append_durable(access(2))));
+    assert_eq!(second.unwrap(), 2);
+    rt.block_on(log.close()).unwrap();
+    assert_eq!(request_ids(&cfg.dir), ["req-1", "req-2"]);
 }
 
 /// A batch with nothing to answer on a worker does not wake it just to hand back buffers.
