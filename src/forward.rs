@@ -236,6 +236,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The `X-Request-Id` header for `request_id`. Marked sensitive, which HTTP/2 encodes as a
+/// literal never indexed: every request's id is new, so indexing it only churns the HPACK
+/// table, and every later lookup of the name walks all the ids still in it.
+pub fn request_id_header(request_id: &str) -> HeaderValue {
+    let mut v = HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    v.set_sensitive(true);
+    v
+}
+
 /// Headers only caregate may set: any client-sent copy is removed first.
 const IDENTITY_HEADERS: [HeaderName; 10] = [
     X_CLIENT_ORG,

@@ -185,7 +185,7 @@ pub async fn handle(
         path_and_query,
         ..
     } = admitted;
-    let rid = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let rid = forward::request_id_header(&request_id);
     forward::request_headers(&mut parts.headers, &conn.identity, &conn.ip, &rid, host.as_deref());
     if parts.headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
@@ -270,9 +270,8 @@ fn refuse(
     gw.metrics
         .observe_end(route, class, "deny", resp.status().as_u16(), started);
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert(forward::X_REQUEST_ID, v);
-    }
+    resp.headers_mut()
+        .insert(forward::X_REQUEST_ID, forward::request_id_header(request_id));
     resp
 }
 
@@ -576,5 +575,15 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("gp-42"));
         assert_eq!(&*ids.for_request(&h), "gp-42");
+    }
+
+    /// HTTP/2 sends a sensitive value as a literal never indexed: each id is new, and indexed
+    /// ids would only fill the HPACK table that every response's lookup then walks.
+    #[test]
+    fn request_id_headers_are_never_indexed() {
+        let id = RequestIds::new().for_request(&http::HeaderMap::new());
+        let v = forward::request_id_header(&id);
+        assert_eq!(v.to_str().unwrap(), &*id);
+        assert!(v.is_sensitive());
     }
 }
