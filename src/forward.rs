@@ -1,5 +1,12 @@
-//! Upstreams: pooled keep-alive clients per `[[upstream]]`, round robin over its origins with
-//! fail-over on connect errors, header hygiene both ways, and bodies streamed as they come.
+//! Upstreams: keep-alive connections per `[[upstream]]`, kept by each worker thread, round robin
+//! over its origins with fail-over on connect errors, header hygiene both ways, and bodies
+//! streamed as they come.
+//!
+//! The pool is ours rather than hyper-util's general client: a worker's connections are only
+//! ever used by that worker, so its pool needs no waiters, no background tasks and no
+//! connection racing, only a stack of idle senders. A connection goes back on the stack when
+//! its response body has been read to the end; one the upstream closed while idle is found
+//! out by hyper, which hands the unsent request back to try the next.
 
 use crate::config;
 use crate::identity::ClientIdentity;
@@ -8,17 +15,24 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower_service::Service as _;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request bodies on their way upstream.
 pub type UpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An idle connection older than this is closed rather than used.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle connections a worker keeps to one origin.
+const MAX_IDLE: usize = 1024;
 
 /// Why forwarding failed.
 #[derive(Debug)]
@@ -29,18 +43,22 @@ pub enum ForwardError {
     Timeout,
 }
 
-type PooledClient = Client<HttpsConnector<HttpConnector>, SharedBody>;
-
-/// One `[[upstream]]`: its origins and a pooled client per worker thread.
+/// One `[[upstream]]`: its origins and the idle connections each worker keeps to them.
 pub struct Upstream {
     pub name: String,
-    origins: Vec<(http::uri::Scheme, http::uri::Authority)>,
+    /// Each origin as the connector takes it: scheme and authority.
+    origins: Vec<Uri>,
     next: AtomicUsize,
-    /// One per worker: a pooled connection's task runs on the runtime that opened it, so a
-    /// request that used another worker's pool would wake that thread twice per exchange.
-    clients: Vec<PooledClient>,
+    connector: HttpsConnector<HttpConnector>,
+    /// By worker, then by origin. A connection's task runs on the worker that opened it, so a
+    /// request sent on another worker's connection would wake that thread twice per exchange.
+    idle: Vec<Vec<Arc<Idle>>>,
     response_timeout: Duration,
 }
+
+/// Idle connections to one origin, most recently used last.
+#[derive(Default)]
+struct Idle(Mutex<Vec<(SendRequest<UpBody>, Instant)>>);
 
 impl Upstream {
     pub fn build(i: usize, u: &config::Upstream, workers: usize) -> Result<Upstream, (String, String)> {
@@ -85,132 +103,207 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(1024)
-                    .set_host(false)
-                    .build(connector.clone())
-            })
-            .collect();
-        let origins = u
+        let origins: Vec<Uri> = u
             .urls
             .iter()
-            .filter_map(|o| Some((o.scheme()?.clone(), o.authority()?.clone())))
+            .filter_map(|o| {
+                let (scheme, authority) = (o.scheme()?.clone(), o.authority()?.clone());
+                Uri::builder()
+                    .scheme(scheme)
+                    .authority(authority)
+                    .path_and_query("/")
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let idle = (0..workers.max(1))
+            .map(|_| origins.iter().map(|_| Arc::default()).collect())
             .collect();
         Ok(Upstream {
             name: u.name.clone(),
             origins,
             next: AtomicUsize::new(0),
-            clients,
+            connector,
+            idle,
             response_timeout: u.response_timeout,
         })
     }
 
     /// Sends the request to the next origin, failing over to the others on connect errors
-    /// (the body is only handed on once an origin has taken it, so fail-over never loses it).
+    /// (a request is only handed to a connection once it is open, so fail-over never loses
+    /// its body). `parts.uri` is the origin-form target.
     pub async fn send(
         &self,
         _permit: crate::proxy::Permit,
         parts: http::request::Parts,
         body: UpBody,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut headers = parts.headers;
-        let slot = Arc::new(Mutex::new(Some(body)));
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        let mut req = Request::from_parts(parts, body);
+        *req.version_mut() = Version::HTTP_11;
         let deadline = tokio::time::Instant::now() + self.response_timeout;
-        let client = &self.clients[crate::worker::index() % self.clients.len()];
-        for k in 0..self.origins.len() {
-            let (scheme, authority) = &self.origins[(start + k) % self.origins.len()];
-            let mut uri = Uri::builder().scheme(scheme.clone()).authority(authority.clone());
-            if let Some(pq) = parts.uri.path_and_query() {
-                uri = uri.path_and_query(pq.clone());
-            }
-            let Ok(uri) = uri.build() else {
-                return Err(ForwardError::Unavailable);
+        tokio::time::timeout_at(deadline, self.send_to_an_origin(req))
+            .await
+            .unwrap_or(Err(ForwardError::Timeout))
+    }
+
+    async fn send_to_an_origin(&self, mut req: Request<UpBody>) -> Result<Response<UpstreamBody>, ForwardError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let pools = &self.idle[crate::worker::index() % self.idle.len()];
+        let n = self.origins.len();
+        let mut k = 0;
+        while k < n {
+            let o = (start + k) % n;
+            let (origin, pool) = (&self.origins[o], &pools[o]);
+            let (mut sender, reused) = match pool.take().await {
+                Some(sender) => (sender, true),
+                None => match self.connect(origin).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => {
+                        tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e, "upstream connect failed");
+                        k += 1;
+                        continue;
+                    }
+                },
             };
-            let mut req = Request::new(SharedBody {
-                slot: slot.clone(),
-                body: None,
-            });
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = uri;
-            *req.version_mut() = Version::HTTP_11;
-            // Only a fail-over needs the headers again: the last attempt takes them.
-            let last = k + 1 == self.origins.len();
-            *req.headers_mut() = if last {
-                std::mem::take(&mut headers)
-            } else {
-                headers.clone()
-            };
-            match tokio::time::timeout_at(deadline, client.request(req)).await {
-                Err(_) => return Err(ForwardError::Timeout),
-                Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(e)) if e.is_connect() => {
-                    tracing::warn!(upstream = %self.name, origin = %authority, error = %e, "upstream connect failed");
-                    // Try the next origin only if this attempt never took the body.
-                    let untouched = slot.lock().map(|s| s.is_some()).unwrap_or(false);
-                    if !untouched {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let home = Home {
+                        sender,
+                        pool: pool.clone(),
+                    };
+                    return Ok(resp.map(|body| UpstreamBody { body, home: Some(home) }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never sent: an idle connection the upstream had just closed. Another one.
+                    Some(unsent) if reused => req = unsent,
+                    // Never sent on a new connection: the next origin.
+                    Some(unsent) => {
+                        tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e.error(), "upstream connection failed");
+                        req = unsent;
+                        k += 1;
+                    }
+                    None => {
+                        tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e.error(), "upstream request failed");
                         return Err(ForwardError::Unavailable);
                     }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %self.name, origin = %authority, error = %e, "upstream request failed");
-                    return Err(ForwardError::Unavailable);
-                }
+                },
             }
         }
         Err(ForwardError::Unavailable)
     }
-}
 
-pin_project_lite::pin_project! {
-    /// A request body that stays in a shared slot until an attempt first polls it.
-    pub struct SharedBody {
-        slot: Arc<Mutex<Option<UpBody>>>,
-        body: Option<UpBody>,
+    /// A new connection to `origin`, its task running on this thread's runtime.
+    async fn connect(&self, origin: &Uri) -> Result<SendRequest<UpBody>, BoxError> {
+        let io = self.connector.clone().call(origin.clone()).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
-impl http_body::Body for SharedBody {
+fn authority(origin: &Uri) -> &str {
+    origin.authority().map_or("", |a| a.as_str())
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<UpBody>, Instant)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection that is still open, once it is ready (at once,
+    /// unless the end of its last response is still on its way through its task).
+    async fn take(&self) -> Option<SendRequest<UpBody>> {
+        loop {
+            let mut sender = {
+                let mut idle = self.lock();
+                let now = Instant::now();
+                loop {
+                    let (sender, since) = idle.pop()?;
+                    if !sender.is_closed() && now.duration_since(since) < IDLE_TIMEOUT {
+                        break sender;
+                    }
+                }
+            };
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Keeps `sender` for the next request, dropping connections idle too long.
+    fn put(&self, sender: SendRequest<UpBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        if idle
+            .first()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            idle.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, now));
+        }
+    }
+}
+
+/// Where a response's connection goes back to.
+struct Home {
+    sender: SendRequest<UpBody>,
+    pool: Arc<Idle>,
+}
+
+/// A response body from an upstream. Read to its end, it gives its connection back to the
+/// pool; dropped before, the connection closes with it (HTTP/1 cannot skip the rest).
+pub struct UpstreamBody {
+    body: Incoming,
+    home: Option<Home>,
+}
+
+impl UpstreamBody {
+    fn give_back(&mut self) {
+        if let Some(home) = self.home.take() {
+            home.pool.put(home.sender);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = hyper::Error;
 
     fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if this.body.is_none() {
-            *this.body = this.slot.lock().ok().and_then(|mut s| s.take());
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.home = None,
+            _ => {}
         }
-        match this.body.as_mut() {
-            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
-        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.body {
-            Some(b) => b.is_end_stream(),
-            None => self
-                .slot
-                .lock()
-                .map(|s| s.as_ref().is_none_or(|b| b.is_end_stream()))
-                .unwrap_or(true),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match &self.body {
-            Some(b) => b.size_hint(),
-            None => self
-                .slot
-                .lock()
-                .ok()
-                .and_then(|s| s.as_ref().map(|b| b.size_hint()))
-                .unwrap_or_default(),
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.body) {
+            self.give_back();
         }
     }
 }
@@ -320,4 +413,134 @@ pub fn request_headers(
     };
     set(headers, header::FORWARDED, &forwarded);
     headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A plain HTTP/1.1 upstream on its own thread that answers `ok` to each request. With
+    /// `close_after_each`, it closes every connection after one answer, without saying so (no
+    /// `Connection: close`), as an upstream whose idle timeout just ran out would, and then
+    /// tells `closed`.
+    struct RawUpstream {
+        addr: std::net::SocketAddr,
+        accepted: Arc<AtomicUsize>,
+        closed: std::sync::mpsc::Receiver<()>,
+    }
+
+    fn raw_upstream(close_after_each: bool) -> RawUpstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tx, closed) = std::sync::mpsc::channel();
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        if close_after_each {
+                            drop(conn);
+                            let _ = tx.send(());
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, accepted, closed }
+    }
+
+    fn upstream_to(addr: std::net::SocketAddr) -> Upstream {
+        let cfg = config::Upstream {
+            name: "test".into(),
+            urls: vec![format!("http://{addr}").parse().unwrap()],
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(20),
+        };
+        Upstream::build(0, &cfg, 1).unwrap()
+    }
+
+    async fn get(up: &Upstream) -> Result<Response<UpstreamBody>, ForwardError> {
+        let (mut parts, ()) = Request::get("/ok")
+            .header("host", "upstream")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.uri = "/ok".parse().unwrap();
+        let body = http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync();
+        up.send(crate::proxy::Permit::for_tests(), parts, body).await
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_connection_is_reused_once_its_response_was_read() {
+        let raw = raw_upstream(false);
+        runtime().block_on(async {
+            let up = upstream_to(raw.addr);
+            for _ in 0..3 {
+                let resp = get(&up).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            }
+        });
+        assert_eq!(raw.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A response dropped before its end takes its connection with it: the next request
+    /// opens another rather than reading the rest of someone else's body.
+    #[test]
+    fn a_connection_whose_response_was_not_read_is_not_reused() {
+        let raw = raw_upstream(false);
+        runtime().block_on(async {
+            let up = upstream_to(raw.addr);
+            drop(get(&up).await.unwrap());
+            let resp = get(&up).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        });
+        assert_eq!(raw.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// The keep-alive race: the upstream closes an idle connection just as a request is sent on
+    /// it. The request was never sent, so it goes on a new connection instead of failing.
+    #[test]
+    fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() {
+        let raw = raw_upstream(true);
+        runtime().block_on(async {
+            let up = upstream_to(raw.addr);
+            let resp = get(&up).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            // Blocking on purpose: the connection's task must not run, and see the close,
+            // before the next request is handed to it.
+            raw.closed.recv_timeout(Duration::from_secs(20)).unwrap();
+            let resp = get(&up).await.expect("the unsent request was retried");
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        });
+        assert_eq!(raw.accepted.load(Ordering::SeqCst), 2);
+    }
 }

@@ -83,6 +83,14 @@ pub struct Permit {
     _private: (),
 }
 
+#[cfg(test)]
+impl Permit {
+    /// For tests of forwarding alone.
+    pub(crate) fn for_tests() -> Permit {
+        Permit { _private: () }
+    }
+}
+
 /// The access record being built as the phases learn things.
 fn access_record(conn: &Conn, req: &http::request::Parts, request_id: &Arc<str>, host: Option<&str>) -> record::Access {
     let who = &conn.identity;
