@@ -156,7 +156,9 @@ impl Upstream {
             let (origin, pool) = (&self.origins[o], &pools[o]);
             let (mut sender, reused) = match pool.take().await {
                 Some(sender) => (sender, true),
-                None => match self.connect(origin).await {
+                // Boxed: the connect future holds a whole TLS stream, and kept inline it would
+                // make every request's future (moved several times per request) kilobytes larger.
+                None => match Box::pin(self.connect(origin)).await {
                     Ok(sender) => (sender, false),
                     Err(e) => {
                         tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e, "upstream connect failed");
