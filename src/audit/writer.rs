@@ -12,9 +12,10 @@
 //!   On a worker thread the write waits for the end of the worker's round: its postbox task is
 //!   woken behind every task already ready, so the requests that one poll of the sockets
 //!   brought in queue their records first and share one `write` (a file `write` costs
-//!   microseconds of kernel time however short). Callers that arrive while another is
-//!   committing only queue: the one committing takes their records too before it lets go
-//!   (flat combining), so a worker thread never blocks behind another's `write`.
+//!   microseconds of kernel time however short). A round's commit that finds another caller
+//!   writing leaves its records to that one, which takes every durable record queued before it
+//!   lets go (flat combining), so a worker thread never blocks behind another's `write`; and a
+//!   round waiting to end holds up no other worker's records.
 //!
 //! Fire-and-forget records (completions, TLS rejections, lifecycle) only queue. They ride along
 //! with the next durable record, or the thread writes them after a short linger, so a busy
@@ -192,8 +193,17 @@ impl AuditLog {
         };
         let shared = self.shared();
         if shared.durability == Durability::Flush {
-            if shared.enqueue_to_commit(pending)? && !worker.is_some_and(|i| shared.postboxes.defer_commit(i)) {
-                shared.commit_queued();
+            match worker.filter(|&i| shared.postboxes.is_open(i)) {
+                // The worker's postbox task commits at the end of the round (see `postbox`).
+                Some(i) => {
+                    shared.enqueue_to_commit(pending, false)?;
+                    shared.postboxes.request_commit(i);
+                }
+                None => {
+                    if shared.enqueue_to_commit(pending, true)? {
+                        shared.commit_queued();
+                    }
+                }
             }
         } else {
             shared.enqueue(pending)?;
@@ -236,7 +246,7 @@ impl AuditLog {
                         Some(m) => m.deliver_here(),
                         None => return,
                     },
-                    () = task.commit.wait() => task.shared.commit_queued(),
+                    () = task.commit.wait() => task.shared.commit_round(),
                 }
             }
         }
@@ -297,7 +307,7 @@ impl Drop for PostboxTask {
         // Closed first, so that the commit's answers are made here, not left in the box.
         self.mail.close();
         if self.commit.take() {
-            self.shared.commit_queued();
+            self.shared.commit_round();
         }
         while let Ok(m) = self.mail.try_recv() {
             m.deliver_here();
@@ -337,9 +347,10 @@ impl Shared {
         Ok(())
     }
 
-    /// `flush`: queues a durable record; true if the caller is to write the queue, false if
-    /// another caller is writing and will take this record too.
-    fn enqueue_to_commit(&self, pending: Pending) -> Result<bool, AuditError> {
+    /// `flush`: queues a durable record without waking the writer thread. With `claim`, true
+    /// if the caller is to write the queue, false if another caller is writing and will take
+    /// this record too. Without, a worker's postbox task commits it (`commit_round`).
+    fn enqueue_to_commit(&self, pending: Pending, claim: bool) -> Result<bool, AuditError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AuditError::Closed);
         }
@@ -349,7 +360,21 @@ impl Shared {
         }
         q.items.push(pending);
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        Ok(!std::mem::replace(&mut q.committing, true))
+        Ok(claim && !std::mem::replace(&mut q.committing, true))
+    }
+
+    /// `flush`, at the end of a worker's round: writes the queue unless another caller is
+    /// writing it already (it takes this round's records too before it lets go) or another
+    /// round's commit has taken them.
+    fn commit_round(&self) {
+        {
+            let mut q = self.queue();
+            if q.committing || !q.items.iter().any(|p| p.reply.is_some()) {
+                return;
+            }
+            q.committing = true;
+        }
+        self.commit_queued();
     }
 
     /// `flush`: writes the queue, again and again while durable records keep arriving, then

@@ -572,6 +572,47 @@ fn flush_records_of_one_worker_round_share_one_write() {
     assert_eq!(request_ids(&cfg.dir).len(), 8);
 }
 
+/// A worker's round that has not ended holds up only its own records: another worker's record
+/// is written by that worker's own round, not left waiting for the first one.
+#[test]
+fn a_round_still_running_on_one_worker_does_not_hold_up_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = flush_cfg(tmp.path());
+    let log = AuditLog::open(&cfg).unwrap();
+    let workers = crate::worker::Workers::start(2).unwrap();
+    workers.spawn_on_each(|i| log.postbox(i));
+    let (queued_tx, queued) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = log.clone();
+    let tx1 = tx.clone();
+    workers.spawn(async move {
+        let mut append = std::pin::pin!(first.append_durable(access(1)));
+        let polled = append
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        assert!(polled.is_pending());
+        // This worker's round goes on (blocking here, so its postbox task cannot run yet).
+        queued_tx.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(20));
+        let _ = tx1.send(append.await.map_err(|e| e.to_string()));
+    });
+    queued.recv_timeout(Duration::from_secs(20)).unwrap();
+    let second = log.clone();
+    workers.spawn(async move {
+        let _ = tx.send(second.append_durable(access(2)).await.map_err(|e| e.to_string()));
+    });
+    let seq = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the second worker's record waited for the first worker's round");
+    assert_eq!(seq.unwrap(), 2);
+    release.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap(), 1);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(workers.stop());
+    rt.block_on(log.close()).unwrap();
+}
+
 /// A worker whose postbox task is gone (dropped before it ever ran) does not leave a deferred
 /// commit hanging: the records are written, and later callers write their own.
 #[test]
