@@ -221,6 +221,34 @@ async fn failover_to_the_next_origin_keeps_the_body() {
     assert_eq!(up.seen().len(), 4);
 }
 
+/// Upstream connections are kept and reused, whatever the client connections do: each
+/// response read to its end through the gateway (small, large, uploaded, refused by the
+/// upstream) gives its connection back. One worker, so one pool.
+#[tokio::test]
+async fn one_upstream_connection_serves_request_after_request() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    let gw = start_gateway_with(&pki, "workers = 1", &standard_rest(&up)).await;
+    let trust = pki.client("RXC");
+    let gp = pki.client("A81001");
+    for h2 in [false, true] {
+        let a = send(gw.addr(), &pki, &gp, h2, get("/fhir/Patient/9990000018")).await;
+        assert_eq!(a.status, 200);
+        let a = send(gw.addr(), &pki, &trust, h2, get("/files/bytes/300000")).await;
+        assert_eq!((a.status, a.body.len()), (200, 300_000));
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/files/echo")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(pattern(100_000))))
+            .unwrap();
+        let a = send(gw.addr(), &pki, &trust, h2, upload).await;
+        assert_eq!((a.status, a.body.len()), (200, 100_000));
+    }
+    assert_eq!(up.seen().len(), 6);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn path_tricks_never_reach_a_route_they_should_not() {
     let pki = TestPki::new();

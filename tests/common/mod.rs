@@ -88,6 +88,8 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Set to have the upstream check the audit trail for each request's access record.
     pub audit_dir: Arc<Mutex<Option<PathBuf>>>,
+    /// Connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -119,9 +121,11 @@ pub async fn start_upstream() -> Upstream {
     };
     let seen = up.seen.clone();
     let audit_dir = up.audit_dir.clone();
+    let connections = up.connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
+            connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen.clone();
             let audit_dir = audit_dir.clone();
             tokio::spawn(async move {
