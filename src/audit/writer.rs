@@ -193,17 +193,12 @@ impl AuditLog {
         };
         let shared = self.shared();
         if shared.durability == Durability::Flush {
-            match worker.filter(|&i| shared.postboxes.is_open(i)) {
-                // The worker's postbox task commits at the end of the round (see `postbox`).
-                Some(i) => {
-                    shared.enqueue_to_commit(pending, false)?;
-                    shared.postboxes.request_commit(i);
-                }
-                None => {
-                    if shared.enqueue_to_commit(pending, true)? {
-                        shared.commit_queued();
-                    }
-                }
+            // On a worker, its postbox task commits at the end of the round (see `postbox`);
+            // it cannot run before this record is queued, on this same thread.
+            if worker.is_some_and(|i| shared.postboxes.request_commit(i)) {
+                shared.enqueue_to_commit(pending, false)?;
+            } else if shared.enqueue_to_commit(pending, true)? {
+                shared.commit_queued();
             }
         } else {
             shared.enqueue(pending)?;
@@ -294,8 +289,8 @@ impl AuditLog {
 }
 
 /// What a worker's postbox task owns. However the task ends, even dropped before it ran, the
-/// drop closes the postbox, makes a deferred commit (left untaken it would leave the trail
-/// `committing` for good) and answers what was still in the box.
+/// drop closes the postbox, makes a requested commit (left untaken, the round's records would
+/// wait for whichever commit came next) and answers what was still in the box.
 struct PostboxTask {
     shared: Arc<Shared>,
     mail: tokio::sync::mpsc::UnboundedReceiver<postbox::Mail>,

@@ -92,20 +92,20 @@ impl Postboxes {
         (rx, commit)
     }
 
-    /// Whether worker `i` has a postbox task running (or about to), to commit its rounds.
-    pub(super) fn is_open(&self, i: usize) -> bool {
-        matches!(self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i), Some(Some(b)) if !b.mail.is_closed())
-    }
-
     /// `flush`: asks worker `i`'s postbox task, from a task on that worker, to commit the
     /// queue. The postbox task is woken behind every task already ready on the worker, so
     /// requests that arrived together (one poll of the sockets) queue their records first and
-    /// share one `write`.
-    pub(super) fn request_commit(&self, i: usize) {
-        if let Some(Some(b)) = self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
-            if !b.commit.requested.swap(true, Ordering::AcqRel) {
-                b.commit.notify.notify_one();
+    /// share one `write`. False when the worker has no postbox task (any more): the caller
+    /// commits.
+    pub(super) fn request_commit(&self, i: usize) -> bool {
+        match self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
+            Some(Some(b)) if !b.mail.is_closed() => {
+                if !b.commit.requested.swap(true, Ordering::AcqRel) {
+                    b.commit.notify.notify_one();
+                }
+                true
             }
+            _ => false,
         }
     }
 
