@@ -356,18 +356,28 @@ const IDENTITY_HEADERS: [HeaderName; 10] = [
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    strip(headers, &[]);
+}
+
+/// Removes hop-by-hop headers, those the `Connection` header names, and `also`.
+///
+/// One look at the names present first: most messages carry none of these, and removing a
+/// name that is not there still costs a hash and a probe (sixteen per request, before).
+fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
+    let doomed = |n: &HeaderName| HOP_BY_HOP.contains(n) || also.contains(n);
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let mut names: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
+    names.extend(headers.keys().filter(|n| doomed(n)).cloned());
+    for n in names {
         headers.remove(n);
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
     }
 }
 
@@ -379,10 +389,7 @@ pub fn request_headers(
     request_id: &HeaderValue,
     host: Option<&str>,
 ) {
-    strip_hop_by_hop(headers);
-    for h in IDENTITY_HEADERS {
-        headers.remove(h);
-    }
+    strip(headers, &IDENTITY_HEADERS);
     let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
@@ -423,6 +430,41 @@ mod tests {
     use http_body_util::BodyExt as _;
     use std::io::{Read as _, Write as _};
     use std::sync::atomic::AtomicUsize;
+
+    /// The names present, sorted (removal reorders a `HeaderMap`).
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn hygiene_removes_hop_by_hop_connection_named_and_identity_headers_only() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Trace-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace-hop", "1"),
+            ("te", "trailers"),
+            ("x-client-org", "RXC"),
+            ("forwarded", "for=10.0.0.1"),
+            ("accept", "application/fhir+json"),
+        ] {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut response = h.clone();
+        strip(&mut h, &IDENTITY_HEADERS);
+        assert_eq!(names(&h), ["accept"]);
+        // A response keeps what is only an identity header in a request.
+        strip_hop_by_hop(&mut response);
+        assert_eq!(names(&response), ["accept", "forwarded", "x-client-org"]);
+        // Without any of them, nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        plain.insert(header::HOST, HeaderValue::from_static("localhost"));
+        strip(&mut plain, &IDENTITY_HEADERS);
+        assert_eq!(names(&plain), ["accept", "host"]);
+    }
 
     /// A plain HTTP/1.1 upstream on its own thread that answers `ok` to each request. With
     /// `close_after_each`, it closes every connection after one answer, without saying so (no
