@@ -381,46 +381,72 @@ fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
     }
 }
 
+/// The forwarding headers of one client connection, made when it opens: its address does not
+/// change, and the `Host` its requests name seldom does, so most requests only clone them.
+pub struct Forwarding {
+    xff: Option<HeaderValue>,
+    /// The RFC 7239 node: an IPv6 address is quoted and bracketed.
+    node: String,
+    without_host: Option<HeaderValue>,
+    /// `Forwarded` for the last host seen, and that host.
+    with_host: Mutex<Option<(Box<str>, HeaderValue)>>,
+}
+
+impl Forwarding {
+    pub fn new(ip: &str) -> Forwarding {
+        let node = if ip.contains(':') {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        Forwarding {
+            xff: HeaderValue::from_str(ip).ok(),
+            without_host: HeaderValue::from_str(&format!("for={node};proto=https")).ok(),
+            node,
+            with_host: Mutex::new(None),
+        }
+    }
+
+    fn forwarded(&self, host: Option<&str>) -> Option<HeaderValue> {
+        let host = match host {
+            Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => h,
+            _ => return self.without_host.clone(),
+        };
+        let mut last = self.with_host.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((h, v)) = last.as_ref() {
+            if **h == *host {
+                return Some(v.clone());
+            }
+        }
+        let v = HeaderValue::from_str(&format!("for={};host=\"{host}\";proto=https", self.node)).ok()?;
+        *last = Some((host.into(), v.clone()));
+        Some(v)
+    }
+}
+
 /// Prepares request headers for the upstream: hygiene, then the identity headers of SPEC §4.
 pub fn request_headers(
     headers: &mut HeaderMap,
     who: &ClientIdentity,
-    ip: &str,
+    via: &Forwarding,
     request_id: &HeaderValue,
     host: Option<&str>,
 ) {
     strip(headers, &IDENTITY_HEADERS);
-    let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
     let prebuilt = [
-        (X_CLIENT_ORG, &who.headers.org),
-        (X_CLIENT_CERT_SUBJECT, &who.headers.subject),
-        (X_CLIENT_CERT_FINGERPRINT, &who.headers.fingerprint),
-        (CLIENT_CERT, &who.headers.client_cert),
+        (X_CLIENT_ORG, who.headers.org.clone()),
+        (X_CLIENT_CERT_SUBJECT, who.headers.subject.clone()),
+        (X_CLIENT_CERT_FINGERPRINT, who.headers.fingerprint.clone()),
+        (CLIENT_CERT, who.headers.client_cert.clone()),
+        (X_FORWARDED_FOR, via.xff.clone()),
+        (header::FORWARDED, via.forwarded(host)),
     ];
     for (name, value) in prebuilt {
         if let Some(v) = value {
-            headers.insert(name, v.clone());
+            headers.insert(name, v);
         }
     }
-    set(headers, X_FORWARDED_FOR, ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    // RFC 7239: an IPv6 address is quoted and bracketed.
-    let for_ = if ip.contains(':') {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let forwarded = match host {
-        Some(h) if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
-            format!("for={for_};host=\"{h}\";proto=https")
-        }
-        _ => format!("for={for_};proto=https"),
-    };
-    set(headers, header::FORWARDED, &forwarded);
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
@@ -436,6 +462,23 @@ mod tests {
         let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    #[test]
+    fn forwarded_follows_the_host_each_request_names() {
+        let via = Forwarding::new("127.0.0.1");
+        assert_eq!(via.xff.as_ref().unwrap(), "127.0.0.1");
+        let f = |host| via.forwarded(host).unwrap();
+        assert_eq!(f(Some("a.example")), "for=127.0.0.1;host=\"a.example\";proto=https");
+        assert_eq!(f(Some("a.example")), "for=127.0.0.1;host=\"a.example\";proto=https");
+        assert_eq!(f(Some("b.example")), "for=127.0.0.1;host=\"b.example\";proto=https");
+        // A host that cannot go in a quoted string is left out, not escaped.
+        assert_eq!(f(Some("a\"b")), "for=127.0.0.1;proto=https");
+        assert_eq!(f(None), "for=127.0.0.1;proto=https");
+        assert_eq!(f(Some("a.example")), "for=127.0.0.1;host=\"a.example\";proto=https");
+        let v6 = Forwarding::new("::1");
+        assert_eq!(v6.forwarded(None).unwrap(), "for=\"[::1]\";proto=https");
+        assert_eq!(v6.xff.as_ref().unwrap(), "::1");
     }
 
     #[test]

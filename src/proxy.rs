@@ -53,6 +53,25 @@ pub struct Conn {
     pub identity: Arc<ClientIdentity>,
     /// HTTP/1 only: the framing verdicts of the request heads read on this connection.
     pub framing: Option<Arc<crate::h1guard::Verdicts>>,
+    /// `X-Forwarded-For` and `Forwarded` for this client.
+    pub forwarding: forward::Forwarding,
+}
+
+impl Conn {
+    pub fn new(
+        peer: SocketAddr,
+        identity: Arc<ClientIdentity>,
+        framing: Option<Arc<crate::h1guard::Verdicts>>,
+    ) -> Conn {
+        let ip: Arc<str> = peer.ip().to_string().into();
+        Conn {
+            peer,
+            forwarding: forward::Forwarding::new(&ip),
+            ip,
+            identity,
+            framing,
+        }
+    }
 }
 
 impl Gateway {
@@ -194,7 +213,13 @@ pub async fn handle(
         ..
     } = admitted;
     let rid = forward::request_id_header(&request_id);
-    forward::request_headers(&mut parts.headers, &conn.identity, &conn.ip, &rid, host.as_deref());
+    forward::request_headers(
+        &mut parts.headers,
+        &conn.identity,
+        &conn.forwarding,
+        &rid,
+        host.as_deref(),
+    );
     if parts.headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -544,12 +569,7 @@ impl RequestIds {
 /// if there would be one. Runs the same `admit` as live traffic, against a fresh state.
 pub fn explain(snap: &State, identity: ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-    let conn = Conn {
-        peer,
-        ip: peer.ip().to_string().into(),
-        identity: Arc::new(identity),
-        framing: None,
-    };
+    let conn = Conn::new(peer, Arc::new(identity), None);
     let (parts, ()) = req.into_parts();
     let host = request_host(&parts);
     let mut access = access_record(&conn, &parts, &"explain".into(), host.as_deref());

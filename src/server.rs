@@ -369,12 +369,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
     let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
-    let conn = Arc::new(Conn {
-        peer,
-        ip: peer.ip().to_string().into(),
-        identity,
-        framing: (!h2).then_some(framing),
-    });
+    let conn = Arc::new(Conn::new(peer, identity, (!h2).then_some(framing)));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
