@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -151,19 +152,34 @@ fn feed(state: &mut State, verdicts: &Verdicts, max_head: usize, mut data: &[u8]
                         return;
                     }
                 }
+                // A head that arrives whole (nearly every one) is parsed where it lies; only the
+                // start of a head split across reads is kept, to be parsed again with the rest.
                 let old = buf.len();
-                buf.extend_from_slice(data);
-                let mut headers = [httparse::EMPTY_HEADER; 128];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let (verdict, next) = judge(&req);
+                if old > 0 {
+                    buf.extend_from_slice(data);
+                }
+                let whole: &[u8] = if old > 0 { buf } else { data };
+                // Uninitialised: zeroing 128 headers would cost more than parsing most heads.
+                let mut headers = [const { MaybeUninit::uninit() }; 128];
+                let mut req = httparse::Request::new(&mut []);
+                let parsed = req.parse_with_uninit_headers(whole, &mut headers);
+                let judged = match parsed {
+                    Ok(httparse::Status::Complete(n)) => Some((n, judge(&req))),
+                    _ => None,
+                };
+                let len = whole.len();
+                match (judged, parsed) {
+                    (Some((n, (verdict, next))), _) => {
                         verdicts.push(verdict);
-                        let consumed = n - old;
-                        data = &data[consumed..];
+                        data = &data[n - old..];
                         *state = next;
                     }
-                    Ok(httparse::Status::Partial) if buf.len() <= max_head => return,
+                    (None, Ok(httparse::Status::Partial)) if len <= max_head => {
+                        if old == 0 {
+                            buf.extend_from_slice(data);
+                        }
+                        return;
+                    }
                     _ => {
                         // hyper refuses this head too; nothing after it is a request.
                         verdicts.break_framing();
@@ -329,6 +345,21 @@ mod tests {
         // Byte at a time too.
         let bytes: Vec<&[u8]> = c.chunks(1).collect();
         assert_eq!(run(&bytes), vec![None, None]);
+    }
+
+    #[test]
+    fn heads_split_anywhere_across_reads_are_judged_whole() {
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let second = Some("the request has both Content-Length and Transfer-Encoding");
+        for cut in 1..two.len() {
+            let (x, y) = two.split_at(cut);
+            assert_eq!(run(&[x, y]), vec![None, second], "cut at {cut}");
+        }
+        // A partial head longer than the limit loses the framing.
+        let v = Verdicts::default();
+        let mut s = State::Head(Vec::new());
+        feed(&mut s, &v, 16, b"GET /a-long-path HTTP/1.1\r\nHo");
+        assert!(matches!(s, State::Off));
     }
 
     #[test]
