@@ -502,9 +502,10 @@ fn request_host(parts: &http::request::Parts) -> Option<Arc<str>> {
     };
     let host = route::host_of(raw);
     // One allocation for a host already in lower case, as nearly every client sends it.
-    Some(match host.bytes().any(|b| b.is_ascii_uppercase()) {
-        true => host.to_ascii_lowercase().into(),
-        false => host.into(),
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
     })
 }
 
