@@ -167,6 +167,10 @@ impl Upstream {
                     }
                 },
             };
+            // The upstream may close an idle connection while a request is on its way to it;
+            // the request is then lost, sent or not (RFC 9112 §9.3.1). One that has no body and
+            // may be repeated (RFC 9110 §9.2.2) keeps its head to go again on another connection.
+            let again = (reused && replayable(&req)).then(|| head_again(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let home = Home {
@@ -184,10 +188,16 @@ impl Upstream {
                         req = unsent;
                         k += 1;
                     }
-                    None => {
-                        tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e.error(), "upstream request failed");
-                        return Err(ForwardError::Unavailable);
-                    }
+                    None => match again {
+                        Some(head) => {
+                            tracing::debug!(upstream = %self.name, origin = %authority(origin), error = %e.error(), "a reused upstream connection failed; sending the request again");
+                            req = head;
+                        }
+                        None => {
+                            tracing::warn!(upstream = %self.name, origin = %authority(origin), error = %e.error(), "upstream request failed");
+                            return Err(ForwardError::Unavailable);
+                        }
+                    },
                 },
             }
         }
@@ -205,6 +215,25 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// A request that may be sent again as it is: an idempotent method, and no body.
+fn replayable(req: &Request<UpBody>) -> bool {
+    use http::Method;
+    let idempotent = [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE];
+    idempotent.contains(req.method()) && http_body::Body::is_end_stream(req.body())
+}
+
+/// The same request, head only.
+fn head_again(req: &Request<UpBody>) -> Request<UpBody> {
+    use http_body_util::BodyExt as _;
+    let empty = http_body_util::Empty::new().map_err(|never| match never {});
+    let mut again = Request::new(empty.boxed_unsync());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
 }
 
 fn authority(origin: &Uri) -> &str {
@@ -509,17 +538,25 @@ mod tests {
         assert_eq!(names(&plain), ["accept", "host"]);
     }
 
-    /// A plain HTTP/1.1 upstream on its own thread that answers `ok` to each request. With
-    /// `close_after_each`, it closes every connection after one answer, without saying so (no
-    /// `Connection: close`), as an upstream whose idle timeout just ran out would, and then
-    /// tells `closed`.
+    /// When a raw upstream closes a connection, without saying so (no `Connection: close`).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Closes {
+        Never,
+        /// After each answer, as an upstream whose idle timeout just ran out would; then it
+        /// tells `closed`.
+        AfterEachAnswer,
+        /// On reading a connection's second request, unanswered: the request was sent and lost.
+        OnSecondRequest,
+    }
+
+    /// A plain HTTP/1.1 upstream on its own thread that answers `ok` to each request.
     struct RawUpstream {
         addr: std::net::SocketAddr,
         accepted: Arc<AtomicUsize>,
         closed: std::sync::mpsc::Receiver<()>,
     }
 
-    fn raw_upstream(close_after_each: bool) -> RawUpstream {
+    fn raw_upstream(closes: Closes) -> RawUpstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -533,7 +570,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    loop {
+                    for n in 1.. {
                         while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                             match conn.read(&mut chunk) {
                                 Ok(0) | Err(_) => return,
@@ -541,8 +578,11 @@ mod tests {
                             }
                         }
                         buf.clear();
+                        if closes == Closes::OnSecondRequest && n == 2 {
+                            return;
+                        }
                         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                        if close_after_each {
+                        if closes == Closes::AfterEachAnswer {
                             drop(conn);
                             let _ = tx.send(());
                             return;
@@ -568,13 +608,19 @@ mod tests {
     }
 
     async fn get(up: &Upstream) -> Result<Response<UpstreamBody>, ForwardError> {
-        let (mut parts, ()) = Request::get("/ok")
+        let body = http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync();
+        send(up, http::Method::GET, body).await
+    }
+
+    async fn send(up: &Upstream, method: http::Method, body: UpBody) -> Result<Response<UpstreamBody>, ForwardError> {
+        let (mut parts, ()) = Request::builder()
+            .method(method)
+            .uri("/ok")
             .header("host", "upstream")
             .body(())
             .unwrap()
             .into_parts();
         parts.uri = "/ok".parse().unwrap();
-        let body = http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync();
         up.send(crate::proxy::Permit::for_tests(), parts, body).await
     }
 
@@ -587,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_reused_once_its_response_was_read() {
-        let raw = raw_upstream(false);
+        let raw = raw_upstream(Closes::Never);
         runtime().block_on(async {
             let up = upstream_to(raw.addr);
             for _ in 0..3 {
@@ -603,7 +649,7 @@ mod tests {
     /// opens another rather than reading the rest of someone else's body.
     #[test]
     fn a_connection_whose_response_was_not_read_is_not_reused() {
-        let raw = raw_upstream(false);
+        let raw = raw_upstream(Closes::Never);
         runtime().block_on(async {
             let up = upstream_to(raw.addr);
             drop(get(&up).await.unwrap());
@@ -614,10 +660,11 @@ mod tests {
     }
 
     /// The keep-alive race: the upstream closes an idle connection just as a request is sent on
-    /// it. The request was never sent, so it goes on a new connection instead of failing.
+    /// it. Whether hyper hands the request back unsent or writes it first depends on whether the
+    /// connection's task saw the close in time; either way this GET goes on a new connection.
     #[test]
     fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() {
-        let raw = raw_upstream(true);
+        let raw = raw_upstream(Closes::AfterEachAnswer);
         runtime().block_on(async {
             let up = upstream_to(raw.addr);
             let resp = get(&up).await.unwrap();
@@ -627,6 +674,29 @@ mod tests {
             raw.closed.recv_timeout(Duration::from_secs(20)).unwrap();
             let resp = get(&up).await.expect("the unsent request was retried");
             assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        });
+        assert_eq!(raw.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// The same race when the request had already gone: the upstream read it and closed. A
+    /// bodyless GET goes again on a new connection; a request with a body is not sent twice.
+    #[test]
+    fn a_lost_request_goes_again_only_when_it_may_be_repeated() {
+        let raw = raw_upstream(Closes::OnSecondRequest);
+        runtime().block_on(async {
+            let up = upstream_to(raw.addr);
+            let resp = get(&up).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            let resp = get(&up).await.expect("the lost GET was sent again");
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            // The second connection is now reused, and loses the POST.
+            let body = http_body_util::Full::new(Bytes::from_static(b"x"))
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            assert!(matches!(
+                send(&up, http::Method::POST, body).await,
+                Err(ForwardError::Unavailable)
+            ));
         });
         assert_eq!(raw.accepted.load(Ordering::SeqCst), 2);
     }
