@@ -1,6 +1,14 @@
 //! The `caregate` command: parse arguments, call the library. Errors are one sentence on
 //! stderr and a non-zero exit; no stack traces for user mistakes.
 
+/// jemalloc, not glibc's allocator: a request's buffers of a kilobyte or more (a TLS record,
+/// a read buffer) are past glibc's per-thread cache, and each one's malloc went to the arena,
+/// which first sorts and merges the small chunks freed since (`malloc_consolidate`);
+/// jemalloc's thread caches hold them (BENCHMARKS.md, "The allocator").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context as _;
 use caregate::config::Config;
 use clap::{Parser, Subcommand, ValueEnum};
