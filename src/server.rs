@@ -391,7 +391,9 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let g = gw.clone();
     let service = service_fn(move |req| {
         let (g, conn) = (g.clone(), conn.clone());
-        async move {
+        // Boxed: the request's future is kilobytes, and HTTP/2 runs each stream as a task of
+        // its own, whose spawn and completion would otherwise copy all of it several times.
+        Box::pin(async move {
             // A request that races the reload below: refused before it reaches the pipeline
             // (hyper closes the HTTP/1 connection, resets the HTTP/2 stream).
             let now = g.state.load();
@@ -400,7 +402,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
             }
             drop(now);
             crate::proxy::handle(g, conn, req).await.map_err(|e| match e {})
-        }
+        })
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
