@@ -2,7 +2,7 @@
 //! stderr and a non-zero exit; no stack traces for user mistakes.
 
 /// jemalloc, not glibc's allocator: a request's buffers of a kilobyte or more (a TLS record,
-/// a read buffer) are past glibc's per-thread cache, and each one's malloc went to the arena,
+/// a read buffer) are past glibc's per-thread cache, so each one's malloc goes to the arena,
 /// which first sorts and merges the small chunks freed since (`malloc_consolidate`);
 /// jemalloc's thread caches hold them (BENCHMARKS.md, "The allocator").
 #[cfg(feature = "jemalloc")]
