@@ -19,6 +19,9 @@ pub struct ClientIdentity {
     pub fingerprint: Arc<str>,
     /// Serial number, lowercase hex.
     pub serial: Arc<str>,
+    /// The issuer's name as the certificate encodes it (DER): with the serial, what a CRL
+    /// entry names.
+    pub issuer: Box<[u8]>,
     /// The Spine ASID of the `[[endpoint]]` the certificate matched, if any.
     pub asid: Option<String>,
     /// RFC 9440 `Client-Cert` value: `:` base64(DER) `:`.
@@ -109,6 +112,7 @@ pub fn identify(der: &[u8], sources: &[OrgSource], dir: &Directory) -> Result<Cl
         subject: subject.into(),
         fingerprint: fingerprint.into(),
         serial: serial.into(),
+        issuer: cert.issuer().as_raw().into(),
         asid,
         client_cert_header,
         headers,

@@ -365,7 +365,8 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
         Err(_) => return tls_rejected(gw, peer, note, "other"),
     };
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let serial = identity.serial.clone();
+    // Kept for the reload watch below; the service takes `conn`.
+    let who = identity.clone();
     let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
     let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
@@ -397,7 +398,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
             // A request that races the reload below: refused before it reaches the pipeline
             // (hyper closes the HTTP/1 connection, resets the HTTP/2 stream).
             let now = g.state.load();
-            if now.generation != verified_in && now.tls.is_revoked(&conn.identity.serial) {
+            if now.generation != verified_in && now.tls.is_revoked(&conn.identity.issuer, &conn.identity.serial) {
                 return Err(CertRevoked);
             }
             drop(now);
@@ -424,7 +425,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
                 connection.as_mut().graceful_shutdown();
             }
             Ok(()) = reloads.changed(), if !closing => {
-                if gw.state.load().tls.is_revoked(&serial) {
+                if gw.state.load().tls.is_revoked(&who.issuer, &who.serial) {
                     tracing::info!(%peer, "closing a connection whose certificate a reloaded CRL revokes");
                     closing = true;
                     connection.as_mut().graceful_shutdown();

@@ -11,7 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use x509_parser::prelude::*;
@@ -23,9 +23,11 @@ pub struct TlsState {
     pub server_not_after: i64,
     /// Each CRL file and its `nextUpdate` (unix time), for freshness metrics.
     pub crl_next_update: Vec<(String, Option<i64>)>,
-    /// Serials revoked by the loaded CRLs (see [`serial_key`]), to cut off connections opened
-    /// before a reload.
-    pub revoked: HashSet<String>,
+    /// Certificates revoked by the loaded CRLs, to cut off connections opened before a reload:
+    /// by serial (see [`serial_key`]), then by the name (DER) of the issuer whose CRL lists it.
+    /// A serial is only unique per issuer; two CAs that number their certificates in sequence
+    /// give out the same ones.
+    pub revoked: HashMap<String, Vec<Box<[u8]>>>,
     /// The client verifier the listener uses, for `caregate explain`.
     pub verifier: Arc<dyn ClientCertVerifier>,
 }
@@ -77,7 +79,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
 
     let mut crls = Vec::new();
     let mut crl_next_update = Vec::new();
-    let mut revoked = HashSet::new();
+    let mut revoked: HashMap<String, Vec<Box<[u8]>>> = HashMap::new();
     for (i, path) in l.crl.iter().enumerate() {
         let key = format!("listener.crl[{i}]");
         let bytes = read(&key, path)?;
@@ -95,8 +97,14 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
             let (_, crl) = CertificateRevocationList::from_der(&der)
                 .map_err(|_| (key.clone(), format!("{} is not a valid CRL", path.display())))?;
             crl_next_update.push((path.display().to_string(), crl.next_update().map(|t| t.timestamp())));
+            let issuer = crl.issuer().as_raw();
             for r in crl.iter_revoked_certificates() {
-                revoked.insert(serial_key(&crate::hex(r.raw_serial())).to_string());
+                let issuers = revoked
+                    .entry(serial_key(&crate::hex(r.raw_serial())).to_string())
+                    .or_default();
+                if !issuers.iter().any(|i| **i == *issuer) {
+                    issuers.push(issuer.into());
+                }
             }
             crls.push(der);
         }
@@ -155,10 +163,15 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
 }
 
 impl TlsState {
-    /// Whether the loaded CRLs revoke the certificate with this serial (lowercase hex of the
-    /// DER integer's bytes, as [`crate::identity::ClientIdentity::serial`] holds it).
-    pub fn is_revoked(&self, serial_hex: &str) -> bool {
-        !self.revoked.is_empty() && self.revoked.contains(serial_key(serial_hex))
+    /// Whether the loaded CRLs revoke the certificate `issuer` (its issuer's name, DER) gave
+    /// this serial (lowercase hex of the DER integer's bytes), as
+    /// [`crate::identity::ClientIdentity`] holds them.
+    pub fn is_revoked(&self, issuer: &[u8], serial_hex: &str) -> bool {
+        !self.revoked.is_empty()
+            && self
+                .revoked
+                .get(serial_key(serial_hex))
+                .is_some_and(|issuers| issuers.iter().any(|i| **i == *issuer))
     }
 }
 

@@ -398,6 +398,50 @@ async fn a_certificate_revoked_by_a_reloaded_crl_loses_its_open_connections_and_
     assert_eq!(revoked, 2, "each refused reconnection is audited as revoked");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_crl_cuts_off_only_its_own_issuers_certificate_not_another_cas_with_the_same_serial() {
+    // Small CAs number their certificates in sequence, so two of them give out the same serials.
+    const SERIAL: u64 = 0x1003;
+    let pki = TestPki::new();
+    std::fs::write(pki.path().join("other_ca.pem"), pki.other_ca.cert_pem()).unwrap();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    let p = pki.path().display();
+    edit_config(
+        &gw,
+        &format!(r#"client_ca = ["{p}/ca.pem"]"#),
+        &format!(r#"client_ca = ["{p}/ca.pem", "{p}/other_ca.pem"]"#),
+    );
+    gw.running.reload().await.unwrap();
+    let victim = client_with_serial(&pki, "A81001", SERIAL);
+    let mut spec = LeafSpec::client("system 1003 of A81001, other CA");
+    spec.uris = vec!["urn:nhs:ods:A81001".into()];
+    spec.serial = Some(SERIAL);
+    let namesake = pki.other_ca.issue(&spec).unwrap();
+
+    let (mut victim_sender, victim_conn) = h1(gw.addr(), &pki, &victim).await;
+    let (mut sender, conn) = h1(gw.addr(), &pki, &namesake).await;
+    for s in [&mut victim_sender, &mut sender] {
+        let r = s.send_request(get("/files/bytes/10")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+    }
+
+    pki.revoke(&[SERIAL]);
+    gw.running.reload().await.unwrap();
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), victim_conn).await;
+    assert!(closed.is_ok(), "the revoked certificate's connection must close");
+    // Each request checks the certificate against the reloaded CRLs before it is served.
+    sender.ready().await.unwrap();
+    let r = sender.send_request(get("/files/bytes/10")).await.unwrap();
+    assert_eq!(r.status(), 200, "the other CA's certificate is not revoked");
+    r.into_body().collect().await.unwrap();
+    assert!(!conn.is_finished());
+    assert!(handshake_refused(gw.addr(), &pki, Some(&victim)).await);
+    assert!(!handshake_refused(gw.addr(), &pki, Some(&namesake)).await);
+}
+
 // === CRL freshness and certificate expiry ===
 
 #[tokio::test]
