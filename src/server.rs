@@ -146,8 +146,10 @@ impl Running {
     pub async fn reload(&self) -> Result<(), crate::config::ConfigError> {
         let _guard = self.reload_lock.lock().await;
         let g = &self.gateway;
-        let generation = g.state.load().generation + 1;
-        let result = Config::load(&self.config_path).and_then(|c| State::build(c, generation));
+        let previous = g.state.load_full();
+        let generation = previous.generation + 1;
+        let result = Config::load(&self.config_path).and_then(|c| State::reload(c, &previous));
+        drop(previous);
         match result {
             Ok(state) => {
                 let sha = state.config.sha256.clone();

@@ -24,6 +24,16 @@ impl State {
     /// Loads every file the config names and checks what could only be checked with them.
     /// This is what `caregate check` runs, so a config that passes `check` starts.
     pub fn build(config: Config, generation: u64) -> Result<State, crate::config::ConfigError> {
+        State::make(config, generation, None)
+    }
+
+    /// The state of a reloaded config: as [`State::build`], with the limits carrying on from
+    /// `previous`'s where they did not change (see [`Limits::reloaded`]).
+    pub fn reload(config: Config, previous: &State) -> Result<State, crate::config::ConfigError> {
+        State::make(config, previous.generation + 1, Some(&previous.limits))
+    }
+
+    fn make(config: Config, generation: u64, previous: Option<&Limits>) -> Result<State, crate::config::ConfigError> {
         let err = |(key, message): (String, String)| crate::config::ConfigError {
             file: config.path.display().to_string(),
             key,
@@ -46,7 +56,10 @@ impl State {
                 )));
             }
         }
-        let limits = Arc::new(Limits::new(&config.rate_limits));
+        let limits = Arc::new(match previous {
+            Some(old) => Limits::reloaded(&config.rate_limits, old),
+            None => Limits::new(&config.rate_limits),
+        });
         Ok(State {
             config: Arc::new(config),
             tls,

@@ -118,3 +118,38 @@ async fn a_shaped_download_takes_the_expected_time() {
     assert!(took > Duration::from_millis(2500), "too fast: {took:?}");
     assert!(took < Duration::from_secs(6), "too slow: {took:?}");
 }
+
+#[tokio::test]
+async fn a_reload_does_not_hand_out_a_fresh_burst_but_a_changed_limit_applies_at_once() {
+    let pki = TestPki::new();
+    let up = start_upstream().await;
+    // One request per 100 s: nothing refills while the test runs.
+    let rest = format!(
+        "{}\n[rate_limit.epr]\nrequests_per_second = 0.01\nburst = 2\n",
+        standard_rest(&up)
+    );
+    let gw = start_gateway_with(&pki, "", &rest).await;
+    let gp = pki.client("A81001");
+    let status = || async {
+        send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018"))
+            .await
+            .status
+    };
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 429);
+
+    // The nightly CRL refresh: a reload that changes no limit.
+    pki.revoke(&[]);
+    gw.running.reload().await.unwrap();
+    assert_eq!(status().await, 429, "the spent burst stays spent");
+
+    // A raised limit is a new quota, full from the reload.
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, text.replace("burst = 2", "burst = 3")).unwrap();
+    gw.running.reload().await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(status().await, 200);
+    }
+    assert_eq!(status().await, 429);
+}

@@ -20,7 +20,8 @@ use store::OrgKey;
 
 /// All limits of one gateway.
 pub struct Limits {
-    rates: Box<dyn RateStore>,
+    /// Shared with the limits of later configs (see [`Limits::reloaded`]).
+    rates: Arc<dyn RateStore>,
     /// Per class (indexed by [`idx`]): the class table, or `None` when not limited.
     base: [Option<Plan>; 3],
     /// Organisations with an override: their merged plans for every class.
@@ -66,7 +67,9 @@ fn idx(class: Class) -> usize {
 /// shaped bodies hold it by `Arc`, so it outlives its map entry if it has to.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    in_flight: AtomicU32,
+    /// Shared with the slot that replaces this one when a reload changes the bandwidth: the
+    /// requests it counts are still in flight.
+    in_flight: Arc<AtomicU32>,
     bucket: Option<Bucket>,
 }
 
@@ -115,33 +118,73 @@ impl Limits {
         C: governor::clock::Clock + Clone + Send + Sync + 'static,
         C::Instant: Send + Sync,
     {
-        let (base, overrides) = plans(cfg);
-        let store = GovernorStore::new(clock);
-        // Limiters are made up front so that no request pays for creating one.
-        for p in std::iter::once(&base).chain(overrides.values()) {
-            for (class, plan) in Class::ALL.into_iter().zip(p) {
-                if let Some(q) = plan.as_ref().and_then(|p| p.rate.as_ref()) {
-                    store.prepare(class, q);
-                }
-            }
-        }
-        Limits {
-            rates: Box::new(store),
-            base,
-            overrides,
-            slots: Default::default(),
-        }
+        Limits::with_store(cfg, Arc::new(GovernorStore::new(clock)))
     }
 
     /// With another rate store (the seam for a fleet-wide one).
-    pub fn with_store(cfg: &config::RateLimits, rates: Box<dyn RateStore>) -> Limits {
+    pub fn with_store(cfg: &config::RateLimits, rates: Arc<dyn RateStore>) -> Limits {
         let (base, overrides) = plans(cfg);
-        Limits {
+        let limits = Limits {
             rates,
             base,
             overrides,
             slots: Default::default(),
+        };
+        // Limiters are made up front so that no request pays for creating one.
+        limits.rates.configure(&limits.quotas());
+        limits
+    }
+
+    /// The limits of a reloaded config, carrying on from `old` wherever a limit did not change,
+    /// so that a reload (a CRL refresh, say) neither hands every organisation a fresh burst
+    /// nor forgets the transfers it has in flight:
+    ///
+    /// - request rate: the same quota for a (class, organisation) keeps its state; a changed
+    ///   one starts full;
+    /// - requests in flight: still counted, against the new `max_concurrent`;
+    /// - bandwidth: the same `bytes_per_second` keeps its bucket, shared with the bodies still
+    ///   streaming; a changed one starts full (those bodies finish at the old rate).
+    pub fn reloaded(cfg: &config::RateLimits, old: &Limits) -> Limits {
+        let limits = Limits::with_store(cfg, old.rates.clone());
+        for class in Class::ALL {
+            let carried = old.slots[idx(class)].read().unwrap_or_else(|e| e.into_inner());
+            let mut slots = limits.slots[idx(class)].write().unwrap_or_else(|e| e.into_inner());
+            for (key, slot) in carried.iter() {
+                let Some(plan) = limits.plan(key.as_str(), class).filter(Plan::needs_slot) else {
+                    continue;
+                };
+                let same_bucket = match (&slot.bucket, plan.bytes_per_second) {
+                    (Some(b), Some(bps)) => b.has_rate(bps),
+                    (None, None) => true,
+                    _ => false,
+                };
+                let slot = if same_bucket {
+                    slot.clone()
+                } else {
+                    Arc::new(Slot {
+                        in_flight: slot.in_flight.clone(),
+                        bucket: plan.bytes_per_second.map(Bucket::new),
+                    })
+                };
+                slots.insert(key.clone(), slot);
+            }
         }
+        limits
+    }
+
+    /// Every (class, quota) this config limits a rate by.
+    fn quotas(&self) -> Vec<(Class, RateQuota)> {
+        let mut quotas = Vec::new();
+        for p in std::iter::once(&self.base).chain(self.overrides.values()) {
+            for (class, plan) in Class::ALL.into_iter().zip(p) {
+                if let Some(q) = plan.as_ref().and_then(|p| p.rate) {
+                    if !quotas.contains(&(class, q)) {
+                        quotas.push((class, q));
+                    }
+                }
+            }
+        }
+        quotas
     }
 
     fn plan(&self, org: &str, class: Class) -> Option<Plan> {
@@ -191,7 +234,7 @@ impl Limits {
         w.entry(key)
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    in_flight: AtomicU32::new(0),
+                    in_flight: Arc::default(),
                     bucket: plan.bytes_per_second.map(Bucket::new),
                 })
             })

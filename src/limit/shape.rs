@@ -48,6 +48,11 @@ impl Bucket {
         }
     }
 
+    /// Whether this is the bucket `Bucket::new(bytes_per_second)` makes.
+    pub(crate) fn has_rate(&self, bytes_per_second: u64) -> bool {
+        self.rate == bytes_per_second.max(1) as f64
+    }
+
     fn level(&self) -> std::sync::MutexGuard<'_, Level> {
         // A panic elsewhere while holding this lock cannot leave the numbers inconsistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -61,6 +61,11 @@ pub trait RateStore: Send + Sync {
     /// Counts one request of `key` in `class` against `quota`.
     fn check(&self, key: &str, class: Class, quota: &RateQuota) -> Result<(), RateLimited>;
 
+    /// Called with every (class, quota) a config limits by, at start and on each reload (the
+    /// store outlives configs): make ready what is new, keep the state of what is unchanged,
+    /// and let go of what is no longer used.
+    fn configure(&self, _quotas: &[(Class, RateQuota)]) {}
+
     /// Forgets keys whose state is the same as a fresh one (memory stays bounded).
     fn retain_recent(&self) {}
 
@@ -97,6 +102,14 @@ impl OrgKey {
             }
         } else {
             OrgKey::Heap(Arc::from(s))
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole (never cut), so always UTF-8.
+            OrgKey::Inline { len, buf } => std::str::from_utf8(&buf[..*len as usize]).unwrap_or_default(),
+            OrgKey::Heap(s) => s,
         }
     }
 
@@ -156,7 +169,7 @@ where
     }
 
     /// Creates the limiter for (class, quota) now, so the request path never has to.
-    pub fn prepare(&self, class: Class, quota: &RateQuota) {
+    fn prepare(&self, class: Class, quota: &RateQuota) {
         let _guard = self.adding.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.limiters.load();
         if current.iter().any(|e| e.class == class && e.quota == quota.quota) {
@@ -193,6 +206,25 @@ where
         // A quota that was not prepared: slow path once, then it is there for everyone.
         self.prepare(class, quota);
         self.check_in(&key, class, quota).unwrap_or(Ok(()))
+    }
+
+    fn configure(&self, quotas: &[(Class, RateQuota)]) {
+        let _guard = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.limiters.load();
+        let next = quotas
+            .iter()
+            .map(
+                |(class, q)| match current.iter().find(|e| e.class == *class && e.quota == q.quota) {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(Entry {
+                        class: *class,
+                        quota: q.quota,
+                        limiter: RateLimiter::dashmap_with_clock(q.quota, self.clock.clone()),
+                    }),
+                },
+            )
+            .collect();
+        self.limiters.store(Arc::new(next));
     }
 
     fn retain_recent(&self) {

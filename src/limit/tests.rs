@@ -211,7 +211,7 @@ fn a_custom_store_is_used() {
             })
         }
     }
-    let l = Limits::with_store(&cfg(&[(Class::Epr, limit(Some(10.0), None))]), Box::new(Refuse));
+    let l = Limits::with_store(&cfg(&[(Class::Epr, limit(Some(10.0), None))]), Arc::new(Refuse));
     let r = l.check("A81001", Class::Epr).expect_err("store refuses");
     assert_eq!(r.retry_after_secs(), 2);
     assert_eq!(r.policy, "\"epr\";q=10;w=1");
@@ -304,4 +304,95 @@ async fn unshaped_grant_passes_frames_at_once() {
     let start = tokio::time::Instant::now();
     assert_eq!(drain(g.shape(body(100, 1 << 20))).await, 100 << 20);
     assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// === reload ===
+
+#[test]
+fn a_reload_keeps_the_rate_state_of_an_unchanged_quota_and_starts_a_changed_one_full() {
+    let same = cfg(&[
+        (Class::Epr, limit(Some(1.0), Some(2))),
+        (Class::Other, limit(Some(1.0), Some(2))),
+    ]);
+    let (old, _clock) = fake(&same);
+    for class in [Class::Epr, Class::Other] {
+        assert!(old.check("A81001", class).is_ok());
+        assert!(old.check("A81001", class).is_ok());
+        assert!(old.check("A81001", class).is_err(), "{class:?}: burst spent");
+    }
+
+    let l = Limits::reloaded(&same, &old);
+    assert!(l.check("A81001", Class::Epr).is_err(), "the spent burst stays spent");
+    assert!(
+        l.check("A81002", Class::Epr).is_ok(),
+        "other organisations are untouched"
+    );
+
+    let changed = cfg(&[
+        (Class::Epr, limit(Some(1.0), Some(2))),
+        (Class::Other, limit(Some(1.0), Some(3))),
+    ]);
+    let l = Limits::reloaded(&changed, &l);
+    assert!(l.check("A81001", Class::Epr).is_err(), "unchanged again: still spent");
+    for i in 0..3 {
+        assert!(l.check("A81001", Class::Other).is_ok(), "new quota, request {i}: full");
+    }
+    assert!(l.check("A81001", Class::Other).is_err());
+
+    // Back to the first quota: its state was let go with the reload that dropped it.
+    let l = Limits::reloaded(&same, &l);
+    assert!(l.check("A81001", Class::Other).is_ok());
+    assert_eq!(l.rates.key_count(), 3, "A81001 epr, A81002 epr, A81001 other");
+}
+
+#[test]
+fn requests_in_flight_across_a_reload_count_against_the_new_limit() {
+    let concurrent = |max| {
+        let mut c = limit(None, None);
+        c.max_concurrent = Some(max);
+        cfg(&[(Class::Image, c)])
+    };
+    let (old, _clock) = fake(&concurrent(2));
+    let first = old.check("RXC", Class::Image).expect("first");
+    let second = old.check("RXC", Class::Image).expect("second");
+
+    let l = Limits::reloaded(&concurrent(2), &old);
+    assert!(l.check("RXC", Class::Image).is_err(), "two still in flight");
+    drop(first);
+    let third = l
+        .check("RXC", Class::Image)
+        .expect("one slot freed by a request of the old config");
+
+    // Lowered to 1 with two in flight: nothing passes until both end.
+    let l = Limits::reloaded(&concurrent(1), &l);
+    drop(second);
+    assert!(l.check("RXC", Class::Image).is_err(), "still one in flight");
+    drop(third);
+    assert!(l.check("RXC", Class::Image).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_an_unchanged_bandwidth_shared_with_the_bodies_still_streaming() {
+    const RATE: u64 = 1 << 20;
+    let (old, _clock) = fake(&bandwidth(RATE));
+    let streaming = old.check("RXC", Class::Image).expect("grant");
+    let l = Limits::reloaded(&bandwidth(RATE), &old);
+    let after = l.check("RXC", Class::Image).expect("grant");
+    let start = tokio::time::Instant::now();
+    // 5 MiB each; if the reload had made a second bucket, both would take 5 s, not 10.
+    let (a, b) = tokio::join!(
+        drain(streaming.shape(body(320, 16 * 1024))),
+        drain(after.shape(body(320, 16 * 1024)))
+    );
+    assert_eq!(a + b, 10 << 20);
+    let took = start.elapsed().as_secs_f64();
+    assert!((9.6..10.2).contains(&took), "took {took}s");
+
+    // A new rate gets a new bucket.
+    let l = Limits::reloaded(&bandwidth(2 * RATE), &l);
+    let g = l.check("RXC", Class::Image).expect("grant");
+    let start = tokio::time::Instant::now();
+    drain(g.shape(body(640, 16 * 1024))).await;
+    let took = start.elapsed().as_secs_f64();
+    assert!((4.8..5.1).contains(&took), "10 MiB at 2 MiB/s took {took}s");
 }
