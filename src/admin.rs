@@ -88,7 +88,10 @@ fn answer(gw: &Gateway, accepting: bool, req: &Request<Incoming>) -> Response<Fu
             gw.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds);
             gw.metrics.draining.set(i64::from(gw.draining.load(Ordering::Relaxed)));
             crate::server::refresh_cert_metrics(gw);
-            let mut r = text(StatusCode::OK, gw.metrics.encode_with(&stats));
+            let mut r = text(
+                StatusCode::OK,
+                gw.metrics.encode_with(&stats, &gw.audit.fsync_durations()),
+            );
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -238,11 +238,17 @@ impl Metrics {
         self.render(self.registry())
     }
 
-    /// Renders the Prometheus text format with the audit writer's running totals (counted by
-    /// the writer itself, read at scrape time): records written and fsyncs, whose rate beside
-    /// `audit_fsync_seconds` shows how well group commit is batching.
-    pub fn encode_with(&self, audit: &crate::audit::AuditStats) -> String {
+    /// Renders the Prometheus text format with the audit writer's own figures (kept by the
+    /// writer, read at scrape time): records written and fsyncs, whose rate beside
+    /// `audit_fsync_seconds` shows how well group commit is batching, and the fsyncs'
+    /// durations.
+    pub fn encode_with(&self, audit: &crate::audit::AuditStats, fsync_durations: &Histogram) -> String {
         let mut r = self.registry();
+        r.register(
+            "audit_fsync_duration_seconds",
+            "Duration of each audit fsync (group commit)",
+            fsync_durations.clone(),
+        );
         r.register(
             "audit_records",
             "Audit records written",

@@ -703,6 +703,7 @@ burst = 1
         "caregate_audit_queue_depth",
         "caregate_audit_fsync_seconds",
         "caregate_audit_fsyncs_total",
+        "caregate_audit_fsync_duration_seconds_count",
     ] {
         assert!(metric(&after, series, &[]).is_some(), "{series} is exported");
     }

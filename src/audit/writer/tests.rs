@@ -403,6 +403,7 @@ async fn concurrent_appends_share_one_fsync() {
     let stats = log.stats();
     assert_eq!((stats.records_written, stats.fsyncs, stats.queue_depth), (256, 1, 0));
     assert!(stats.last_fsync_seconds > 0.0);
+    assert_eq!(fsyncs_observed(&log), 1);
     log.close().await.unwrap();
     verify(&cfg(tmp.path()).dir);
 }
@@ -416,8 +417,10 @@ async fn flush_durability_syncs_only_at_close() {
         log.append_durable(access(i)).await.unwrap();
     }
     assert_eq!(log.stats().fsyncs, 0);
+    assert_eq!(fsyncs_observed(&log), 0);
     log.close().await.unwrap();
     assert_eq!(log.stats().fsyncs, 1);
+    assert_eq!(fsyncs_observed(&log), 1);
     assert_eq!(all(&verify(&cfg.dir)).len(), 10);
 }
 
@@ -930,4 +933,14 @@ fn a_second_writer_on_the_same_trail_is_refused() {
         assert!(Instant::now() < deadline, "the lock was never released");
         std::thread::yield_now();
     }
+}
+
+/// Observations in the writer's fsync histogram, read as `/metrics` renders it.
+fn fsyncs_observed(log: &AuditLog) -> u64 {
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register("fsync", "fsyncs", log.fsync_durations());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+    let count = text.lines().find_map(|l| l.strip_prefix("fsync_count "));
+    count.expect("a count line").parse().unwrap()
 }

@@ -438,9 +438,9 @@ impl Writer {
         self.segment.file.sync_data()?;
         self.unsynced = false;
         shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        shared
-            .last_fsync_nanos
-            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let took = started.elapsed();
+        shared.last_fsync_nanos.store(took.as_nanos() as u64, Ordering::Relaxed);
+        shared.fsync_durations.observe(took.as_secs_f64());
         Ok(())
     }
 
