@@ -144,6 +144,9 @@ impl Limits {
     /// - requests in flight: still counted, against the new `max_concurrent`;
     /// - bandwidth: the same `bytes_per_second` keeps its bucket, shared with the bodies still
     ///   streaming; a changed one starts full (those bodies finish at the old rate).
+    ///
+    /// `old` keeps serving until the new state is swapped in: a key it sees for the first time
+    /// in that moment is not carried over (its requests of that moment are not counted).
     pub fn reloaded(cfg: &config::RateLimits, old: &Limits) -> Limits {
         let limits = Limits::with_store(cfg, old.rates.clone());
         for class in Class::ALL {
