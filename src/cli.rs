@@ -60,6 +60,9 @@ pub fn check_summary(s: &State) -> String {
     if let Some(a) = &c.admin {
         let _ = writeln!(out, "  admin      {}", a.bind);
     }
+    for w in &s.tls.warnings {
+        let _ = writeln!(out, "  warning    {w}");
+    }
     out.trim_end().to_string()
 }
 

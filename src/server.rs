@@ -71,6 +71,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
     check_cert_expiry(&gateway);
+    warn_about_state(&gateway);
 
     // True while the TLS listener accepts: `/readyz` is 503 before and after (drain).
     let accepting = Arc::new(AtomicBool::new(false));
@@ -158,6 +159,7 @@ impl Running {
                 g.generation.send_replace(generation);
                 g.metrics.reload(true);
                 check_cert_expiry(g);
+                warn_about_state(g);
                 tracing::info!(generation, config_sha256 = %sha, "config reloaded");
                 g.audit.append(Event::Lifecycle(record::Lifecycle {
                     action: "reload".into(),
@@ -217,6 +219,13 @@ pub fn refresh_cert_metrics(g: &Gateway) {
                 .get_or_create(&crate::metrics::FileLabels { file: file.clone() })
                 .set(next - now);
         }
+    }
+}
+
+/// Logs what `caregate check` warns about in the loaded state. At start and on reload.
+fn warn_about_state(g: &Gateway) {
+    for w in &g.state.load().tls.warnings {
+        tracing::warn!("{w}");
     }
 }
 

@@ -30,6 +30,9 @@ pub struct TlsState {
     pub revoked: HashMap<String, Vec<Box<[u8]>>>,
     /// The client verifier the listener uses, for `caregate explain`.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    /// What an operator should know about this TLS setup although it loads (`caregate check`
+    /// prints them; start and reload log them).
+    pub warnings: Vec<String>,
 }
 
 type Invalid = (String, String);
@@ -65,9 +68,15 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let mut roots = RootCertStore::empty();
+    let mut warnings = Vec::new();
     for (i, path) in l.client_ca.iter().enumerate() {
         let key = format!("listener.client_ca[{i}]");
         for cert in load_certs(&key, path)? {
+            warnings.extend(
+                unevaluated_name_constraints(&cert)
+                    .into_iter()
+                    .map(|w| format!("{key}: {w}")),
+            );
             roots.add(cert).map_err(|e| {
                 (
                     key.clone(),
@@ -159,7 +168,46 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         crl_next_update,
         revoked,
         verifier,
+        warnings,
     })
+}
+
+/// Name constraints in a client CA that webpki does not evaluate. It fails closed on them (RFC
+/// 5280 allows that), so a CA that has them looks, to its users, like a CA whose certificates
+/// are refused for no reason: say so at `check` rather than at the first handshake.
+fn unevaluated_name_constraints(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(nc)) = cert.name_constraints() else {
+        return Vec::new();
+    };
+    let subtrees = [&nc.value.permitted_subtrees, &nc.value.excluded_subtrees];
+    let mut forms: Vec<(&str, &str)> = Vec::new();
+    for subtree in subtrees.into_iter().flatten().flatten() {
+        let form = match &subtree.base {
+            GeneralName::DNSName(_) | GeneralName::IPAddress(_) => continue,
+            GeneralName::DirectoryName(_) => ("directoryName", "every certificate under it"),
+            GeneralName::URI(_) => (
+                "URI",
+                "its certificates with a URI SAN, the urn:nhs:ods: organisation SAN among them",
+            ),
+            GeneralName::RFC822Name(_) => ("e-mail (rfc822Name)", "its certificates with an e-mail SAN"),
+            _ => ("another form of", "its certificates with a SAN of that form"),
+        };
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    let subject = crate::identity::rfc4514(cert.subject());
+    forms
+        .into_iter()
+        .map(|(form, refused)| {
+            format!(
+                "the CA \"{subject}\" has {form} name constraints, which the client verifier does not evaluate: it refuses {refused}"
+            )
+        })
+        .collect()
 }
 
 impl TlsState {

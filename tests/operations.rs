@@ -442,6 +442,90 @@ async fn a_reloaded_crl_cuts_off_only_its_own_issuers_certificate_not_another_ca
     assert!(!handshake_refused(gw.addr(), &pki, Some(&namesake)).await);
 }
 
+/// A client CA with these name constraints, and a client certificate for A81001 under it with
+/// the organisation URI SAN and these DNS SANs.
+fn constrained_ca_and_client(constraints: rcgen::NameConstraints, dns: &[&str]) -> (String, Leaf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "constrained client CA");
+    ca.distinguished_name.push(DnType::OrganizationName, "NHS");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.name_constraints = Some(constraints);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name.push(DnType::CommonName, "system of A81001");
+    leaf.distinguished_name.push(DnType::OrganizationName, "NHS");
+    leaf.subject_alt_names = vec![SanType::URI("urn:nhs:ods:A81001".try_into().unwrap())];
+    for d in dns {
+        leaf.subject_alt_names.push(SanType::DnsName((*d).try_into().unwrap()));
+    }
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let leaf = Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().to_vec(),
+        serial: 0,
+    };
+    (ca_pem, leaf)
+}
+
+#[tokio::test]
+async fn a_client_ca_whose_name_constraints_cannot_be_evaluated_is_warned_about_and_its_clients_refused() {
+    let pki = TestPki::new();
+    let mut by_dn = rcgen::DistinguishedName::new();
+    by_dn.push(rcgen::DnType::OrganizationName, "NHS");
+    let (dn_ca, dn_client) = constrained_ca_and_client(
+        rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DirectoryName(by_dn)],
+            excluded_subtrees: vec![],
+        },
+        &[],
+    );
+    let (dns_ca, dns_client) = constrained_ca_and_client(
+        rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("nhs.uk".into())],
+            excluded_subtrees: vec![],
+        },
+        &["gpsystem.a81001.nhs.uk"],
+    );
+    std::fs::write(pki.path().join("dn_ca.pem"), dn_ca).unwrap();
+    std::fs::write(pki.path().join("dns_ca.pem"), dns_ca).unwrap();
+    let up = start_upstream().await;
+    let gw = start_gateway(&pki, &up).await;
+    let p = pki.path().display();
+    edit_config(
+        &gw,
+        &format!(r#"client_ca = ["{p}/ca.pem"]"#),
+        &format!(r#"client_ca = ["{p}/ca.pem", "{p}/dn_ca.pem", "{p}/dns_ca.pem"]"#),
+    );
+
+    // `caregate check` names the file and says what will happen; the DNS-constrained CA is fine.
+    let config = caregate::config::Config::load(&gw.config_path).unwrap();
+    let summary = caregate::cli::check_summary(&caregate::state::State::build(config, 0).unwrap());
+    let warnings: Vec<_> = summary.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{summary}");
+    assert!(
+        warnings[0].contains(
+            "listener.client_ca[1]: the CA \"O=NHS,CN=constrained client CA\" has directoryName name constraints"
+        ) && warnings[0].contains("it refuses every certificate under it"),
+        "{summary}"
+    );
+
+    gw.running.reload().await.unwrap();
+    assert!(
+        handshake_refused(gw.addr(), &pki, Some(&dn_client)).await,
+        "the warning is true"
+    );
+    let answer = send(gw.addr(), &pki, &dns_client, false, get("/files/bytes/10")).await;
+    assert_eq!(answer.status, 200, "DNS constraints are evaluated, and this one is met");
+}
+
 // === CRL freshness and certificate expiry ===
 
 #[tokio::test]

@@ -241,6 +241,42 @@ fn crl_entries_cut_off_the_certificate_of_their_own_issuer_only() {
 }
 
 #[test]
+fn a_client_ca_with_name_constraints_the_verifier_cannot_evaluate_is_named_in_a_warning() {
+    // Roots with directoryName or e-mail constraints (read with `openssl x509 -text`); roots
+    // with DNS and IP constraints, which webpki evaluates, are in the corpus too.
+    let expected = BTreeSet::from([
+        "rfc5280::nc::permitted-dn-mismatch",
+        "rfc5280::nc::excluded-dn-match",
+        "rfc5280::nc::permitted-dn-match",
+        "rfc5280::nc::permitted-dn-match-subject-san-mismatch",
+        "rfc5280::nc::excluded-dn-match-sub-mismatch",
+        "rfc5280::nc::invalid-email-address",
+    ]);
+    let warned: BTreeSet<&str> = outcomes()
+        .iter()
+        .filter(|o| !o.tls.warnings.is_empty())
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(warned, expected);
+    let w = &get("rfc5280::nc::permitted-dn-match").tls.warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("listener.client_ca[0]: the CA"), "{w:?}");
+    assert!(
+        w[0].contains("directoryName") && w[0].contains("every certificate under it"),
+        "{w:?}"
+    );
+    let w = &get("rfc5280::nc::invalid-email-address").tls.warnings;
+    assert!(w[0].contains("e-mail (rfc822Name)"), "{w:?}");
+    // And the warning is true: nothing under a directoryName-constrained CA passes.
+    for id in [
+        "rfc5280::nc::permitted-dn-match",
+        "rfc5280::nc::excluded-dn-match-sub-mismatch",
+    ] {
+        assert!(get(id).verdict.is_err(), "{id}");
+    }
+}
+
+#[test]
 fn no_certificate_of_the_corpus_nor_any_leaf_cut_or_bit_flipped_panics_identity_or_verifier() {
     let sources = [
         OrgSource::SanUri("urn:nhs:ods:".into()),
