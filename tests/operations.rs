@@ -161,6 +161,18 @@ fn edit_config(gw: &Gw, from: &str, to: &str) {
     std::fs::write(&gw.config_path, text.replace(from, to)).unwrap();
 }
 
+/// Adds these files of the test PKI's folder to the gateway's `client_ca`, after `ca.pem`
+/// (for the next reload).
+fn add_client_cas(gw: &Gw, pki: &TestPki, files: &[&str]) {
+    let p = pki.path().display();
+    let more: String = files.iter().map(|f| format!(r#", "{p}/{f}""#)).collect();
+    edit_config(
+        gw,
+        &format!(r#"client_ca = ["{p}/ca.pem"]"#),
+        &format!(r#"client_ca = ["{p}/ca.pem"{more}]"#),
+    );
+}
+
 /// A client certificate for `org` with this exact serial.
 fn client_with_serial(pki: &TestPki, org: &str, serial: u64) -> Leaf {
     let mut spec = LeafSpec::client(&format!("system {serial:x} of {org}"));
@@ -406,12 +418,7 @@ async fn a_reloaded_crl_cuts_off_only_its_own_issuers_certificate_not_another_ca
     std::fs::write(pki.path().join("other_ca.pem"), pki.other_ca.cert_pem()).unwrap();
     let up = start_upstream().await;
     let gw = start_gateway(&pki, &up).await;
-    let p = pki.path().display();
-    edit_config(
-        &gw,
-        &format!(r#"client_ca = ["{p}/ca.pem"]"#),
-        &format!(r#"client_ca = ["{p}/ca.pem", "{p}/other_ca.pem"]"#),
-    );
+    add_client_cas(&gw, &pki, &["other_ca.pem"]);
     gw.running.reload().await.unwrap();
     let victim = client_with_serial(&pki, "A81001", SERIAL);
     let mut spec = LeafSpec::client("system 1003 of A81001, other CA");
@@ -498,12 +505,7 @@ async fn a_client_ca_whose_name_constraints_cannot_be_evaluated_is_warned_about_
     std::fs::write(pki.path().join("dns_ca.pem"), dns_ca).unwrap();
     let up = start_upstream().await;
     let gw = start_gateway(&pki, &up).await;
-    let p = pki.path().display();
-    edit_config(
-        &gw,
-        &format!(r#"client_ca = ["{p}/ca.pem"]"#),
-        &format!(r#"client_ca = ["{p}/ca.pem", "{p}/dn_ca.pem", "{p}/dns_ca.pem"]"#),
-    );
+    add_client_cas(&gw, &pki, &["dn_ca.pem", "dns_ca.pem"]);
 
     // `caregate check` names the file and says what will happen; the DNS-constrained CA is fine.
     let config = caregate::config::Config::load(&gw.config_path).unwrap();
