@@ -149,7 +149,8 @@ fn get(id: &str) -> &'static Outcome {
 #[test]
 fn a_certificate_whose_extended_key_usage_leaves_out_client_auth_is_never_a_client_certificate() {
     let server_only: Vec<_> = outcomes().iter().filter(|o| not_for_clients(&o.leaf)).collect();
-    // Most limbo leaves are serverAuth-only: a verifier that ignored EKU would pass 58 of them.
+    // Most limbo leaves are serverAuth-only: a verifier that ignored EKU would accept those
+    // whose chains are otherwise sound.
     assert!(server_only.len() > 150, "{} cases", server_only.len());
     for o in server_only {
         assert!(o.verdict.is_err(), "{}: a server-only certificate was accepted", o.id);
@@ -212,7 +213,7 @@ fn a_refused_chain_is_audited_with_the_reason_of_spec_section_5() {
         assert!(o.verdict.is_err(), "{id} accepted");
         assert_eq!(o.reason, Some(reason), "{id}: {:?}", o.verdict);
     }
-    // And a second at either side of the boundary is inside it.
+    // One second earlier the same leaf is in date.
     let o = get("rfc5280::validity::expired-1-second");
     let before = UnixTime::since_unix_epoch(Duration::from_secs(o.at.as_secs() - 1));
     let verdict = o.tls.verifier.verify_client_cert(&o.leaf, &o.intermediates, before);
