@@ -363,17 +363,25 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let reason = crate::tls::rejection_reason(&e, &note);
-            return tls_rejected(gw, peer, note, reason);
+            return tls_rejected(gw, peer, note, reason, &e);
         }
-        Err(_) => return tls_rejected(gw, peer, note, "other"),
+        Err(_) => {
+            return tls_rejected(
+                gw,
+                peer,
+                note,
+                "other",
+                &"no handshake within listener.handshake_timeout",
+            )
+        }
     };
     let (_, session) = tls.get_ref();
     let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
-        return tls_rejected(gw, peer, note, "no_certificate");
+        return tls_rejected(gw, peer, note, "no_certificate", &"no client certificate");
     };
     let identity = match crate::identity::identify(leaf, &state.config.identity.org_from, &state.directory) {
         Ok(i) => Arc::new(i),
-        Err(_) => return tls_rejected(gw, peer, note, "other"),
+        Err(e) => return tls_rejected(gw, peer, note, "other", &e),
     };
     let h2 = session.alpn_protocol() == Some(b"h2");
     // Kept for the reload watch below; the service takes `conn`.
@@ -451,9 +459,17 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
 #[error("the client certificate was revoked by a reloaded CRL")]
 struct CertRevoked;
 
-fn tls_rejected(gw: &Gateway, peer: SocketAddr, note: crate::tls::HandshakeNote, reason: &str) {
+/// `error` says what the audit's `reason` cannot: `other` covers a wrong key usage, a name
+/// constraint, a bad encoding… (rustls' words; never a patient identifier).
+fn tls_rejected(
+    gw: &Gateway,
+    peer: SocketAddr,
+    note: crate::tls::HandshakeNote,
+    reason: &str,
+    error: &dyn std::fmt::Display,
+) {
     gw.metrics.tls_rejected(reason);
-    tracing::info!(%peer, reason, "TLS handshake refused");
+    tracing::info!(%peer, reason, error = %error, "TLS handshake refused");
     gw.audit.append(Event::TlsRejected(record::TlsRejected {
         client: record::Client {
             ip: peer.ip().to_string().into(),

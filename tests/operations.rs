@@ -848,6 +848,11 @@ impl Process {
 
     /// The first log line (JSON) whose message is `message`, waiting for it.
     async fn log_line(&self, message: &str) -> Value {
+        self.log_line_where(message, |_| true).await
+    }
+
+    /// The first log line with this message that `pred` accepts, waiting for it.
+    async fn log_line_where(&self, message: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let found = self
@@ -856,7 +861,7 @@ impl Process {
                 .unwrap()
                 .iter()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["message"] == message);
+                .find(|v| v["message"] == message && pred(v));
             if let Some(v) = found {
                 return v;
             }
@@ -981,6 +986,19 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
     .await;
     assert!(raw_bad.starts_with("HTTP/1.1 400"), "{raw_bad}");
     assert!(handshake_refused(addr, &pki, None).await);
+    // A server's certificate offered as a client's: the audit's reason is `other`, and the log
+    // says what that was.
+    let server_cert = pki.issue(&LeafSpec::server(&["gp.example"]));
+    assert!(handshake_refused(addr, &pki, Some(&server_cert)).await);
+    let refused = gw
+        .log_line_where("TLS handshake refused", |v| v["reason"] == "other")
+        .await;
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("extended key usage"), "{refused}");
+    let refused = gw
+        .log_line_where("TLS handshake refused", |v| v["reason"] == "no_certificate")
+        .await;
+    assert!(refused["error"].as_str().is_some_and(|e| !e.is_empty()), "{refused}");
     let m = scrape(admin).await;
     assert!(metric(&m, "caregate_requests_total", &[]).unwrap() >= 18.0);
 
