@@ -148,13 +148,12 @@ impl Running {
         let _guard = self.reload_lock.lock().await;
         let g = &self.gateway;
         let previous = g.state.load_full();
-        let generation = previous.generation + 1;
         let result = Config::load(&self.config_path).and_then(|c| State::reload(c, &previous));
-        drop(previous);
         match result {
             Ok(state) => {
-                let sha = state.config.sha256.clone();
-                warn_restart_only(&g.state.load().config, &state.config);
+                let (sha, generation) = (state.config.sha256.clone(), state.generation);
+                warn_restart_only(&previous.config, &state.config);
+                drop(previous);
                 g.state.store(Arc::new(state));
                 g.generation.send_replace(generation);
                 g.metrics.reload(true);
