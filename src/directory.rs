@@ -1,7 +1,7 @@
 //! Who is who: organisations (from `[[organisation]]` and an optional ODS CSV extract), their
 //! groups, and registered endpoints (`[[endpoint]]`, as in a Spine directory extract).
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, KeyError};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,10 +32,10 @@ pub struct Directory {
 impl Directory {
     /// Builds the directory from the config, reading the ODS CSV if one is named. Errors are
     /// (key, message).
-    pub fn build(config: &Config) -> Result<Directory, (String, String)> {
+    pub fn build(config: &Config) -> Result<Directory, KeyError> {
         let mut orgs = HashMap::new();
         if let Some(csv) = &config.identity.organisations_csv {
-            for org in load_ods_csv(csv).map_err(|m| ("identity.organisations_csv".to_string(), m))? {
+            for org in load_ods_csv(csv).map_err(|m| KeyError::new("identity.organisations_csv", m))? {
                 orgs.insert(org.code.clone(), Arc::new(org));
             }
         }
@@ -61,7 +61,7 @@ impl Directory {
         let mut endpoints = HashMap::new();
         for (i, e) in config.endpoints.iter().enumerate() {
             if !orgs.contains_key(&e.org) {
-                return Err((
+                return Err(KeyError::new(
                     format!("endpoint[{i}].org"),
                     format!("no organisation with code \"{}\"", e.org),
                 ));
@@ -80,12 +80,12 @@ impl Directory {
     }
 
     /// With an ODS CSV, references to organisations can only be checked once it is read.
-    fn check_references(&self, config: &Config) -> Result<(), (String, String)> {
+    fn check_references(&self, config: &Config) -> Result<(), KeyError> {
         for (i, r) in config.routes.iter().enumerate() {
             for (j, a) in r.allow.iter().enumerate() {
                 for org in a.orgs.iter().filter(|o| *o != "*") {
                     if !self.orgs.contains_key(org) {
-                        return Err((
+                        return Err(KeyError::new(
                             format!("route[{i}].allow[{j}].orgs"),
                             format!("no organisation with code \"{org}\""),
                         ));

@@ -8,7 +8,7 @@
 //! its response body has been read to the end; one the upstream closed while idle is found
 //! out by hyper, which hands the unsent request back to try the next.
 
-use crate::config;
+use crate::config::{self, KeyError};
 use crate::identity::ClientIdentity;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -61,14 +61,14 @@ pub struct Upstream {
 struct Idle(Mutex<Vec<(SendRequest<UpBody>, Instant)>>);
 
 impl Upstream {
-    pub fn build(i: usize, u: &config::Upstream, workers: usize) -> Result<Upstream, (String, String)> {
+    pub fn build(i: usize, u: &config::Upstream, workers: usize) -> Result<Upstream, KeyError> {
         let key = |k: &str| format!("upstream[{i}].{k}");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = &u.ca {
             for cert in crate::tls::load_certs(&key("ca"), ca)? {
                 roots.add(cert).map_err(|e| {
-                    (
+                    KeyError::new(
                         key("ca"),
                         format!("{} is not a usable CA certificate: {e}", ca.display()),
                     )
@@ -77,7 +77,7 @@ impl Upstream {
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| (key("ca"), e.to_string()))?
+            .map_err(|e| KeyError::new(key("ca"), e.to_string()))?
             .with_root_certificates(roots);
         let tls = match (&u.client_cert, &u.client_key) {
             (Some(c), Some(k)) => builder
@@ -85,13 +85,13 @@ impl Upstream {
                     crate::tls::load_certs(&key("client_cert"), c)?,
                     crate::tls::load_key(&key("client_key"), k)?,
                 )
-                .map_err(|e| (key("client_key"), format!("does not match client_cert: {e}")))?,
+                .map_err(|e| KeyError::new(key("client_key"), format!("does not match client_cert: {e}")))?,
             _ => builder.with_no_client_auth(),
         };
         if u.ca.is_none() && u.urls.iter().any(|u| u.scheme_str() == Some("https")) {
-            return Err((
+            return Err(KeyError::new(
                 key("ca"),
-                "an https upstream needs the CA that signed its certificate".into(),
+                "an https upstream needs the CA that signed its certificate",
             ));
         }
         let mut http = HttpConnector::new();

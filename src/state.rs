@@ -1,7 +1,7 @@
 //! Everything reloadable, built from one config and swapped as a whole: a request takes one
 //! snapshot at its start and uses it throughout, so a reload never mixes old and new state.
 
-use crate::config::Config;
+use crate::config::{Config, KeyError};
 use crate::directory::Directory;
 use crate::forward::Upstream;
 use crate::limit::Limits;
@@ -34,11 +34,7 @@ impl State {
     }
 
     fn make(config: Config, generation: u64, previous: Option<&Limits>) -> Result<State, crate::config::ConfigError> {
-        let err = |(key, message): (String, String)| crate::config::ConfigError {
-            file: config.path.display().to_string(),
-            key,
-            message,
-        };
+        let err = |e: KeyError| e.in_file(&config.path);
         let tls = crate::tls::build(&config.listener).map_err(err)?;
         let directory = Directory::build(&config).map_err(err)?;
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -50,8 +46,8 @@ impl State {
         });
         if let Some(key) = &config.audit.signing_key {
             if let Err(e) = std::fs::metadata(key) {
-                return Err(err((
-                    "audit.signing_key".into(),
+                return Err(err(KeyError::new(
+                    "audit.signing_key",
                     format!("cannot read {}: {e}", key.display()),
                 )));
             }

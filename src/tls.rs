@@ -2,7 +2,7 @@
 //! verifier with CRLs → key-usage check → server cert → ALPN); handshakes run under a deadline
 //! and a refused one says why, for the `tls_rejected` audit record.
 
-use crate::config::{self, CrlExpired};
+use crate::config::{self, CrlExpired, KeyError};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
@@ -35,28 +35,29 @@ pub struct TlsState {
     pub warnings: Vec<String>,
 }
 
-type Invalid = (String, String);
-
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, Invalid> {
-    std::fs::read(path).map_err(|e| (key.to_string(), format!("cannot read {}: {e}", path.display())))
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|e| KeyError::new(key.to_string(), format!("cannot read {}: {e}", path.display())))
 }
 
 /// Reads every certificate in a PEM file (a chain or a CA bundle).
-pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Invalid> {
+pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
     let pem = read(key, path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| (key.to_string(), format!("{} is not valid PEM: {e}", path.display())))?;
+        .map_err(|e| KeyError::new(key.to_string(), format!("{} is not valid PEM: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err((key.to_string(), format!("{} holds no CERTIFICATE", path.display())));
+        return Err(KeyError::new(
+            key.to_string(),
+            format!("{} holds no CERTIFICATE", path.display()),
+        ));
     }
     Ok(certs)
 }
 
-pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Invalid> {
+pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, KeyError> {
     let pem = read(key, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        (
+        KeyError::new(
             key.to_string(),
             format!("{} holds no private key in PEM", path.display()),
         )
@@ -64,7 +65,7 @@ pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Invali
 }
 
 /// Builds the listener's TLS state from `[listener]`.
-pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
+pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let mut roots = RootCertStore::empty();
@@ -78,7 +79,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
                     .map(|w| format!("{key}: {w}")),
             );
             roots.add(cert).map_err(|e| {
-                (
+                KeyError::new(
                     key.clone(),
                     format!("{} is not a usable CA certificate: {e}", path.display()),
                 )
@@ -95,16 +96,16 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         let ders: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
             CertificateRevocationListDer::pem_slice_iter(&bytes)
                 .collect::<Result<_, _>>()
-                .map_err(|e| (key.clone(), format!("{} is not valid PEM: {e}", path.display())))?
+                .map_err(|e| KeyError::new(key.clone(), format!("{} is not valid PEM: {e}", path.display())))?
         } else {
             vec![CertificateRevocationListDer::from(bytes)]
         };
         if ders.is_empty() {
-            return Err((key, format!("{} holds no X509 CRL", path.display())));
+            return Err(KeyError::new(key, format!("{} holds no X509 CRL", path.display())));
         }
         for der in ders {
             let (_, crl) = CertificateRevocationList::from_der(&der)
-                .map_err(|_| (key.clone(), format!("{} is not a valid CRL", path.display())))?;
+                .map_err(|_| KeyError::new(key.clone(), format!("{} is not a valid CRL", path.display())))?;
             crl_next_update.push((path.display().to_string(), crl.next_update().map(|t| t.timestamp())));
             let issuer = crl.issuer().as_raw();
             for r in crl.iter_revoked_certificates() {
@@ -127,7 +128,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
         builder = builder.enforce_revocation_expiration();
     }
     let webpki = builder.build().map_err(|e| {
-        (
+        KeyError::new(
             "listener.client_ca".to_string(),
             format!("cannot build the client verifier: {e}"),
         )
@@ -136,16 +137,12 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(KeyUsageVerifier { inner: webpki });
 
     let chain = load_certs("listener.server_cert", &l.server_cert)?;
-    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|_| {
-        (
-            "listener.server_cert".to_string(),
-            "the first certificate cannot be parsed".to_string(),
-        )
-    })?;
+    let (_, leaf) = X509Certificate::from_der(&chain[0])
+        .map_err(|_| KeyError::new("listener.server_cert", "the first certificate cannot be parsed"))?;
     let server_not_after = leaf.validity().not_after.timestamp();
     let key = load_key("listener.server_key", &l.server_key)?;
     let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-        (
+        KeyError::new(
             "listener.server_key".to_string(),
             format!("does not match listener.server_cert: {e}"),
         )
@@ -153,7 +150,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, Invalid> {
 
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ("listener".to_string(), e.to_string()))?
+        .map_err(|e| KeyError::new("listener", e.to_string()))?
         .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -69,8 +69,8 @@ fn outcomes() -> &'static [Outcome] {
             .testcases
             .into_iter()
             .map(|case| {
-                let tls = caregate::tls::build(&listener(dir.path(), &case))
-                    .unwrap_or_else(|(key, message)| panic!("{}: {key}: {message}", case.id));
+                let tls =
+                    caregate::tls::build(&listener(dir.path(), &case)).unwrap_or_else(|e| panic!("{}: {e}", case.id));
                 let leaf = der(&case.peer_certificate);
                 let intermediates: Vec<_> = case.untrusted_intermediates.iter().map(|p| der(p)).collect();
                 let at = match &case.validation_time {

@@ -18,6 +18,20 @@ pub use checkpoint::{checkpoint_message, key_id};
 pub use record::Event;
 pub use writer::{AuditLog, AuditStats};
 
+/// The receipt for a record made durable (`AuditLog::append_durable`). Only the audit writer
+/// makes one, so holding one proves the record is on disk (or flushed, per `durability`).
+#[derive(Debug)]
+pub struct Durable {
+    seq: u64,
+}
+
+impl Durable {
+    /// The record's `seq`.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// Why a record could not be made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

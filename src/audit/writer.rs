@@ -185,8 +185,15 @@ impl AuditLog {
         &self.handle.shared
     }
 
-    /// Appends `event` and resolves once it is durable (per `durability`). Returns its `seq`.
-    pub async fn append_durable(&self, event: Event) -> Result<u64, AuditError> {
+    /// Appends `event` and resolves once it is durable (per `durability`), with the receipt
+    /// that says so.
+    pub async fn append_durable(&self, event: Event) -> Result<super::Durable, AuditError> {
+        let seq = self.append_seq(event).await?;
+        Ok(super::Durable { seq })
+    }
+
+    /// [`AuditLog::append_durable`], answering the record's `seq`.
+    async fn append_seq(&self, event: Event) -> Result<u64, AuditError> {
         let fields = chain::event_fields(&event)?;
         let (reply, done) = oneshot::channel();
         let worker = crate::worker::current();

@@ -11,13 +11,39 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A config error: which key, and what is wrong with it.
+/// A config error: which file, which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {message}")]
 pub struct ConfigError {
     pub file: String,
     pub key: String,
     pub message: String,
+}
+
+/// What is wrong with one key, before it is known which file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct KeyError {
+    pub key: String,
+    pub message: String,
+}
+
+impl KeyError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> KeyError {
+        KeyError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, saying which config file it is in.
+    pub fn in_file(self, file: &Path) -> ConfigError {
+        ConfigError {
+            file: file.display().to_string(),
+            key: self.key,
+            message: self.message,
+        }
+    }
 }
 
 /// Rate-limit and policy class of a route.
@@ -274,25 +300,31 @@ impl Config {
                 c.sha256 = sha256;
                 c
             })
-            .map_err(|(key, message)| err(&key, message))
+            .map_err(|e| e.in_file(path))
     }
 }
 
 /// Checks names are unique and references resolve; returns (key, message) on the first problem.
-fn check_references(c: &Config) -> Result<(), (String, String)> {
+fn check_references(c: &Config) -> Result<(), KeyError> {
     let mut seen = HashSet::new();
     for (i, u) in c.upstreams.iter().enumerate() {
         if !seen.insert(u.name.as_str()) {
-            return Err((format!("upstream[{i}].name"), format!("\"{}\" is used twice", u.name)));
+            return Err(KeyError::new(
+                format!("upstream[{i}].name"),
+                format!("\"{}\" is used twice", u.name),
+            ));
         }
     }
     let mut route_names = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         if !route_names.insert(r.name.as_str()) {
-            return Err((format!("route[{i}].name"), format!("\"{}\" is used twice", r.name)));
+            return Err(KeyError::new(
+                format!("route[{i}].name"),
+                format!("\"{}\" is used twice", r.name),
+            ));
         }
         if !seen.contains(r.upstream.as_str()) {
-            return Err((
+            return Err(KeyError::new(
                 format!("route[{i}].upstream"),
                 format!("no [[upstream]] named \"{}\"", r.upstream),
             ));
@@ -302,7 +334,7 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
     let mut groups = HashSet::new();
     for (i, o) in c.organisations.iter().enumerate() {
         if !orgs.insert(o.code.as_str()) {
-            return Err((
+            return Err(KeyError::new(
                 format!("organisation[{i}].code"),
                 format!("\"{}\" is listed twice", o.code),
             ));
@@ -314,7 +346,7 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
     let csv = c.identity.organisations_csv.is_some();
     for (i, e) in c.endpoints.iter().enumerate() {
         if !csv && !orgs.contains(e.org.as_str()) {
-            return Err((
+            return Err(KeyError::new(
                 format!("endpoint[{i}].org"),
                 format!("no [[organisation]] with code \"{}\"", e.org),
             ));
@@ -324,7 +356,7 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
         for (j, a) in r.allow.iter().enumerate() {
             for org in &a.orgs {
                 if org != "*" && !csv && !orgs.contains(org.as_str()) {
-                    return Err((
+                    return Err(KeyError::new(
                         format!("route[{i}].allow[{j}].orgs"),
                         format!("no [[organisation]] with code \"{org}\""),
                     ));
@@ -332,7 +364,7 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
             }
             for g in &a.groups {
                 if !csv && !groups.contains(g.as_str()) {
-                    return Err((
+                    return Err(KeyError::new(
                         format!("route[{i}].allow[{j}].groups"),
                         format!("no [[organisation]] is in group \"{g}\""),
                     ));
@@ -342,7 +374,7 @@ fn check_references(c: &Config) -> Result<(), (String, String)> {
     }
     for (i, o) in c.rate_limits.overrides.iter().enumerate() {
         if !csv && !orgs.contains(o.org.as_str()) {
-            return Err((
+            return Err(KeyError::new(
                 format!("rate_limit.override[{i}].org"),
                 format!("no [[organisation]] with code \"{}\"", o.org),
             ));

@@ -5,8 +5,6 @@ use super::units::{parse_duration, parse_size};
 use super::*;
 use serde::Deserialize;
 
-type Invalid = (String, String);
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -193,32 +191,32 @@ pub(super) fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigEr
     }
 }
 
-fn dur(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, Invalid> {
+fn dur(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, KeyError> {
     match v {
         None => Ok(default),
-        Some(s) => parse_duration(s).map_err(|m| (key.to_string(), m)),
+        Some(s) => parse_duration(s).map_err(|m| KeyError::new(key.to_string(), m)),
     }
 }
 
-fn size(key: &str, v: &Option<String>, default: u64) -> Result<u64, Invalid> {
+fn size(key: &str, v: &Option<String>, default: u64) -> Result<u64, KeyError> {
     match v {
         None => Ok(default),
-        Some(s) => parse_size(s).map_err(|m| (key.to_string(), m)),
+        Some(s) => parse_size(s).map_err(|m| KeyError::new(key.to_string(), m)),
     }
 }
 
-fn addr(key: &str, s: &str) -> Result<SocketAddr, Invalid> {
+fn addr(key: &str, s: &str) -> Result<SocketAddr, KeyError> {
     s.parse().map_err(|_| {
-        (
+        KeyError::new(
             key.to_string(),
             format!("\"{s}\" is not an address like \"127.0.0.1:8443\""),
         )
     })
 }
 
-fn ods_code(key: &str, s: &str) -> Result<(), Invalid> {
+fn ods_code(key: &str, s: &str) -> Result<(), KeyError> {
     if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err((
+        return Err(KeyError::new(
             key.to_string(),
             format!("\"{s}\" is not an ODS code (letters and digits)"),
         ));
@@ -226,24 +224,27 @@ fn ods_code(key: &str, s: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn limit(key: &str, r: &RawLimit) -> Result<ClassLimit, Invalid> {
+fn limit(key: &str, r: &RawLimit) -> Result<ClassLimit, KeyError> {
     if let Some(rps) = r.requests_per_second {
         if !(rps > 0.0 && rps.is_finite()) {
-            return Err((format!("{key}.requests_per_second"), "must be a number above 0".into()));
+            return Err(KeyError::new(
+                format!("{key}.requests_per_second"),
+                "must be a number above 0",
+            ));
         }
     }
     if r.burst == Some(0) {
-        return Err((format!("{key}.burst"), "must be at least 1".into()));
+        return Err(KeyError::new(format!("{key}.burst"), "must be at least 1"));
     }
     if r.max_concurrent == Some(0) {
-        return Err((format!("{key}.max_concurrent"), "must be at least 1".into()));
+        return Err(KeyError::new(format!("{key}.max_concurrent"), "must be at least 1"));
     }
     let bytes_per_second = match &r.bytes_per_second {
         None => None,
         Some(s) => match parse_size(s) {
-            Ok(0) => return Err((format!("{key}.bytes_per_second"), "must be above 0".into())),
+            Ok(0) => return Err(KeyError::new(format!("{key}.bytes_per_second"), "must be above 0")),
             Ok(n) => Some(n),
-            Err(m) => return Err((format!("{key}.bytes_per_second"), m)),
+            Err(m) => return Err(KeyError::new(format!("{key}.bytes_per_second"), m)),
         },
     };
     Ok(ClassLimit {
@@ -255,18 +256,18 @@ fn limit(key: &str, r: &RawLimit) -> Result<ClassLimit, Invalid> {
 }
 
 impl RawConfig {
-    pub(super) fn validate(self, base: &Path) -> Result<Config, Invalid> {
+    pub(super) fn validate(self, base: &Path) -> Result<Config, KeyError> {
         let p = |path: PathBuf| if path.is_absolute() { path } else { base.join(path) };
         let l = self.listener;
         if l.client_ca.is_empty() {
-            return Err(("listener.client_ca".into(), "needs at least one CA file".into()));
+            return Err(KeyError::new("listener.client_ca", "needs at least one CA file"));
         }
         let crl_expired = match l.crl_expired.as_deref() {
             None | Some("refuse") => CrlExpired::Refuse,
             Some("warn") => CrlExpired::Warn,
             Some(o) => {
-                return Err((
-                    "listener.crl_expired".into(),
+                return Err(KeyError::new(
+                    "listener.crl_expired",
                     format!("\"{o}\" is not \"refuse\" or \"warn\""),
                 ))
             }
@@ -278,7 +279,7 @@ impl RawConfig {
             client_ca: l.client_ca.into_iter().map(p).collect(),
             crl: l.crl.into_iter().map(p).collect(),
             max_connections: match l.max_connections {
-                Some(0) => return Err(("listener.max_connections".into(), "must be at least 1".into())),
+                Some(0) => return Err(KeyError::new("listener.max_connections", "must be at least 1")),
                 Some(n) => n,
                 None => 20_000,
             },
@@ -294,14 +295,14 @@ impl RawConfig {
             crl_expired,
             session_resumption: l.session_resumption.unwrap_or(true),
             workers: match l.workers {
-                Some(0) => return Err(("listener.workers".into(), "must be at least 1".into())),
-                Some(n) if n > 1024 => return Err(("listener.workers".into(), "must be at most 1024".into())),
+                Some(0) => return Err(KeyError::new("listener.workers", "must be at least 1")),
+                Some(n) if n > 1024 => return Err(KeyError::new("listener.workers", "must be at most 1024")),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
         };
         if listener.max_header_bytes < 8192 {
-            return Err(("listener.max_header_bytes".into(), "must be at least 8KiB".into()));
+            return Err(KeyError::new("listener.max_header_bytes", "must be at least 8KiB"));
         }
         let admin = match self.admin {
             Some(a) => Some(Admin {
@@ -317,16 +318,22 @@ impl RawConfig {
                 OrgSource::Endpoint
             } else if let Some(a) = s.strip_prefix("subject:") {
                 if a.is_empty() {
-                    return Err((key, "\"subject:\" needs an attribute, like \"subject:OU\"".into()));
+                    return Err(KeyError::new(
+                        key,
+                        "\"subject:\" needs an attribute, like \"subject:OU\"",
+                    ));
                 }
                 OrgSource::Subject(a.to_string())
             } else if let Some(prefix) = s.strip_prefix("san_uri:") {
                 if prefix.is_empty() {
-                    return Err((key, "\"san_uri:\" needs a prefix, like \"san_uri:urn:nhs:ods:\"".into()));
+                    return Err(KeyError::new(
+                        key,
+                        "\"san_uri:\" needs a prefix, like \"san_uri:urn:nhs:ods:\"",
+                    ));
                 }
                 OrgSource::SanUri(prefix.to_string())
             } else {
-                return Err((
+                return Err(KeyError::new(
                     key,
                     format!("\"{s}\" is not \"subject:<ATTR>\", \"san_uri:<prefix>\" or \"endpoint\""),
                 ));
@@ -334,7 +341,7 @@ impl RawConfig {
             org_from.push(src);
         }
         if org_from.is_empty() {
-            return Err(("identity.org_from".into(), "needs at least one source".into()));
+            return Err(KeyError::new("identity.org_from", "needs at least one source"));
         }
         let identity = Identity {
             org_from,
@@ -344,7 +351,7 @@ impl RawConfig {
         let mut endpoints = Vec::new();
         for (i, e) in self.endpoint.into_iter().enumerate() {
             if e.fqdn.is_empty() {
-                return Err((format!("endpoint[{i}].fqdn"), "must not be empty".into()));
+                return Err(KeyError::new(format!("endpoint[{i}].fqdn"), "must not be empty"));
             }
             ods_code(&format!("endpoint[{i}].org"), &e.org)?;
             endpoints.push(Endpoint {
@@ -368,12 +375,12 @@ impl RawConfig {
         for (i, u) in self.upstream.into_iter().enumerate() {
             let key = format!("upstream[{i}]");
             if u.urls.is_empty() {
-                return Err((format!("{key}.urls"), "needs at least one URL".into()));
+                return Err(KeyError::new(format!("{key}.urls"), "needs at least one URL"));
             }
             let mut urls = Vec::new();
             for (j, s) in u.urls.iter().enumerate() {
                 let bad = || {
-                    (
+                    KeyError::new(
                         format!("{key}.urls[{j}]"),
                         format!("\"{s}\" is not an origin like \"http://127.0.0.1:9080\""),
                     )
@@ -386,9 +393,9 @@ impl RawConfig {
                 urls.push(uri);
             }
             if u.client_cert.is_some() != u.client_key.is_some() {
-                return Err((
+                return Err(KeyError::new(
                     format!("{key}.client_key"),
-                    "client_cert and client_key go together".into(),
+                    "client_cert and client_key go together",
                 ));
             }
             upstreams.push(Upstream {
@@ -414,28 +421,29 @@ impl RawConfig {
         for (i, r) in self.route.into_iter().enumerate() {
             let key = format!("route[{i}]");
             if !r.path_prefix.starts_with('/') {
-                return Err((
+                return Err(KeyError::new(
                     format!("{key}.path_prefix"),
                     format!("\"{}\" must start with /", r.path_prefix),
                 ));
             }
             let class = match r.class.as_deref() {
                 None => Class::Other,
-                Some(c) => Class::parse(c)
-                    .ok_or_else(|| (format!("{key}.class"), format!("\"{c}\" is not epr, image or other")))?,
+                Some(c) => Class::parse(c).ok_or_else(|| {
+                    KeyError::new(format!("{key}.class"), format!("\"{c}\" is not epr, image or other"))
+                })?,
             };
             let mut allow = Vec::new();
             for (j, a) in r.allow.into_iter().enumerate() {
                 if a.orgs.is_empty() && a.groups.is_empty() {
-                    return Err((
+                    return Err(KeyError::new(
                         format!("{key}.allow[{j}]"),
-                        "names no orgs or groups (use orgs = [\"*\"] for any known organisation)".into(),
+                        "names no orgs or groups (use orgs = [\"*\"] for any known organisation)",
                     ));
                 }
                 let mut methods = Vec::new();
                 for m in &a.methods {
                     if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        return Err((
+                        return Err(KeyError::new(
                             format!("{key}.allow[{j}].methods"),
                             format!("\"{m}\" is not an HTTP method"),
                         ));
@@ -479,7 +487,7 @@ impl RawConfig {
         for (i, o) in self.rate_limit.overrides.into_iter().enumerate() {
             let key = format!("rate_limit.override[{i}]");
             let class = Class::parse(&o.class).ok_or_else(|| {
-                (
+                KeyError::new(
                     format!("{key}.class"),
                     format!("\"{}\" is not epr, image or other", o.class),
                 )
@@ -505,8 +513,8 @@ impl RawConfig {
             None | Some("fsync") => Durability::Fsync,
             Some("flush") => Durability::Flush,
             Some(o) => {
-                return Err((
-                    "audit.durability".into(),
+                return Err(KeyError::new(
+                    "audit.durability",
                     format!("\"{o}\" is not \"fsync\" or \"flush\""),
                 ))
             }
@@ -517,7 +525,7 @@ impl RawConfig {
             rotate_bytes: size("audit.rotate_bytes", &a.rotate_bytes, 256 << 20)?,
             signing_key: a.signing_key.map(p),
             checkpoint_every: match a.checkpoint_every {
-                Some(0) => return Err(("audit.checkpoint_every".into(), "must be at least 1".into())),
+                Some(0) => return Err(KeyError::new("audit.checkpoint_every", "must be at least 1")),
                 Some(n) => n,
                 None => 10_000,
             },
@@ -528,7 +536,7 @@ impl RawConfig {
             )?,
         };
         if audit.rotate_bytes < 4096 {
-            return Err(("audit.rotate_bytes".into(), "must be at least 4KiB".into()));
+            return Err(KeyError::new("audit.rotate_bytes", "must be at least 4KiB"));
         }
 
         let config = Config {

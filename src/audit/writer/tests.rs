@@ -273,9 +273,9 @@ async fn chain_links_every_record_and_seq_is_contiguous() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
-    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 1);
+    assert_eq!(log.append_seq(lifecycle("start")).await.unwrap(), 1);
     for i in 0..20 {
-        assert_eq!(log.append_durable(access(i)).await.unwrap(), 2 + 2 * i as u64);
+        assert_eq!(log.append_seq(access(i)).await.unwrap(), 2 + 2 * i as u64);
         log.append(complete(i));
     }
     log.append(tls_rejected());
@@ -303,16 +303,16 @@ async fn rotation_keeps_seq_contiguous_across_files_and_restarts() {
     };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..60 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
     let before = trail_files(&cfg.dir).len();
     assert!(before >= 5, "{before} files");
 
     let log = AuditLog::open(&cfg).unwrap();
-    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 61);
+    assert_eq!(log.append_seq(lifecycle("start")).await.unwrap(), 61);
     for i in 0..20 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
 
@@ -330,7 +330,7 @@ async fn partial_last_line_is_cut_off_on_open() {
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..5 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
@@ -341,7 +341,7 @@ async fn partial_last_line_is_cut_off_on_open() {
 
     let log = AuditLog::open(&cfg).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
-    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 6);
+    assert_eq!(log.append_seq(lifecycle("start")).await.unwrap(), 6);
     log.close().await.unwrap();
     assert_eq!(all(&verify(&cfg.dir)).len(), 6);
 }
@@ -351,7 +351,7 @@ async fn a_damaged_last_record_stops_open() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
-    log.append_durable(lifecycle("start")).await.unwrap();
+    log.append_seq(lifecycle("start")).await.unwrap();
     log.close().await.unwrap();
     let path = trail_files(&cfg.dir).pop().unwrap();
     let text = std::fs::read_to_string(&path).unwrap().replace("start", "stop!");
@@ -368,7 +368,7 @@ async fn folder_is_0700_and_files_0600() {
     };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..20 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -388,7 +388,7 @@ async fn concurrent_appends_share_one_fsync() {
     let tasks: Vec<_> = (0..256)
         .map(|i| {
             let log = log.clone();
-            tokio::spawn(async move { log.append_durable(access(i)).await })
+            tokio::spawn(async move { log.append_seq(access(i)).await })
         })
         .collect();
     // The writer holds the first record and waits at the gate; the rest queue behind it.
@@ -414,7 +414,7 @@ async fn flush_durability_syncs_only_at_close() {
     let cfg = flush_cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..10 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     assert_eq!(log.stats().fsyncs, 0);
     assert_eq!(fsyncs_observed(&log), 0);
@@ -438,7 +438,7 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
     let gate = log.shared().hooks.gate();
     log.append(complete(1));
     let seq = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), log.append_durable(access(2)))
+        tokio::time::timeout(Duration::from_secs(10), log.append_seq(access(2)))
             .await
             .expect("a flush-mode append waited for the writer thread")
     });
@@ -462,7 +462,7 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
         let log = log.clone();
         move || {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            rt.block_on(log.append_durable(access(1)))
+            rt.block_on(log.append_seq(access(1)))
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -472,7 +472,7 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
     }
 
     // The first caller is stalled in its write, holding the writer: a second one only queues.
-    let mut second = std::pin::pin!(log.append_durable(access(2)));
+    let mut second = std::pin::pin!(log.append_seq(access(2)));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(
         second.as_mut().poll(&mut cx).is_pending(),
@@ -510,7 +510,7 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
         let (log, tx) = (log.clone(), tx.clone());
         workers.spawn(async move {
             log.append(complete(i));
-            let seq = log.append_durable(access(i)).await;
+            let seq = log.append_seq(access(i)).await;
             let _ = tx.send((crate::worker::current(), seq.map_err(|e| e.to_string())));
             // Held until every record is answered, so that the jobs spread over both workers.
             std::future::pending::<()>().await;
@@ -552,7 +552,7 @@ fn flush_records_of_one_worker_round_share_one_write() {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let log = job.clone();
-                tokio::spawn(async move { log.append_durable(access(i)).await })
+                tokio::spawn(async move { log.append_seq(access(i)).await })
             })
             .collect();
         for t in tasks {
@@ -590,7 +590,7 @@ fn a_round_still_running_on_one_worker_does_not_hold_up_another() {
     let first = log.clone();
     let tx1 = tx.clone();
     workers.spawn(async move {
-        let mut append = std::pin::pin!(first.append_durable(access(1)));
+        let mut append = std::pin::pin!(first.append_seq(access(1)));
         let polled = append
             .as_mut()
             .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
@@ -603,7 +603,7 @@ fn a_round_still_running_on_one_worker_does_not_hold_up_another() {
     queued.recv_timeout(Duration::from_secs(20)).unwrap();
     let second = log.clone();
     workers.spawn(async move {
-        let _ = tx.send(second.append_durable(access(2)).await.map_err(|e| e.to_string()));
+        let _ = tx.send(second.append_seq(access(2)).await.map_err(|e| e.to_string()));
     });
     let seq = rx
         .recv_timeout(Duration::from_secs(20))
@@ -625,7 +625,7 @@ fn a_dropped_postbox_task_still_makes_its_deferred_commit() {
     let log = AuditLog::open(&cfg).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let postbox = log.postbox(0);
-    let mut first = std::pin::pin!(log.append_durable(access(1)));
+    let mut first = std::pin::pin!(log.append_seq(access(1)));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     crate::worker::as_worker(0, || {
         assert!(first.as_mut().poll(&mut cx).is_pending(), "the commit was not deferred");
@@ -637,7 +637,7 @@ fn a_dropped_postbox_task_still_makes_its_deferred_commit() {
         std::task::Poll::Ready(seq) => assert_eq!(seq.unwrap(), 1),
         std::task::Poll::Pending => panic!("the deferred record was not answered"),
     }
-    let second = crate::worker::as_worker(0, || rt.block_on(log.append_durable(access(2))));
+    let second = crate::worker::as_worker(0, || rt.block_on(log.append_seq(access(2))));
     assert_eq!(second.unwrap(), 2);
     rt.block_on(log.close()).unwrap();
     assert_eq!(request_ids(&cfg.dir), ["req-1", "req-2"]);
@@ -697,7 +697,7 @@ async fn checkpoints_every_n_records_and_at_close_verify() {
     };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..12 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
 
@@ -727,7 +727,7 @@ async fn every_rotated_file_ends_with_a_checkpoint() {
     };
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..40 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
     let files = verify(&cfg.dir);
@@ -767,7 +767,7 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
-    log.append_durable(lifecycle("start")).await.unwrap();
+    log.append_seq(lifecycle("start")).await.unwrap();
     let hooks = &log.shared().hooks;
 
     hooks.fail.store(true, Ordering::SeqCst);
@@ -775,19 +775,19 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     log.append(complete(1));
     let durable = tokio::spawn({
         let log = log.clone();
-        async move { log.append_durable(access(2)).await }
+        async move { log.append_seq(access(2)).await }
     });
     wait_queued(&log, 2);
     drop(gate);
     assert!(matches!(durable.await.unwrap(), Err(AuditError::Io(_))));
     assert!(!log.is_healthy());
-    assert!(log.append_durable(access(3)).await.is_err());
+    assert!(log.append_seq(access(3)).await.is_err());
     assert!(!log.stats().healthy);
     // The half-written batch was cut off: only the first record is in the file.
     assert_eq!(all(&verify(&cfg.dir)).len(), 1);
 
     hooks.fail.store(false, Ordering::SeqCst);
-    assert_eq!(log.append_durable(access(4)).await.unwrap(), 3);
+    assert_eq!(log.append_seq(access(4)).await.unwrap(), 3);
     assert!(log.is_healthy());
     log.close().await.unwrap();
     let files = verify(&cfg.dir);
@@ -805,7 +805,7 @@ async fn appends_after_close_are_refused() {
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
     log.close().await.unwrap();
     assert!(matches!(
-        log.append_durable(lifecycle("stop")).await,
+        log.append_seq(lifecycle("stop")).await,
         Err(AuditError::Closed)
     ));
     assert!(!log.is_healthy());
@@ -845,7 +845,7 @@ async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     };
     let cfg = cfg(&mount.0);
     let log = AuditLog::open(&cfg).unwrap();
-    log.append_durable(lifecycle("start")).await.unwrap();
+    log.append_seq(lifecycle("start")).await.unwrap();
 
     let filler = mount.0.join("filler");
     let mut f = File::create(&filler).unwrap();
@@ -855,18 +855,18 @@ async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     // A record may still fit in the file's last page; keep going until the disk says no.
     let mut refused = None;
     for i in 0..64 {
-        if let Err(e) = log.append_durable(access(i)).await {
+        if let Err(e) = log.append_seq(access(i)).await {
             refused = Some(e);
             break;
         }
     }
     assert!(matches!(refused, Some(AuditError::Io(_))), "{refused:?}");
     assert!(!log.is_healthy());
-    assert!(log.append_durable(access(99)).await.is_err());
+    assert!(log.append_seq(access(99)).await.is_err());
     verify(&cfg.dir);
 
     std::fs::remove_file(&filler).unwrap();
-    let seq = log.append_durable(lifecycle("recovered")).await.unwrap();
+    let seq = log.append_seq(lifecycle("recovered")).await.unwrap();
     assert!(log.is_healthy());
     log.close().await.unwrap();
     let records = verify(&cfg.dir).concat();
@@ -881,7 +881,7 @@ async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     for i in 0..3 {
-        log.append_durable(access(i)).await.unwrap();
+        log.append_seq(access(i)).await.unwrap();
     }
     log.close().await.unwrap();
 
@@ -889,7 +889,7 @@ async fn an_empty_newest_file_from_a_crashed_rotation_is_continued() {
     let empty = cfg.dir.join("audit-000000000004.jsonl");
     File::create(&empty).unwrap();
     let log = AuditLog::open(&cfg).unwrap();
-    assert_eq!(log.append_durable(lifecycle("start")).await.unwrap(), 4);
+    assert_eq!(log.append_seq(lifecycle("start")).await.unwrap(), 4);
     log.close().await.unwrap();
     assert_eq!(verify(&cfg.dir).iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
 
@@ -905,7 +905,7 @@ fn handle_and_its_futures_can_cross_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
     send_sync(&log);
-    send(&log.append_durable(lifecycle("start")));
+    send(&log.append_seq(lifecycle("start")));
     send(&log.close());
 }
 
