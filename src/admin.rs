@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`. Plain HTTP, meant for loopback or a
 //! management network; it answers nothing else.
 
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -87,7 +87,7 @@ fn answer(gw: &Gateway, accepting: bool, req: &Request<Incoming>) -> Response<Fu
             gw.metrics.audit_queue_depth.set(stats.queue_depth as i64);
             gw.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds);
             gw.metrics.draining.set(i64::from(gw.draining.load(Ordering::Relaxed)));
-            crate::server::refresh_cert_metrics(gw);
+            gw.refresh_cert_metrics();
             let mut r = text(
                 StatusCode::OK,
                 gw.metrics.encode_with(&stats, &gw.audit.fsync_durations()),

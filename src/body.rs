@@ -3,8 +3,8 @@
 
 use crate::audit::record::{Complete, Event};
 use crate::audit::AuditLog;
-use crate::forward::BoxError;
 use crate::limit::Grant;
+use crate::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -83,6 +83,8 @@ pub struct Completion {
     status: u16,
     bytes_out: u64,
     done: bool,
+    /// False for a request whose access record was never written: no `complete` record.
+    recorded: bool,
     /// Held until the response is over: frees the concurrency slot on drop.
     _grant: Option<Grant>,
     on_complete: Option<OnComplete>,
@@ -98,6 +100,7 @@ impl Completion {
             status: 0,
             bytes_out: 0,
             done: false,
+            recorded: true,
             _grant: None,
             on_complete: None,
         }
@@ -115,14 +118,15 @@ impl Completion {
         self._grant = Some(grant);
     }
 
-    /// A hook that sees the record (metrics).
+    /// A hook that sees the record (metrics), whether or not it is written.
     pub fn on_complete(&mut self, f: impl FnOnce(&Complete) + Send + 'static) {
         self.on_complete = Some(Box::new(f));
     }
 
-    /// For a request whose access record was never written: no completion either.
-    pub fn cancel(&mut self) {
-        self.done = true;
+    /// For a request whose access record was never written: no `complete` record either (an
+    /// orphan would only confuse auditors); the hook still sees the end.
+    pub fn unrecorded(&mut self) {
+        self.recorded = false;
     }
 
     pub fn finish(&mut self, outcome: &'static str) {
@@ -141,7 +145,9 @@ impl Completion {
         if let Some(f) = self.on_complete.take() {
             f(&record);
         }
-        self.audit.append(Event::Complete(record));
+        if self.recorded {
+            self.audit.append(Event::Complete(record));
+        }
     }
 }
 

@@ -134,7 +134,7 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
             let _ = writeln!(out, "organisation none found by identity.org_from");
         }
     }
-    let (access, refusal) = crate::proxy::explain(s, identity, req);
+    let (access, refusal) = crate::admit::explain(s.rules(), &identity, req);
     let _ = writeln!(out, "path         {}", access.request.path);
     match (&access.route, &access.class) {
         (Some(r), Some(c)) => {

@@ -1,35 +1,43 @@
 //! caregate: a mutual-TLS gateway for clinical data sharing between health and care networks.
 //!
-//! One request goes through these phases, and the modules read in the same order:
+//! One request goes through these phases:
 //!
 //! ```text
-//! accept ─► TLS (client cert verified) ─► identity (ODS code) ─► path normalised ─► route
-//!        ─► policy ─► limits ─► audit `access` durable ─► forward + stream ─► audit `complete`
+//! accept ─► TLS (client cert verified) ─► identity (ODS code) ─► admit: framing, path, route,
+//!        policy, clinical checks, limits ─► audit `access` durable (Permit) ─► forward + stream
+//!        ─► audit `complete`
 //! ```
 //!
+//! The modules, in layer order: each uses only those above it (`.ci/layers.py` checks it;
+//! `docs/architecture.md` says what each is for).
+//!
+//! - [`worker`]: the worker threads, and which one this is.
 //! - [`config`]: the TOML file, validated once; every error names its key.
-//! - [`tls`]: rustls server config, client-cert verification (CA, CRL, key usage), handshakes.
-//! - [`h1guard`]: HTTP/1 framing that hyper resolves silently, caught for refusal.
-//! - [`identity`]: verified leaf certificate → organisation code, subject, fingerprint.
+//! - [`audit`]: the tamper-evident trail: records, writer, verify, query, export.
+//! - [`metrics`]: Prometheus series for the admin listener.
 //! - [`directory`]: organisations, groups and registered endpoints (config and ODS CSV).
+//! - [`identity`]: verified leaf certificate → organisation code, subject, fingerprint.
+//! - [`tls`]: rustls server config, client-cert verification (CA, CRL, key usage); the
+//!   upstreams' client config.
+//! - [`framing`]: HTTP/1 and HTTP/2 framing that hyper resolves silently, caught for refusal.
 //! - [`path`]: the one normalised path that is both matched and forwarded.
 //! - [`route`]: path + host → route (longest prefix).
 //! - [`clinical`]: FHIR / DICOMweb / Spine facts for policy and audit.
-//! - [`policy`]: deny by default; the rule that allowed or the reason it refused.
+//! - [`policy`]: deny by default; the rule that allowed.
 //! - [`limit`]: per-(organisation, class) rate, concurrency and bandwidth.
 //! - [`reject`]: refusals → status codes and bodies, in one place.
-//! - [`proxy`]: the pipeline for one request, phase by phase.
-//! - [`forward`]: upstream pools, header hygiene, streaming bodies.
+//! - [`admit`]: every check in pipeline order → `Admitted`; `Permit`.
+//! - [`forward`]: upstream pools, every header set or removed, streaming.
 //! - [`body`]: request bytes counted; the response body that completes its audit record.
-//! - [`audit`]: the tamper-evident trail: writer, verify, query, export.
-//! - [`metrics`]: Prometheus series for the admin listener.
+//! - [`state`]: everything reloadable, built from a config.
+//! - [`gateway`]: what every request shares; reload, request ids, housekeeping.
+//! - [`proxy`]: one request: admit → record → forward → complete, rendered once.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`state`]: everything reloadable, built from a config, swapped atomically.
-//! - [`server`]: listeners, accept loop, connection cap, reload, drain.
-//! - [`cli`]: `check`, `explain` and the auditor's commands, as text.
+//! - [`server`]: listeners, accept loop, connection cap, drain.
 //! - [`pki`], [`demo`]: the development PKI and the embedded demo.
-
+//! - [`cli`]: `check`, `explain` and the auditor's commands, as text.
 pub mod admin;
+pub mod admit;
 pub mod audit;
 pub mod body;
 pub mod cli;
@@ -38,7 +46,8 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod forward;
-pub mod h1guard;
+pub mod framing;
+pub mod gateway;
 pub mod identity;
 pub mod limit;
 pub mod metrics;
@@ -52,6 +61,9 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod worker;
+
+/// The error of a body or connection on its way through the gateway.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {

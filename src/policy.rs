@@ -11,17 +11,13 @@ use http::Method;
 pub enum Decision {
     /// Allowed by `route.rule_labels[index]`.
     Allow { rule: usize },
-    /// The certificate named no organisation, or one not in the directory.
-    UnknownOrg,
     /// No rule of the route matched.
     NotAllowed,
 }
 
-/// Decides whether `org` may make this request on `route`.
-pub fn decide(route: &Route, org: Option<&Organisation>, method: &Method, facts: &Facts) -> Decision {
-    let Some(org) = org else {
-        return Decision::UnknownOrg;
-    };
+/// Decides whether `org` (one the directory knows: an unknown organisation is refused before
+/// policy) may make this request on `route`.
+pub fn decide(route: &Route, org: &Organisation, method: &Method, facts: &Facts) -> Decision {
     for (i, rule) in route.config.allow.iter().enumerate() {
         let who =
             rule.orgs.iter().any(|o| o == "*" || *o == org.code) || rule.groups.iter().any(|g| org.groups.contains(g));
@@ -108,22 +104,18 @@ mod tests {
         let r = t.find(None, "/fhir/Patient").unwrap();
         let f = Facts::default();
         assert_eq!(
-            decide(r, Some(&org("A81001", &["gp"])), &Method::GET, &f),
+            decide(r, &org("A81001", &["gp"]), &Method::GET, &f),
             Decision::Allow { rule: 0 }
         );
         assert_eq!(
-            decide(r, Some(&org("A81001", &["gp"])), &Method::POST, &f),
+            decide(r, &org("A81001", &["gp"]), &Method::POST, &f),
             Decision::NotAllowed
         );
         assert_eq!(
-            decide(r, Some(&org("RXC", &[])), &Method::DELETE, &f),
+            decide(r, &org("RXC", &[]), &Method::DELETE, &f),
             Decision::Allow { rule: 1 }
         );
-        assert_eq!(
-            decide(r, Some(&org("B99999", &[])), &Method::GET, &f),
-            Decision::NotAllowed
-        );
-        assert_eq!(decide(r, None, &Method::GET, &f), Decision::UnknownOrg);
+        assert_eq!(decide(r, &org("B99999", &[]), &Method::GET, &f), Decision::NotAllowed);
         assert_eq!(&*r.rule_labels[1], "fhir/allow[1]");
     }
 
@@ -135,10 +127,9 @@ mod tests {
         }]);
         let r = t.find(None, "/fhir/").unwrap();
         assert_eq!(
-            decide(r, Some(&org("X1", &[])), &Method::GET, &Facts::default()),
+            decide(r, &org("X1", &[]), &Method::GET, &Facts::default()),
             Decision::Allow { rule: 0 }
         );
-        assert_eq!(decide(r, None, &Method::GET, &Facts::default()), Decision::UnknownOrg);
     }
 
     #[test]
@@ -151,14 +142,14 @@ mod tests {
         }]);
         let r = t.find(None, "/fhir/").unwrap();
         let mut f = Facts::default();
-        assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &f), Decision::NotAllowed);
+        assert_eq!(decide(r, &org("X1", &[]), &Method::GET, &f), Decision::NotAllowed);
         f.clinical.fhir_type = Some("Patient".into());
         f.fhir_interaction = Some("read".into());
         assert_eq!(
-            decide(r, Some(&org("X1", &[])), &Method::GET, &f),
+            decide(r, &org("X1", &[]), &Method::GET, &f),
             Decision::Allow { rule: 0 }
         );
         f.clinical.fhir_type = Some("Observation".into());
-        assert_eq!(decide(r, Some(&org("X1", &[])), &Method::GET, &f), Decision::NotAllowed);
+        assert_eq!(decide(r, &org("X1", &[]), &Method::GET, &f), Decision::NotAllowed);
     }
 }

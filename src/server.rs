@@ -4,7 +4,8 @@
 use crate::audit::record::{self, Event};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::proxy::{Conn, Gateway};
+use crate::gateway::Gateway;
+use crate::proxy::Conn;
 use crate::state::State;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -70,8 +71,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     workers.spawn_on_each(|i| audit.postbox(i));
     let gateway = Arc::new(Gateway::new(state, audit.clone()));
     gateway.metrics.audit_healthy.set(1);
-    check_cert_expiry(&gateway);
-    warn_about_state(&gateway);
+    gateway.check_cert_expiry();
+    gateway.warn_about_state();
 
     // True while the TLS listener accepts: `/readyz` is 503 before and after (drain).
     let accepting = Arc::new(AtomicBool::new(false));
@@ -100,12 +101,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
-    audit.append(Event::Lifecycle(record::Lifecycle {
-        action: "start".into(),
-        config_sha256: cfg.sha256.clone(),
-    }));
+    gateway.lifecycle("start", cfg.sha256.clone());
     tracing::info!(%addr, workers = cfg.listener.workers, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
-    tokio::spawn(housekeeping(gateway.clone(), shutdown_rx.clone()));
+    tokio::spawn(crate::gateway::housekeeping(gateway.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, workers, gateway.clone(), accepting, shutdown_rx));
     Ok(Running {
         addr,
@@ -132,145 +130,17 @@ impl Running {
     pub async fn wait(self) -> Result<(), crate::audit::AuditError> {
         let _ = self.task.await;
         let g = &self.gateway;
-        let sha = g.state.load().config.sha256.clone();
-        g.audit.append(Event::Lifecycle(record::Lifecycle {
-            action: "stop".into(),
-            config_sha256: sha,
-        }));
+        g.lifecycle("stop", g.state.load().config.sha256.clone());
         let closed = g.audit.close().await;
         let _ = self.admin_stop.send(true);
         closed
     }
 
-    /// Reloads the config file and everything it names (SIGHUP). A config that fails to load
-    /// leaves the running one in place; either way the attempt is logged and audited.
+    /// Reloads the config file and everything it names (SIGHUP), one reload at a time; see
+    /// [`Gateway::reload`].
     pub async fn reload(&self) -> Result<(), crate::config::ConfigError> {
         let _guard = self.reload_lock.lock().await;
-        let g = &self.gateway;
-        let previous = g.state.load_full();
-        let result = Config::load(&self.config_path).and_then(|c| State::reload(c, &previous));
-        match result {
-            Ok(state) => {
-                let (sha, generation) = (state.config.sha256.clone(), state.generation);
-                warn_restart_only(&previous.config, &state.config);
-                drop(previous);
-                g.state.store(Arc::new(state));
-                g.generation.send_replace(generation);
-                g.metrics.reload(true);
-                check_cert_expiry(g);
-                warn_about_state(g);
-                tracing::info!(generation, config_sha256 = %sha, "config reloaded");
-                g.audit.append(Event::Lifecycle(record::Lifecycle {
-                    action: "reload".into(),
-                    config_sha256: sha,
-                }));
-                Ok(())
-            }
-            Err(e) => {
-                g.metrics.reload(false);
-                tracing::error!(error = %e, "reload refused; the running config stays");
-                let sha = std::fs::read(&self.config_path)
-                    .map(|b| crate::hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref()))
-                    .unwrap_or_default();
-                g.audit.append(Event::Lifecycle(record::Lifecycle {
-                    action: "reload_failed".into(),
-                    config_sha256: sha,
-                }));
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Settings a reload cannot change (sockets and the audit writer are set up once): say so
-/// rather than pretend.
-fn warn_restart_only(old: &Config, new: &Config) {
-    let admin = |c: &Config| c.admin.as_ref().map(|a| a.bind);
-    let changed = [
-        ("listener.bind", old.listener.bind != new.listener.bind),
-        (
-            "listener.max_connections",
-            old.listener.max_connections != new.listener.max_connections,
-        ),
-        ("admin.bind", admin(old) != admin(new)),
-        ("listener.workers", old.listener.workers != new.listener.workers),
-        ("audit", format!("{:?}", old.audit) != format!("{:?}", new.audit)),
-    ];
-    for (key, _) in changed.iter().filter(|(_, c)| *c) {
-        tracing::warn!(key, "this setting changed but only takes effect after a restart");
-    }
-}
-
-/// Sets the gauges of seconds until the server certificate expires and each CRL's next update
-/// (on every `/metrics` scrape). Logs nothing: see [`check_cert_expiry`].
-pub fn refresh_cert_metrics(g: &Gateway) {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let state = g.state.load();
-    g.metrics
-        .server_cert_expiry_seconds
-        .set(state.tls.server_not_after - now);
-    // Cleared first, so that a CRL removed by a reload stops being reported.
-    g.metrics.crl_next_update_seconds.clear();
-    for (file, next) in &state.tls.crl_next_update {
-        if let Some(next) = next {
-            g.metrics
-                .crl_next_update_seconds
-                .get_or_create(&crate::metrics::FileLabels { file: file.clone() })
-                .set(next - now);
-        }
-    }
-}
-
-/// Logs what `caregate check` warns about in the loaded state. At start and on reload.
-fn warn_about_state(g: &Gateway) {
-    for w in &g.state.load().tls.warnings {
-        tracing::warn!("{w}");
-    }
-}
-
-/// Refreshes the expiry gauges and warns in the logs about a server certificate that expires
-/// within 14 days and a CRL past its nextUpdate. At start, on reload and once a minute.
-pub fn check_cert_expiry(g: &Gateway) {
-    refresh_cert_metrics(g);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let state = g.state.load();
-    let left = state.tls.server_not_after - now;
-    if left < 14 * 86400 {
-        tracing::warn!(
-            seconds_left = left,
-            days_left = left / 86400,
-            "the server certificate expires within 14 days"
-        );
-    }
-    let refuse = state.config.listener.crl_expired == crate::config::CrlExpired::Refuse;
-    for (file, next) in &state.tls.crl_next_update {
-        match next {
-            Some(next) if *next < now => {
-                let consequence = if refuse {
-                    "its CA's client certificates are refused"
-                } else {
-                    "accepted (crl_expired = \"warn\")"
-                };
-                tracing::warn!(crl = %file, seconds_past = now - next, consequence, "a CRL is past its nextUpdate");
-            }
-            None => tracing::warn!(crl = %file, "a CRL has no nextUpdate"),
-            _ => {}
-        }
-    }
-}
-
-/// Once a minute: forget limiter state of organisations not seen lately (bounded memory with
-/// many organisations), and refresh certificate expiry gauges and warnings.
-async fn housekeeping(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        gw.state.load().limits.retain_recent();
-        check_cert_expiry(&gw);
+        self.gateway.reload(&self.config_path)
     }
 }
 
@@ -387,7 +257,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     let who = identity.clone();
     let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
-    let (io, framing) = crate::h1guard::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
+    let (io, framing) = crate::framing::h1::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
     let conn = Arc::new(Conn::new(peer, identity, (!h2).then_some(framing)));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -395,7 +265,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
         .http1()
         .timer(TokioTimer::new())
         // hyper's timer also runs while a keep-alive connection waits for its next request, so
-        // it is the idle timeout; the head's own deadline is kept by h1guard.
+        // it is the idle timeout; the head's own deadline is kept by framing::h1.
         .header_read_timeout(l.idle_timeout + l.header_timeout)
         .max_buf_size(l.max_header_bytes.max(8192))
         .keep_alive(true);

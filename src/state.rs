@@ -3,7 +3,7 @@
 
 use crate::config::{Config, KeyError};
 use crate::directory::Directory;
-use crate::forward::Upstream;
+use crate::forward::{self, Upstream};
 use crate::limit::Limits;
 use crate::route::RouteTable;
 use crate::tls::TlsState;
@@ -14,33 +14,42 @@ pub struct State {
     pub tls: TlsState,
     pub directory: Directory,
     pub routes: RouteTable,
-    pub upstreams: Vec<Upstream>,
+    /// Kept across a reload where unchanged, with their open connections.
+    pub upstreams: Vec<Arc<Upstream>>,
     pub limits: Arc<Limits>,
     /// Increases with every reload; connections remember the generation they were verified in.
     pub generation: u64,
 }
 
 impl State {
+    /// What admission decides by.
+    pub fn rules(&self) -> crate::admit::Rules<'_> {
+        crate::admit::Rules {
+            directory: &self.directory,
+            routes: &self.routes,
+            limits: &self.limits,
+        }
+    }
+
     /// Loads every file the config names and checks what could only be checked with them.
     /// This is what `caregate check` runs, so a config that passes `check` starts.
     pub fn build(config: Config, generation: u64) -> Result<State, crate::config::ConfigError> {
         State::make(config, generation, None)
     }
 
-    /// The state of a reloaded config: as [`State::build`], with the limits carrying on from
-    /// `previous`'s where they did not change (see [`Limits::reloaded`]).
+    /// The state of a reloaded config: as [`State::build`], with the limits and upstreams
+    /// carrying on from `previous`'s where they did not change (see [`Limits::reloaded`] and
+    /// [`forward::upstreams`]).
     pub fn reload(config: Config, previous: &State) -> Result<State, crate::config::ConfigError> {
-        State::make(config, previous.generation + 1, Some(&previous.limits))
+        State::make(config, previous.generation + 1, Some(previous))
     }
 
-    fn make(config: Config, generation: u64, previous: Option<&Limits>) -> Result<State, crate::config::ConfigError> {
+    fn make(config: Config, generation: u64, previous: Option<&State>) -> Result<State, crate::config::ConfigError> {
         let err = |e: KeyError| e.in_file(&config.path);
         let tls = crate::tls::build(&config.listener).map_err(err)?;
         let directory = Directory::build(&config).map_err(err)?;
-        let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        for (i, u) in config.upstreams.iter().enumerate() {
-            upstreams.push(Upstream::build(i, u, config.listener.workers).map_err(err)?);
-        }
+        let running = previous.map_or(&[][..], |p| &p.upstreams[..]);
+        let upstreams = forward::upstreams(&config.upstreams, config.listener.workers, running).map_err(err)?;
         let routes = RouteTable::new(&config.routes, |name| {
             config.upstreams.iter().position(|u| u.name == name).unwrap_or(0)
         });
@@ -53,7 +62,7 @@ impl State {
             }
         }
         let limits = Arc::new(match previous {
-            Some(old) => Limits::reloaded(&config.rate_limits, old),
+            Some(old) => Limits::reloaded(&config.rate_limits, &old.limits),
             None => Limits::new(&config.rate_limits),
         });
         Ok(State {

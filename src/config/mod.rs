@@ -157,7 +157,7 @@ pub struct Organisation {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub urls: Vec<http::Uri>,

@@ -1,6 +1,9 @@
 //! The TLS side of the listener: one function builds the rustls `ServerConfig` (roots → client
 //! verifier with CRLs → key-usage check → server cert → ALPN); handshakes run under a deadline
-//! and a refused one says why, for the `tls_rejected` audit record.
+//! and a refused one says why, for the `tls_rejected` audit record. [`upstream`] builds the
+//! client side, towards `https` upstreams.
+
+pub mod upstream;
 
 use crate::config::{self, CrlExpired, KeyError};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -41,8 +44,12 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
 
 /// Reads every certificate in a PEM file (a chain or a CA bundle).
 pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, KeyError> {
-    let pem = read(key, path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+    certs_from_pem(key, path, &read(key, path)?)
+}
+
+/// Every certificate in `pem`, the bytes of the file at `path`.
+fn certs_from_pem(key: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| KeyError::new(key.to_string(), format!("{} is not valid PEM: {e}", path.display())))?;
     if certs.is_empty() {
@@ -55,8 +62,12 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 }
 
 pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, KeyError> {
-    let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+    key_from_pem(key, path, &read(key, path)?)
+}
+
+/// The private key in `pem`, the bytes of the file at `path`.
+fn key_from_pem(key: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, KeyError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
         KeyError::new(
             key.to_string(),
             format!("{} holds no private key in PEM", path.display()),

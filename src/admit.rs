@@ -1,0 +1,399 @@
+//! Admission: every check a request must pass before it is recorded, each a named function, in
+//! pipeline order (SPEC §4). The first refusal ends it; either way the access record has been
+//! filled in with what was learnt (route, class, clinical facts, the rule).
+//!
+//! ```text
+//! framing verdict → draining → framing → organisation → route → Spine headers → policy
+//!   → NHS number → Ssp-From/ASID → token organisation → limits  ⇒  Admitted
+//! ```
+//!
+//! An [`Admitted`] request becomes a [`Permit`] only with the audit log's [`Durable`] receipt
+//! for its access record, and only a `Permit` opens an upstream request: forwarding before the
+//! record is durable does not compile.
+
+use crate::audit::record;
+use crate::audit::Durable;
+use crate::clinical::Facts;
+use crate::config;
+use crate::directory::Directory;
+use crate::directory::Organisation;
+use crate::framing::h1::Verdicts;
+use crate::identity::ClientIdentity;
+use crate::limit::Grant;
+use crate::limit::Limits;
+use crate::policy::{self, Decision};
+use crate::reject::Rejection;
+use crate::route::RouteTable;
+use crate::route::{self, Route};
+use http::request::Parts;
+use http::{header, Request, Version};
+use std::sync::Arc;
+
+/// A request that passed every check, not yet recorded.
+// Sealed inside the crate as well as outside it, which `#[non_exhaustive]` would not be:
+// only `admit` makes one.
+#[allow(clippy::manual_non_exhaustive)]
+pub struct Admitted {
+    pub route: Arc<Route>,
+    pub grant: Grant,
+    /// Index of the allow rule that matched.
+    pub rule: usize,
+    /// The normalised path (and original query) to forward: what was matched.
+    pub path_and_query: String,
+    _sealed: (),
+}
+
+/// Admitted and recorded: what [`crate::forward::Upstream::send`] takes.
+pub struct Permit {
+    _sealed: (),
+}
+
+impl Permit {
+    /// The one way to make a `Permit`: an admitted request, and the receipt for its durable
+    /// access record.
+    pub fn new(_admitted: &Admitted, _recorded: Durable) -> Permit {
+        Permit { _sealed: () }
+    }
+}
+
+/// What admission decides by: the parts of the running state it reads (one snapshot's).
+#[derive(Clone, Copy)]
+pub struct Rules<'a> {
+    pub directory: &'a Directory,
+    pub routes: &'a RouteTable,
+    pub limits: &'a Limits,
+}
+
+/// What admission knows of the request and the connection it came on.
+pub struct Inbound<'a> {
+    pub parts: &'a Parts,
+    /// The request's host, in lower case without a port ([`request_host`]).
+    pub host: Option<&'a str>,
+    pub identity: &'a ClientIdentity,
+    /// HTTP/1 only: the framing verdicts of the heads read on this connection.
+    pub framing: Option<&'a Verdicts>,
+    /// The gateway is draining: new requests are refused.
+    pub draining: bool,
+}
+
+/// The checks in pipeline order, filling in `access` as they learn the route, class and
+/// clinical facts. `access.decision`, `reason` and `rule` are left to [`decide`].
+pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -> Result<Admitted, Rejection> {
+    framing_verdict(req.framing)?;
+    not_draining(req.draining)?;
+    crate::framing::check(req.parts).map_err(Rejection::BadRequest)?;
+    let org = organisation(rules.directory, req.identity, access)?;
+    let (route, path) = route(rules.routes, req, access)?;
+    let query = req.parts.uri.query();
+    let facts = crate::clinical::parse(&req.parts.method, &path, query, &req.parts.headers);
+    access.clinical = facts.clinical.clone();
+    let cfg = &route.config;
+    spine_headers_present(cfg, &req.parts.headers)?;
+    let rule = allowed(route, org, req, &facts)?;
+    access.rule = route.rule_labels.get(rule).cloned();
+    nhs_number_valid(cfg, &facts)?;
+    ssp_from_matches_asid(&req.parts.headers, req.identity)?;
+    token_org_matches(cfg, &facts, org)?;
+    // Limits last, so refused requests use no quota.
+    let grant = rules
+        .limits
+        .check(&org.code, route.class)
+        .map_err(Rejection::RateLimited)?;
+
+    let mut path_and_query = path;
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    Ok(Admitted {
+        route: route.clone(),
+        grant,
+        rule,
+        path_and_query,
+        _sealed: (),
+    })
+}
+
+/// Writes the outcome of [`admit`] into the access record: one place for live traffic and for
+/// `caregate explain`.
+pub fn decide(access: &mut record::Access, admitted: &Result<Admitted, Rejection>) {
+    match admitted {
+        Ok(a) => {
+            access.decision = "allow".into();
+            access.reason = "allowed".into();
+            access.rule = a.route.rule_labels.get(a.rule).cloned();
+        }
+        Err(r) => {
+            access.decision = "deny".into();
+            access.reason = r.reason().into();
+        }
+    }
+}
+
+// === the checks, in pipeline order ===
+
+/// Every HTTP/1 request takes its framing verdict, refused or not, to stay in step.
+fn framing_verdict(framing: Option<&Verdicts>) -> Result<(), Rejection> {
+    match framing.and_then(Verdicts::next) {
+        Some(why) => Err(Rejection::BadRequest(why)),
+        None => Ok(()),
+    }
+}
+
+fn not_draining(draining: bool) -> Result<(), Rejection> {
+    if draining {
+        return Err(Rejection::ShuttingDown);
+    }
+    Ok(())
+}
+
+/// An organisation the gateway knows, or nothing goes further.
+fn organisation<'s>(
+    directory: &'s Directory,
+    identity: &ClientIdentity,
+    access: &mut record::Access,
+) -> Result<&'s Arc<Organisation>, Rejection> {
+    let org = identity
+        .org
+        .as_deref()
+        .and_then(|code| directory.organisation(code))
+        .ok_or(Rejection::UnknownOrg)?;
+    access.client.org_name = Some(org.name.clone());
+    Ok(org)
+}
+
+/// Spine Secure Proxy-style `/https://<provider>/…` addressing first, then the one
+/// normalisation whose result is both matched and forwarded, then the route.
+fn route<'s>(
+    routes: &'s RouteTable,
+    req: &Inbound<'_>,
+    access: &mut record::Access,
+) -> Result<(&'s Arc<Route>, String), Rejection> {
+    let (provider, raw) = split_provider(req.parts.uri.path())?;
+    let path = crate::path::normalise(raw).map_err(|_| Rejection::BadRequest("the request path is not allowed"))?;
+    // Into the raw path's buffer, which is seldom shorter: usually no allocation.
+    access.request.path.clone_from(&path);
+    let route = routes.find_for(req.host, provider, &path).ok_or(Rejection::NoRoute)?;
+    access.route = Some(route.name.clone());
+    access.class = Some(route.class.as_str().into());
+    Ok((route, path))
+}
+
+/// A Spine-style route needs the Spine headers whatever its rules say: their absence is a
+/// malformed request (400), not a rule that failed to match.
+fn spine_headers_present(cfg: &config::Route, headers: &http::HeaderMap) -> Result<(), Rejection> {
+    if cfg.require_ssp_headers
+        && ["ssp-traceid", "ssp-from", "ssp-to", "ssp-interactionid"]
+            .iter()
+            .any(|h| headers.get(*h).is_none_or(|v| v.is_empty()))
+    {
+        return Err(Rejection::BadRequest(
+            "Ssp-TraceID, Ssp-From, Ssp-To and Ssp-InteractionID are required",
+        ));
+    }
+    Ok(())
+}
+
+/// Deny by default: the route's first matching allow rule, or `not_allowed`.
+fn allowed(route: &Route, org: &Organisation, req: &Inbound<'_>, facts: &Facts) -> Result<usize, Rejection> {
+    match policy::decide(route, org, &req.parts.method, facts) {
+        Decision::Allow { rule } => Ok(rule),
+        Decision::NotAllowed => Err(Rejection::NotAllowed),
+    }
+}
+
+fn nhs_number_valid(cfg: &config::Route, facts: &Facts) -> Result<(), Rejection> {
+    if cfg.check_nhs_number && facts.invalid_nhs_number.is_some() {
+        return Err(Rejection::BadRequest(
+            "the NHS number in the request is not valid: its check digit (modulus 11) is wrong",
+        ));
+    }
+    Ok(())
+}
+
+/// A certificate registered with an ASID speaks only for that ASID.
+fn ssp_from_matches_asid(headers: &http::HeaderMap, identity: &ClientIdentity) -> Result<(), Rejection> {
+    if let (Some(from), Some(asid)) = (headers.get("ssp-from"), &identity.asid) {
+        if from.as_bytes() != asid.as_bytes() {
+            return Err(Rejection::IdentityMismatch(
+                "Ssp-From does not match the ASID registered for this certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The token only ever narrows: it is compared with the certificate, never trusted alone.
+fn token_org_matches(cfg: &config::Route, facts: &Facts, org: &Organisation) -> Result<(), Rejection> {
+    if !cfg.check_token_org {
+        return Ok(());
+    }
+    match facts.clinical.token_org.as_deref() {
+        Some(code) if code == org.code => Ok(()),
+        Some(_) => Err(Rejection::IdentityMismatch(
+            "the requesting organisation in the token is not the certificate's organisation",
+        )),
+        None => Err(Rejection::IdentityMismatch(
+            "this route needs a GP Connect token whose requesting_organization is the certificate's organisation",
+        )),
+    }
+}
+
+// === what the record says of the request ===
+
+/// The access record as far as the request itself tells: who sent it, and what it asks for.
+/// [`admit`] and [`decide`] fill in the rest.
+pub fn access_record(
+    identity: &ClientIdentity,
+    ip: &Arc<str>,
+    port: u16,
+    parts: &Parts,
+    request_id: &Arc<str>,
+    host: Option<&Arc<str>>,
+) -> record::Access {
+    record::Access {
+        request_id: request_id.clone(),
+        client: record::Client {
+            org: identity.org.clone(),
+            org_name: None,
+            subject: Some(identity.subject.clone()),
+            fingerprint: Some(identity.fingerprint.clone()),
+            serial: Some(identity.serial.clone()),
+            ip: ip.clone(),
+            port,
+        },
+        request: record::Request {
+            method: method_word(&parts.method),
+            host: host.cloned(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            version: version_str(parts.version).into(),
+        },
+        route: None,
+        class: None,
+        decision: "deny".into(),
+        reason: "".into(),
+        rule: None,
+        clinical: Default::default(),
+    }
+}
+
+/// `/https://provider.example.nhs.uk/fhir/…` → (Some(provider), `/fhir/…`).
+fn split_provider(raw: &str) -> Result<(Option<&str>, &str), Rejection> {
+    let rest = match raw.strip_prefix("/https://").or_else(|| raw.strip_prefix("/http://")) {
+        Some(r) => r,
+        None => return Ok((None, raw)),
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        return Err(Rejection::BadRequest("the provider address in the path is not valid"));
+    }
+    Ok((Some(host), path))
+}
+
+/// The request's host: the URI's authority (HTTP/2, absolute-form) or the Host header.
+pub fn request_host(parts: &Parts) -> Option<Arc<str>> {
+    let raw = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let host = route::host_of(raw);
+    // One allocation for a host already in lower case, as nearly every client sends it.
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    })
+}
+
+/// The method as records write it: the standard ones without an allocation.
+fn method_word(m: &http::Method) -> record::Word {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|s| **s == m.as_str()) {
+        Some(s) => (*s).into(),
+        None => m.as_str().to_owned().into(),
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "other",
+    }
+}
+
+/// What `caregate explain` reports: the access record the request would get, and the refusal
+/// if there would be one. Runs the same [`admit`] and [`decide`] as live traffic.
+pub fn explain(rules: Rules<'_>, identity: &ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
+    let (parts, ()) = req.into_parts();
+    let host = request_host(&parts);
+    let mut access = access_record(
+        identity,
+        &"127.0.0.1".into(),
+        0,
+        &parts,
+        &"explain".into(),
+        host.as_ref(),
+    );
+    let inbound = Inbound {
+        parts: &parts,
+        host: host.as_deref(),
+        identity,
+        framing: None,
+        draining: false,
+    };
+    let admitted = admit(rules, &inbound, &mut access);
+    decide(&mut access, &admitted);
+    (access, admitted.err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_host_is_the_authority_or_host_header_in_lower_case_without_port() {
+        let host = |req: Request<()>| request_host(&req.into_parts().0).map(|h| h.to_string());
+        let with_header = |v: &'static str| Request::builder().uri("/x").header("host", v).body(()).unwrap();
+        assert_eq!(
+            host(with_header("epr.example.nhs.uk")).as_deref(),
+            Some("epr.example.nhs.uk")
+        );
+        assert_eq!(
+            host(with_header("EPR.Example.NHS.uk:443")).as_deref(),
+            Some("epr.example.nhs.uk")
+        );
+        assert_eq!(host(with_header("[::1]:8443")).as_deref(), Some("::1"));
+        let absolute = Request::builder().uri("https://PACS.example/x").body(()).unwrap();
+        assert_eq!(host(absolute).as_deref(), Some("pacs.example"));
+        assert_eq!(host(Request::builder().uri("/x").body(()).unwrap()), None);
+    }
+
+    #[test]
+    fn a_provider_address_in_the_path_is_split_off_and_checked() {
+        assert_eq!(split_provider("/fhir/x").unwrap(), (None, "/fhir/x"));
+        assert_eq!(
+            split_provider("/https://epr.example.nhs.uk/fhir/x").unwrap(),
+            (Some("epr.example.nhs.uk"), "/fhir/x")
+        );
+        assert_eq!(
+            split_provider("/https://epr.example").unwrap(),
+            (Some("epr.example"), "/")
+        );
+        assert!(split_provider("/https:///fhir").is_err());
+        assert!(split_provider("/https://a_b@c/fhir").is_err());
+    }
+}

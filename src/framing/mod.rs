@@ -1,0 +1,87 @@
+//! HTTP framing that hyper lets through but a boundary proxy must not: a request its upstream
+//! might read differently is refused, never forwarded (SPEC §4, "HTTP/1 strictness").
+//!
+//! Two places see it: [`h1`] reads the bytes of each HTTP/1 head as hyper does, for what hyper
+//! resolves before the request exists (a `Content-Length` beside `Transfer-Encoding`, duplicate
+//! identical lengths), and [`check`] looks at the parsed request of either version.
+
+pub mod h1;
+
+use http::{header, Method, Version};
+
+/// The framing checks on a parsed request: `Err(why)` to refuse it with 400.
+pub fn check(parts: &http::request::Parts) -> Result<(), &'static str> {
+    let h = &parts.headers;
+    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if cl > 1 {
+        return Err("the request has more than one Content-Length");
+    }
+    match parts.version {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            if CONNECTION_SPECIFIC.iter().any(|name| h.contains_key(*name)) {
+                return Err("the request carries a connection-specific header");
+            }
+        }
+        _ => {
+            if cl == 1 && h.contains_key(header::TRANSFER_ENCODING) {
+                return Err("the request has both Content-Length and Transfer-Encoding");
+            }
+            if h.contains_key(header::UPGRADE) {
+                return Err("protocol upgrades are not allowed here");
+            }
+        }
+    }
+    if parts.method == Method::CONNECT {
+        return Err("CONNECT is not allowed");
+    }
+    // An absolute-form target must agree with Host, or the two could route differently.
+    if let (Some(a), Some(hv)) = (parts.uri.authority(), h.get(header::HOST)) {
+        if !a.as_str().as_bytes().eq_ignore_ascii_case(hv.as_bytes()) {
+            return Err("the request target and Host disagree");
+        }
+    }
+    Ok(())
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 §8.2.2): a request carrying one is malformed.
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn verdict(req: http::request::Builder) -> Result<(), &'static str> {
+        check(&req.body(()).unwrap().into_parts().0)
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused_and_plain_requests_pass() {
+        let get = || Request::builder().uri("/fhir/Patient/9990000018");
+        assert_eq!(verdict(get().header("host", "localhost")), Ok(()));
+        assert!(verdict(get().header("content-length", "1").header("content-length", "1")).is_err());
+        assert!(verdict(
+            get()
+                .header("content-length", "1")
+                .header("transfer-encoding", "chunked")
+        )
+        .is_err());
+        assert!(verdict(get().header("upgrade", "h2c")).is_err());
+        assert!(verdict(get().method("CONNECT")).is_err());
+        let h2 = || get().version(Version::HTTP_2);
+        assert_eq!(verdict(h2()), Ok(()));
+        for name in CONNECTION_SPECIFIC {
+            assert!(verdict(h2().header(name, "x")).is_err(), "{name}");
+        }
+        let absolute = Request::builder().uri("https://epr.example/fhir/x");
+        assert_eq!(verdict(absolute.header("host", "EPR.example")), Ok(()));
+        let absolute = Request::builder().uri("https://epr.example/fhir/x");
+        assert!(verdict(absolute.header("host", "pacs.example")).is_err());
+    }
+}
