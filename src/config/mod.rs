@@ -1,12 +1,21 @@
-//! The TOML config: serde structs that refuse unknown keys, validated once into [`Config`].
+//! The TOML config: serde structs that refuse unknown keys (`raw`), validated once into
+//! [`Config`] by one function per section (`validate`).
 //!
 //! Every error names the key it is about (`route[2].upstream: no [[upstream]] named "pacs"`),
-//! because the person reading it is editing that file at 3am.
+//! because the person reading it is editing that file at 3am. What serde itself refuses (an
+//! unknown key, a wrong type, a `class` that is no class) is named by the key serde stopped at,
+//! with its line.
 
+mod enums;
 mod raw;
+#[cfg(test)]
+mod tests;
 pub mod units;
+mod validate;
 
-use std::collections::{HashMap, HashSet};
+pub use enums::{Class, CrlExpired, Durability, OrgSource};
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,53 +53,6 @@ impl KeyError {
             message: self.message,
         }
     }
-}
-
-/// Rate-limit and policy class of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Class {
-    Epr,
-    Image,
-    Other,
-}
-
-impl Class {
-    pub const ALL: [Class; 3] = [Class::Epr, Class::Image, Class::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Epr => "epr",
-            Class::Image => "image",
-            Class::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Class> {
-        Class::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-/// Where the organisation code comes from, tried in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrgSource {
-    /// `subject:OU`: the value of that RDN attribute in the subject.
-    Subject(String),
-    /// `san_uri:urn:nhs:ods:`: a URI SAN with this prefix; the rest is the code.
-    SanUri(String),
-    /// `endpoint`: the cert's DNS SANs / CN looked up in `[[endpoint]]`.
-    Endpoint,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrlExpired {
-    Refuse,
-    Warn,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    Fsync,
-    Flush,
 }
 
 #[derive(Debug, Clone)]
@@ -302,83 +264,4 @@ impl Config {
             })
             .map_err(|e| e.in_file(path))
     }
-}
-
-/// Checks names are unique and references resolve; returns (key, message) on the first problem.
-fn check_references(c: &Config) -> Result<(), KeyError> {
-    let mut seen = HashSet::new();
-    for (i, u) in c.upstreams.iter().enumerate() {
-        if !seen.insert(u.name.as_str()) {
-            return Err(KeyError::new(
-                format!("upstream[{i}].name"),
-                format!("\"{}\" is used twice", u.name),
-            ));
-        }
-    }
-    let mut route_names = HashSet::new();
-    for (i, r) in c.routes.iter().enumerate() {
-        if !route_names.insert(r.name.as_str()) {
-            return Err(KeyError::new(
-                format!("route[{i}].name"),
-                format!("\"{}\" is used twice", r.name),
-            ));
-        }
-        if !seen.contains(r.upstream.as_str()) {
-            return Err(KeyError::new(
-                format!("route[{i}].upstream"),
-                format!("no [[upstream]] named \"{}\"", r.upstream),
-            ));
-        }
-    }
-    let mut orgs = HashSet::new();
-    let mut groups = HashSet::new();
-    for (i, o) in c.organisations.iter().enumerate() {
-        if !orgs.insert(o.code.as_str()) {
-            return Err(KeyError::new(
-                format!("organisation[{i}].code"),
-                format!("\"{}\" is listed twice", o.code),
-            ));
-        }
-        groups.extend(o.groups.iter().map(String::as_str));
-    }
-    // With an ODS CSV the organisation list is only known once the file is read: the runtime
-    // state checks references to CSV organisations then.
-    let csv = c.identity.organisations_csv.is_some();
-    for (i, e) in c.endpoints.iter().enumerate() {
-        if !csv && !orgs.contains(e.org.as_str()) {
-            return Err(KeyError::new(
-                format!("endpoint[{i}].org"),
-                format!("no [[organisation]] with code \"{}\"", e.org),
-            ));
-        }
-    }
-    for (i, r) in c.routes.iter().enumerate() {
-        for (j, a) in r.allow.iter().enumerate() {
-            for org in &a.orgs {
-                if org != "*" && !csv && !orgs.contains(org.as_str()) {
-                    return Err(KeyError::new(
-                        format!("route[{i}].allow[{j}].orgs"),
-                        format!("no [[organisation]] with code \"{org}\""),
-                    ));
-                }
-            }
-            for g in &a.groups {
-                if !csv && !groups.contains(g.as_str()) {
-                    return Err(KeyError::new(
-                        format!("route[{i}].allow[{j}].groups"),
-                        format!("no [[organisation]] is in group \"{g}\""),
-                    ));
-                }
-            }
-        }
-    }
-    for (i, o) in c.rate_limits.overrides.iter().enumerate() {
-        if !csv && !orgs.contains(o.org.as_str()) {
-            return Err(KeyError::new(
-                format!("rate_limit.override[{i}].org"),
-                format!("no [[organisation]] with code \"{}\"", o.org),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,220 @@
+//! The output formats: an aligned table for people, JSON lines and RFC 4180 CSV for tools.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::Path;
+use std::str::FromStr;
+
+use super::{for_each_row, Filters, QueryError, Row};
+
+/// Rows buffered to size the table's columns before streaming the rest at those widths.
+const TABLE_SAMPLE: usize = 256;
+
+/// `--format`: how rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+impl FromStr for Format {
+    type Err = QueryError;
+    fn from_str(s: &str) -> Result<Format, QueryError> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            _ => Err(QueryError::BadFilter(format!(
+                "--format must be table, json or csv, not {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Writes the requests in the trail at `dir` that match `filters` to `out` in `format`;
+/// returns how many.
+pub fn query(dir: &Path, filters: &Filters, format: Format, out: &mut impl Write) -> Result<u64, QueryError> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let n = match format {
+        Format::Json => for_each_row(dir, filters, |row| {
+            serde_json::to_writer(&mut out, &row).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        })?,
+        Format::Csv => {
+            write_csv_record(&mut out, CSV_COLUMNS.iter().map(|c| Cow::Borrowed(c.0)))?;
+            for_each_row(dir, filters, |row| {
+                write_csv_record(&mut out, CSV_COLUMNS.iter().map(|c| (c.1)(&row)))?;
+                Ok(())
+            })?
+        }
+        Format::Table => {
+            let mut table = Table::default();
+            let n = for_each_row(dir, filters, |row| table.push(&mut out, row))?;
+            table.finish(&mut out)?;
+            n
+        }
+    };
+    out.flush()?;
+    Ok(n)
+}
+
+type Column = (&'static str, fn(&Row) -> Cow<'_, str>);
+
+fn opt<T: AsRef<str>>(s: &Option<T>) -> Cow<'_, str> {
+    Cow::Borrowed(s.as_ref().map_or("", |s| s.as_ref()))
+}
+
+fn num(n: Option<impl ToString>) -> Cow<'static, str> {
+    n.map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string()))
+}
+
+/// The table's columns: what an auditor scans for.
+const TABLE_COLUMNS: &[Column] = &[
+    ("time", |r| Cow::Borrowed(&r.time)),
+    ("request_id", |r| Cow::Borrowed(&r.access.request_id)),
+    ("org", |r| opt(&r.access.client.org)),
+    ("org_name", |r| opt(&r.access.client.org_name)),
+    ("method", |r| Cow::Borrowed(&r.access.request.method)),
+    ("path", |r| Cow::Borrowed(&r.access.request.path)),
+    ("route", |r| opt(&r.access.route)),
+    ("decision", |r| Cow::Borrowed(&r.access.decision)),
+    ("reason", |r| Cow::Borrowed(&r.access.reason)),
+    ("status", |r| num(r.complete.as_ref().map(|c| c.status))),
+    ("outcome", |r| {
+        Cow::Borrowed(r.complete.as_ref().map_or("", |c| &c.outcome))
+    }),
+    ("nhs_number", |r| opt(&r.access.clinical.nhs_number)),
+    ("study_uid", |r| opt(&r.access.clinical.study_uid)),
+];
+
+/// CSV is for spreadsheets and scripts: the table's columns and the rest of the record.
+const CSV_COLUMNS: &[Column] = &[
+    ("time", |r| Cow::Borrowed(&r.time)),
+    ("seq", |r| Cow::Owned(r.seq.to_string())),
+    ("request_id", |r| Cow::Borrowed(&r.access.request_id)),
+    ("org", |r| opt(&r.access.client.org)),
+    ("org_name", |r| opt(&r.access.client.org_name)),
+    ("subject", |r| opt(&r.access.client.subject)),
+    ("ip", |r| Cow::Borrowed(&r.access.client.ip)),
+    ("method", |r| Cow::Borrowed(&r.access.request.method)),
+    ("host", |r| opt(&r.access.request.host)),
+    ("path", |r| Cow::Borrowed(&r.access.request.path)),
+    ("query", |r| opt(&r.access.request.query)),
+    ("route", |r| opt(&r.access.route)),
+    ("class", |r| opt(&r.access.class)),
+    ("decision", |r| Cow::Borrowed(&r.access.decision)),
+    ("reason", |r| Cow::Borrowed(&r.access.reason)),
+    ("rule", |r| opt(&r.access.rule)),
+    ("status", |r| num(r.complete.as_ref().map(|c| c.status))),
+    ("outcome", |r| {
+        Cow::Borrowed(r.complete.as_ref().map_or("", |c| &c.outcome))
+    }),
+    ("bytes_in", |r| num(r.complete.as_ref().map(|c| c.bytes_in))),
+    ("bytes_out", |r| num(r.complete.as_ref().map(|c| c.bytes_out))),
+    ("duration_ms", |r| num(r.complete.as_ref().map(|c| c.duration_ms))),
+    ("nhs_number", |r| opt(&r.access.clinical.nhs_number)),
+    ("study_uid", |r| opt(&r.access.clinical.study_uid)),
+    ("fhir_type", |r| opt(&r.access.clinical.fhir_type)),
+    ("fhir_id", |r| opt(&r.access.clinical.fhir_id)),
+    ("interaction", |r| opt(&r.access.clinical.interaction)),
+];
+
+/// One RFC 4180 record: fields with a comma, quote, CR or LF are quoted, quotes doubled; CRLF
+/// line ends as the RFC says.
+fn write_csv_record<'a>(out: &mut impl Write, fields: impl Iterator<Item = Cow<'a, str>>) -> std::io::Result<()> {
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        if field.contains([',', '"', '\r', '\n']) {
+            out.write_all(b"\"")?;
+            out.write_all(field.replace('"', "\"\"").as_bytes())?;
+            out.write_all(b"\"")?;
+        } else {
+            out.write_all(field.as_bytes())?;
+        }
+    }
+    out.write_all(b"\r\n")
+}
+
+/// Aligned columns without holding the whole result: widths come from the first
+/// [`TABLE_SAMPLE`] rows; a longer value later just pushes its line out.
+#[derive(Default)]
+struct Table {
+    sample: Vec<Vec<String>>,
+    widths: Option<Vec<usize>>,
+}
+
+/// No column wider than this from the sample: one long path should not push every line wide.
+const MAX_WIDTH: usize = 48;
+
+impl Table {
+    fn push(&mut self, out: &mut impl Write, row: Row) -> Result<(), QueryError> {
+        let cells: Vec<String> = TABLE_COLUMNS.iter().map(|c| clean((c.1)(&row))).collect();
+        match &self.widths {
+            Some(w) => write_table_line(out, w, &cells)?,
+            None => {
+                self.sample.push(cells);
+                if self.sample.len() >= TABLE_SAMPLE {
+                    self.finish(out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.widths.is_some() {
+            return Ok(());
+        }
+        let mut widths: Vec<usize> = TABLE_COLUMNS.iter().map(|c| c.0.len()).collect();
+        for cells in &self.sample {
+            for (w, cell) in widths.iter_mut().zip(cells) {
+                *w = (*w).max(cell.chars().count().min(MAX_WIDTH));
+            }
+        }
+        let header: Vec<String> = TABLE_COLUMNS.iter().map(|c| c.0.to_string()).collect();
+        write_table_line(out, &widths, &header)?;
+        for cells in self.sample.drain(..) {
+            write_table_line(out, &widths, &cells)?;
+        }
+        self.widths = Some(widths);
+        Ok(())
+    }
+}
+
+/// Control characters would break the layout (and could forge lines on a terminal).
+fn clean(s: Cow<'_, str>) -> String {
+    let s = if s.is_empty() { Cow::Borrowed("-") } else { s };
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
+    let last = cells.len().saturating_sub(1);
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if i == last {
+            writeln!(out, "{cell}")?;
+        } else {
+            write!(out, "{cell:<w$}  ")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_per_rfc4180() {
+        let mut out = Vec::new();
+        let fields = ["a", "b,c", "say \"hi\"", "x\ny", ""];
+        write_csv_record(&mut out, fields.iter().map(|f| Cow::Borrowed(*f))).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\",\r\n"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! From the file as written ([`RawConfig`]) to a [`Config`]: one function per section, then the
+//! checks across sections (`references`). Each returns the first problem as a [`KeyError`]
+//! naming its key; paths are resolved against the config file's folder here.
+
+mod references;
+mod traffic;
+
+use super::raw::{RawAdmin, RawAudit, RawConfig, RawEndpoint, RawIdentity, RawListener, RawOrganisation};
+use super::units::{parse_duration, parse_size};
+use super::{Admin, Audit, Config, Endpoint, Identity, KeyError, Listener, OrgSource, Organisation};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+impl RawConfig {
+    pub(super) fn validate(self, base: &Path) -> Result<Config, KeyError> {
+        let base = Base(base);
+        let config = Config {
+            path: PathBuf::new(),
+            sha256: String::new(),
+            listener: listener(self.listener, &base)?,
+            admin: self.admin.map(admin).transpose()?,
+            identity: identity(self.identity, &base)?,
+            endpoints: endpoints(self.endpoint)?,
+            organisations: organisations(self.organisation)?,
+            upstreams: traffic::upstreams(self.upstream, &base)?,
+            routes: traffic::routes(self.route)?,
+            rate_limits: traffic::rate_limits(self.rate_limit)?,
+            audit: audit(self.audit, &base)?,
+        };
+        references::check(&config)?;
+        Ok(config)
+    }
+}
+
+/// The config file's folder, which relative paths in it are relative to.
+struct Base<'a>(&'a Path);
+
+impl Base<'_> {
+    fn path(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.0.join(path)
+        }
+    }
+}
+
+// === sections ===
+
+/// `[listener]`: addresses, certificates, connection limits and timeouts.
+fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
+    if l.client_ca.is_empty() {
+        return Err(KeyError::new("listener.client_ca", "needs at least one CA file"));
+    }
+    let listener = Listener {
+        bind: addr("listener.bind", &l.bind)?,
+        server_cert: base.path(l.server_cert),
+        server_key: base.path(l.server_key),
+        client_ca: l.client_ca.into_iter().map(|p| base.path(p)).collect(),
+        crl: l.crl.into_iter().map(|p| base.path(p)).collect(),
+        max_connections: match l.max_connections {
+            Some(0) => return Err(KeyError::new("listener.max_connections", "must be at least 1")),
+            Some(n) => n,
+            None => 20_000,
+        },
+        handshake_timeout: dur(
+            "listener.handshake_timeout",
+            &l.handshake_timeout,
+            Duration::from_secs(10),
+        )?,
+        header_timeout: dur("listener.header_timeout", &l.header_timeout, Duration::from_secs(10))?,
+        idle_timeout: dur("listener.idle_timeout", &l.idle_timeout, Duration::from_secs(75))?,
+        max_header_bytes: size("listener.max_header_bytes", &l.max_header_bytes, 64 << 10)? as usize,
+        drain_timeout: dur("listener.drain_timeout", &l.drain_timeout, Duration::from_secs(30))?,
+        crl_expired: l.crl_expired.unwrap_or_default(),
+        session_resumption: l.session_resumption.unwrap_or(true),
+        workers: match l.workers {
+            Some(0) => return Err(KeyError::new("listener.workers", "must be at least 1")),
+            Some(n) if n > 1024 => return Err(KeyError::new("listener.workers", "must be at most 1024")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+    };
+    if listener.max_header_bytes < 8192 {
+        return Err(KeyError::new("listener.max_header_bytes", "must be at least 8KiB"));
+    }
+    Ok(listener)
+}
+
+/// `[admin]`: where the plain-HTTP admin endpoint listens.
+fn admin(a: RawAdmin) -> Result<Admin, KeyError> {
+    Ok(Admin {
+        bind: addr("admin.bind", &a.bind)?,
+    })
+}
+
+/// `[identity]`: where organisation codes come from, in order.
+fn identity(i: RawIdentity, base: &Base) -> Result<Identity, KeyError> {
+    let mut org_from = Vec::new();
+    for (j, s) in i.org_from.iter().enumerate() {
+        let source =
+            OrgSource::try_from(s.as_str()).map_err(|m| KeyError::new(format!("identity.org_from[{j}]"), m))?;
+        org_from.push(source);
+    }
+    if org_from.is_empty() {
+        return Err(KeyError::new("identity.org_from", "needs at least one source"));
+    }
+    Ok(Identity {
+        org_from,
+        organisations_csv: i.organisations_csv.map(|p| base.path(p)),
+    })
+}
+
+/// `[[endpoint]]`: registered systems; names lower-cased, codes upper-cased.
+fn endpoints(raw: Vec<RawEndpoint>) -> Result<Vec<Endpoint>, KeyError> {
+    let mut endpoints = Vec::new();
+    for (i, e) in raw.into_iter().enumerate() {
+        if e.fqdn.is_empty() {
+            return Err(KeyError::new(format!("endpoint[{i}].fqdn"), "must not be empty"));
+        }
+        ods_code(&format!("endpoint[{i}].org"), &e.org)?;
+        endpoints.push(Endpoint {
+            fqdn: e.fqdn.to_ascii_lowercase(),
+            org: e.org.to_ascii_uppercase(),
+            asid: e.asid,
+        });
+    }
+    Ok(endpoints)
+}
+
+/// `[[organisation]]`: codes upper-cased; a missing name is the code.
+fn organisations(raw: Vec<RawOrganisation>) -> Result<Vec<Organisation>, KeyError> {
+    let mut organisations = Vec::new();
+    for (i, o) in raw.into_iter().enumerate() {
+        ods_code(&format!("organisation[{i}].code"), &o.code)?;
+        let code = o.code.to_ascii_uppercase();
+        organisations.push(Organisation {
+            name: o.name.unwrap_or_else(|| code.clone()),
+            code,
+            groups: o.groups,
+        });
+    }
+    Ok(organisations)
+}
+
+/// `[audit]`: the trail's folder, durability, rotation and checkpoints.
+fn audit(a: RawAudit, base: &Base) -> Result<Audit, KeyError> {
+    let audit = Audit {
+        dir: base.path(a.dir),
+        durability: a.durability.unwrap_or_default(),
+        rotate_bytes: size("audit.rotate_bytes", &a.rotate_bytes, 256 << 20)?,
+        signing_key: a.signing_key.map(|p| base.path(p)),
+        checkpoint_every: match a.checkpoint_every {
+            Some(0) => return Err(KeyError::new("audit.checkpoint_every", "must be at least 1")),
+            Some(n) => n,
+            None => 10_000,
+        },
+        checkpoint_interval: dur(
+            "audit.checkpoint_interval",
+            &a.checkpoint_interval,
+            Duration::from_secs(60),
+        )?,
+    };
+    if audit.rotate_bytes < 4096 {
+        return Err(KeyError::new("audit.rotate_bytes", "must be at least 4KiB"));
+    }
+    Ok(audit)
+}
+
+// === values ===
+
+fn dur(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, KeyError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|m| KeyError::new(key, m)),
+    }
+}
+
+fn size(key: &str, v: &Option<String>, default: u64) -> Result<u64, KeyError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_size(s).map_err(|m| KeyError::new(key, m)),
+    }
+}
+
+fn addr(key: &str, s: &str) -> Result<SocketAddr, KeyError> {
+    s.parse()
+        .map_err(|_| KeyError::new(key, format!("\"{s}\" is not an address like \"127.0.0.1:8443\"")))
+}
+
+fn ods_code(key: &str, s: &str) -> Result<(), KeyError> {
+    if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyError::new(
+            key,
+            format!("\"{s}\" is not an ODS code (letters and digits)"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Checks across sections, once each section is valid on its own: names are unique, and every
+//! name one section uses is defined in another (an upstream, an organisation, a group).
+
+use crate::config::{Config, Endpoint, KeyError, LimitOverride, Organisation, Route, Upstream};
+use std::collections::HashSet;
+
+/// Checks names are unique and references resolve; the first problem names its key.
+pub(super) fn check(c: &Config) -> Result<(), KeyError> {
+    let upstreams = upstream_names(&c.upstreams)?;
+    routes(&c.routes, &upstreams)?;
+    let known = Known::new(&c.organisations)?;
+    // With an ODS CSV the organisation list is only known once the file is read: the runtime
+    // state checks references to CSV organisations then.
+    if c.identity.organisations_csv.is_some() {
+        return Ok(());
+    }
+    endpoint_orgs(&c.endpoints, &known)?;
+    allow_rules(&c.routes, &known)?;
+    override_orgs(&c.rate_limits.overrides, &known)
+}
+
+/// `[[upstream]]` names are unique; answers them.
+fn upstream_names(upstreams: &[Upstream]) -> Result<HashSet<&str>, KeyError> {
+    let mut seen = HashSet::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        if !seen.insert(u.name.as_str()) {
+            return Err(KeyError::new(
+                format!("upstream[{i}].name"),
+                format!("\"{}\" is used twice", u.name),
+            ));
+        }
+    }
+    Ok(seen)
+}
+
+/// `[[route]]` names are unique and each names an `[[upstream]]`.
+fn routes(routes: &[Route], upstreams: &HashSet<&str>) -> Result<(), KeyError> {
+    let mut names = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !names.insert(r.name.as_str()) {
+            return Err(KeyError::new(
+                format!("route[{i}].name"),
+                format!("\"{}\" is used twice", r.name),
+            ));
+        }
+        if !upstreams.contains(r.upstream.as_str()) {
+            return Err(KeyError::new(
+                format!("route[{i}].upstream"),
+                format!("no [[upstream]] named \"{}\"", r.upstream),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The organisation codes and groups the config defines.
+struct Known<'a> {
+    orgs: HashSet<&'a str>,
+    groups: HashSet<&'a str>,
+}
+
+impl<'a> Known<'a> {
+    /// Collects them, refusing a code listed twice.
+    fn new(organisations: &'a [Organisation]) -> Result<Known<'a>, KeyError> {
+        let mut known = Known {
+            orgs: HashSet::new(),
+            groups: HashSet::new(),
+        };
+        for (i, o) in organisations.iter().enumerate() {
+            if !known.orgs.insert(o.code.as_str()) {
+                return Err(KeyError::new(
+                    format!("organisation[{i}].code"),
+                    format!("\"{}\" is listed twice", o.code),
+                ));
+            }
+            known.groups.extend(o.groups.iter().map(String::as_str));
+        }
+        Ok(known)
+    }
+
+    fn org(&self, key: String, code: &str) -> Result<(), KeyError> {
+        if self.orgs.contains(code) {
+            Ok(())
+        } else {
+            Err(KeyError::new(key, format!("no [[organisation]] with code \"{code}\"")))
+        }
+    }
+}
+
+/// Each `[[endpoint]]` belongs to a known organisation.
+fn endpoint_orgs(endpoints: &[Endpoint], known: &Known) -> Result<(), KeyError> {
+    for (i, e) in endpoints.iter().enumerate() {
+        known.org(format!("endpoint[{i}].org"), &e.org)?;
+    }
+    Ok(())
+}
+
+/// Each `[[route.allow]]` names known organisations (or `"*"`) and groups someone is in.
+fn allow_rules(routes: &[Route], known: &Known) -> Result<(), KeyError> {
+    for (i, r) in routes.iter().enumerate() {
+        for (j, a) in r.allow.iter().enumerate() {
+            for org in a.orgs.iter().filter(|o| *o != "*") {
+                known.org(format!("route[{i}].allow[{j}].orgs"), org)?;
+            }
+            for g in &a.groups {
+                if !known.groups.contains(g.as_str()) {
+                    return Err(KeyError::new(
+                        format!("route[{i}].allow[{j}].groups"),
+                        format!("no [[organisation]] is in group \"{g}\""),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each `[[rate_limit.override]]` is for a known organisation.
+fn override_orgs(overrides: &[LimitOverride], known: &Known) -> Result<(), KeyError> {
+    for (i, o) in overrides.iter().enumerate() {
+        known.org(format!("rate_limit.override[{i}].org"), &o.org)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The sections that say where requests go and how fast: `[[upstream]]`, `[[route]]` and
+//! `[rate_limit]`.
+
+use super::{dur, Base};
+use crate::config::raw::{RawAllow, RawLimit, RawRateLimits, RawRoute, RawUpstream};
+use crate::config::units::parse_size;
+use crate::config::{AllowRule, Class, ClassLimit, KeyError, LimitOverride, RateLimits, Route, Upstream};
+use std::time::Duration;
+
+/// `[[upstream]]`: origins (`http://` or `https://`, no path), TLS files and timeouts.
+pub(super) fn upstreams(raw: Vec<RawUpstream>, base: &Base) -> Result<Vec<Upstream>, KeyError> {
+    let mut upstreams = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        if u.urls.is_empty() {
+            return Err(KeyError::new(format!("{key}.urls"), "needs at least one URL"));
+        }
+        let mut urls = Vec::new();
+        for (j, s) in u.urls.iter().enumerate() {
+            urls.push(origin(&format!("{key}.urls[{j}]"), s)?);
+        }
+        if u.client_cert.is_some() != u.client_key.is_some() {
+            return Err(KeyError::new(
+                format!("{key}.client_key"),
+                "client_cert and client_key go together",
+            ));
+        }
+        upstreams.push(Upstream {
+            name: u.name,
+            urls,
+            ca: u.ca.map(|p| base.path(p)),
+            client_cert: u.client_cert.map(|p| base.path(p)),
+            client_key: u.client_key.map(|p| base.path(p)),
+            connect_timeout: dur(
+                &format!("{key}.connect_timeout"),
+                &u.connect_timeout,
+                Duration::from_secs(2),
+            )?,
+            response_timeout: dur(
+                &format!("{key}.response_timeout"),
+                &u.response_timeout,
+                Duration::from_secs(60),
+            )?,
+        });
+    }
+    Ok(upstreams)
+}
+
+/// An upstream origin: scheme and authority, and no path beyond `/`.
+fn origin(key: &str, s: &str) -> Result<http::Uri, KeyError> {
+    let bad = || KeyError::new(key, format!("\"{s}\" is not an origin like \"http://127.0.0.1:9080\""));
+    let uri: http::Uri = s.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => Ok(uri),
+        _ => Err(bad()),
+    }
+}
+
+/// `[[route]]`: prefixes, classes (read by serde; `other` when absent) and allow rules.
+pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, KeyError> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("route[{i}]");
+        if !r.path_prefix.starts_with('/') {
+            return Err(KeyError::new(
+                format!("{key}.path_prefix"),
+                format!("\"{}\" must start with /", r.path_prefix),
+            ));
+        }
+        let mut allow = Vec::new();
+        for (j, a) in r.allow.into_iter().enumerate() {
+            allow.push(allow_rule(&format!("{key}.allow[{j}]"), a)?);
+        }
+        routes.push(Route {
+            name: r.name,
+            path_prefix: r.path_prefix,
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            upstream: r.upstream,
+            class: r.class.unwrap_or(Class::Other),
+            provider_host: r.provider_host.map(|h| h.to_ascii_lowercase()),
+            require_ssp_headers: r.require_ssp_headers,
+            check_token_org: r.check_token_org,
+            check_nhs_number: r.check_nhs_number,
+            allow,
+        });
+    }
+    Ok(routes)
+}
+
+/// `[[route.allow]]`: names orgs or groups; methods upper-cased; org codes upper-cased.
+fn allow_rule(key: &str, a: RawAllow) -> Result<AllowRule, KeyError> {
+    if a.orgs.is_empty() && a.groups.is_empty() {
+        return Err(KeyError::new(
+            key,
+            "names no orgs or groups (use orgs = [\"*\"] for any known organisation)",
+        ));
+    }
+    let mut methods = Vec::new();
+    for m in &a.methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(KeyError::new(
+                format!("{key}.methods"),
+                format!("\"{m}\" is not an HTTP method"),
+            ));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    Ok(AllowRule {
+        orgs: a.orgs.iter().map(|o| o.to_ascii_uppercase()).collect(),
+        groups: a.groups,
+        methods,
+        resources: a.resources,
+        interactions: a.interactions,
+        spine_interactions: a.spine_interactions,
+    })
+}
+
+/// `[rate_limit.<class>]` and `[[rate_limit.override]]` (whose class serde read).
+pub(super) fn rate_limits(raw: RawRateLimits) -> Result<RateLimits, KeyError> {
+    let mut rate_limits = RateLimits::default();
+    for (class, raw) in [
+        (Class::Epr, &raw.epr),
+        (Class::Image, &raw.image),
+        (Class::Other, &raw.other),
+    ] {
+        if let Some(r) = raw {
+            let l = limit(&format!("rate_limit.{}", class.as_str()), r)?;
+            rate_limits.classes.insert(class, l);
+        }
+    }
+    for (i, o) in raw.overrides.into_iter().enumerate() {
+        let l = limit(
+            &format!("rate_limit.override[{i}]"),
+            &RawLimit {
+                requests_per_second: o.requests_per_second,
+                burst: o.burst,
+                max_concurrent: o.max_concurrent,
+                bytes_per_second: o.bytes_per_second,
+            },
+        )?;
+        rate_limits.overrides.push(LimitOverride {
+            org: o.org.to_ascii_uppercase(),
+            class: o.class,
+            limit: l,
+        });
+    }
+    Ok(rate_limits)
+}
+
+/// One class's limits (or an override's): every number present must be above 0.
+fn limit(key: &str, r: &RawLimit) -> Result<ClassLimit, KeyError> {
+    if let Some(rps) = r.requests_per_second {
+        if !(rps > 0.0 && rps.is_finite()) {
+            return Err(KeyError::new(
+                format!("{key}.requests_per_second"),
+                "must be a number above 0",
+            ));
+        }
+    }
+    if r.burst == Some(0) {
+        return Err(KeyError::new(format!("{key}.burst"), "must be at least 1"));
+    }
+    if r.max_concurrent == Some(0) {
+        return Err(KeyError::new(format!("{key}.max_concurrent"), "must be at least 1"));
+    }
+    let bytes_per_second = match &r.bytes_per_second {
+        None => None,
+        Some(s) => match parse_size(s) {
+            Ok(0) => return Err(KeyError::new(format!("{key}.bytes_per_second"), "must be above 0")),
+            Ok(n) => Some(n),
+            Err(m) => return Err(KeyError::new(format!("{key}.bytes_per_second"), m)),
+        },
+    };
+    Ok(ClassLimit {
+        requests_per_second: r.requests_per_second,
+        burst: r.burst,
+        max_concurrent: r.max_concurrent,
+        bytes_per_second,
+    })
+}
