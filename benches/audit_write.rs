@@ -15,6 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 fn access(i: u64) -> Event {
     Event::Access(Box::new(Access {
+        client_request_id: None,
+        body_inspected: None,
         request_id: format!("01J{i:023}").into(),
         client: Client {
             org: Some("A81001".into()),

@@ -228,7 +228,7 @@ fn token_org_matches(cfg: &config::Route, facts: &Facts, org: &Organisation) -> 
     if !cfg.check_token_org {
         return Ok(());
     }
-    match facts.clinical.token_org.as_deref() {
+    match facts.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()) {
         Some(code) if code == org.code => Ok(()),
         Some(_) => Err(Rejection::IdentityMismatch(
             "the requesting organisation in the token is not the certificate's organisation",
@@ -253,6 +253,7 @@ pub fn access_record(
 ) -> record::Access {
     record::Access {
         request_id: request_id.clone(),
+        client_request_id: None,
         client: record::Client {
             org: identity.org.clone(),
             org_name: None,
@@ -275,6 +276,7 @@ pub fn access_record(
         reason: "".into(),
         rule: None,
         clinical: Default::default(),
+        body_inspected: None,
     }
 }
 

@@ -75,6 +75,9 @@ mod tests {
             require_ssp_headers: false,
             check_token_org: false,
             check_nhs_number: true,
+            inspect_body: true,
+            inspect_body_limit: config::Route::INSPECT_BODY_LIMIT,
+            patient_ids_are_nhs_numbers: true,
             allow,
         };
         RouteTable::new(&[r], |_| 0)

@@ -73,7 +73,7 @@ pub fn audit_event(row: &Row) -> Value {
         server["network"] = json!({ "address": host, "type": "1" });
     }
     let mut agents = vec![client, server];
-    if let Some(practitioner) = &c.token_practitioner {
+    if let Some(practitioner) = c.token.as_ref().and_then(|t| t.practitioner.as_ref()) {
         // From a GP Connect token: recorded as the user the client system acted for.
         agents.push(json!({
             "type": { "coding": [{

@@ -62,41 +62,140 @@ pub struct Request {
     pub version: Word,
 }
 
-/// Clinical facts found in the request (SPEC §5 `clinical`); only what is known is written.
+/// Clinical facts found in the request (SPEC §5 `clinical`, §8); only what is known is written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Clinical {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fhir_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fhir_id: Option<String>,
+    /// The first of `nhs_numbers`, for readers of the first format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nhs_number: Option<String>,
+    /// Every distinct valid NHS number the request names, in the order found: path, query,
+    /// body, token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nhs_numbers: Vec<String>,
+    /// Every other patient id it names: a DICOM `PatientID`, an opaque FHIR Patient id, an
+    /// identifier of another system (`system|value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patient_ids: Vec<String>,
+    /// The first DICOM study the request names (`study_uids` has them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub study_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub study_uids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_uid: Option<String>,
     /// FHIR interaction (`read`, `search-type`, `$gpc.getstructuredrecord`) or, when sent,
     /// the Spine interaction ID from `Ssp-InteractionID`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interaction: Option<String>,
+    /// `Ssp-TraceID` (also in `ssp`), for readers of the first format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
-    /// `requesting_organization` from a GP Connect token (recorded, never trusted).
+    /// The Spine Secure Proxy headers as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_org: Option<String>,
+    pub ssp: Option<Ssp>,
+    /// The claims of a GP Connect (or Spine-core style) token, as the SSP requires them to be
+    /// logged: recorded, never trusted (only compared with the certificate).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_practitioner: Option<String>,
+    pub token: Option<Token>,
 }
 
 impl Clinical {
     pub fn is_empty(&self) -> bool {
         *self == Clinical::default()
     }
+
+    /// Adds a valid NHS number, once; the first also becomes `nhs_number`.
+    pub fn add_nhs_number(&mut self, n: &str) {
+        if !self.nhs_numbers.iter().any(|x| x == n) {
+            self.nhs_numbers.push(n.to_string());
+        }
+        if self.nhs_number.is_none() {
+            self.nhs_number = Some(n.to_string());
+        }
+    }
+
+    /// Adds a patient id that is not an NHS number, once.
+    pub fn add_patient_id(&mut self, id: &str) {
+        if !self.patient_ids.iter().any(|x| x == id) {
+            self.patient_ids.push(id.to_string());
+        }
+    }
+
+    /// Adds a DICOM study instance UID, once; the first also becomes `study_uid`.
+    pub fn add_study_uid(&mut self, uid: &str) {
+        if !self.study_uids.iter().any(|x| x == uid) {
+            self.study_uids.push(uid.to_string());
+        }
+        if self.study_uid.is_none() {
+            self.study_uid = Some(uid.to_string());
+        }
+    }
+
+    /// Whether the request named this patient, by NHS number or by id.
+    pub fn names_patient(&self, id: &str) -> bool {
+        self.nhs_number.as_deref() == Some(id)
+            || self.nhs_numbers.iter().any(|n| n == id)
+            || self.patient_ids.iter().any(|p| p == id)
+    }
+}
+
+/// The Spine Secure Proxy headers of a request (`Ssp-From`, `Ssp-To`, `Ssp-InteractionID`,
+/// `Ssp-TraceID`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ssp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// What a GP Connect token says of who is asking and why. Identifiers keep their system as
+/// `system|value`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    /// `requesting_practitioner`: the SDS user id (`system|value`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<String>,
+    /// The practitioner's name, as the token gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub practitioner_name: Option<String>,
+    /// The SDS role profile id (`system|value`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// `requesting_device`: its identifier (`system|value`) or name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `requesting_organization`: the ODS code (current or legacy identifier system).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The patient the token says is being asked about (`requested_record`), when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Access {
+    /// caregate's own id for this request (random, never the client's).
     pub request_id: Arc<str>,
+    /// The client's own `X-Request-Id`, when it sent a sane one: searchable, never a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub client: Client,
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +210,11 @@ pub struct Access {
     pub rule: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Clinical::is_empty")]
     pub clinical: Clinical,
+    /// Whether the request's body was read for patient identifiers: `true` when it was, `false`
+    /// when it could name a patient but the route says `inspect_body = false`; absent where no
+    /// body could.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_inspected: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

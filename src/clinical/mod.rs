@@ -53,8 +53,13 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderM
     }
     if let Some(v) = headers.get(AUTHORIZATION) {
         let t = jwt::read(v.as_bytes());
-        f.clinical.token_org = t.org;
-        f.clinical.token_practitioner = t.practitioner;
+        if t.org.is_some() || t.practitioner.is_some() {
+            f.clinical.token = Some(crate::audit::record::Token {
+                organisation: t.org,
+                practitioner: t.practitioner,
+                ..Default::default()
+            });
+        }
     }
     f.clinical.interaction = f.spine_interaction.clone().or_else(|| f.fhir_interaction.clone());
     f

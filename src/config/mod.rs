@@ -141,7 +141,20 @@ pub struct Route {
     pub require_ssp_headers: bool,
     pub check_token_org: bool,
     pub check_nhs_number: bool,
+    /// Read request bodies that may name a patient (FHIR JSON, form posts) before the access
+    /// record is made: default true on `epr` routes.
+    pub inspect_body: bool,
+    /// The largest body read for inspection; a larger one is refused (413 `body_too_large`).
+    pub inspect_body_limit: u64,
+    /// A 10-digit Patient id that passes the check digit is an NHS number (PDS-style APIs);
+    /// false where ids are opaque.
+    pub patient_ids_are_nhs_numbers: bool,
     pub allow: Vec<AllowRule>,
+}
+
+impl Route {
+    /// The default of `inspect_body_limit`.
+    pub const INSPECT_BODY_LIMIT: u64 = 1 << 20;
 }
 
 #[derive(Debug, Clone, Default)]

@@ -115,6 +115,10 @@ pub(super) struct RawRoute {
     pub(super) check_token_org: bool,
     #[serde(default = "yes")]
     pub(super) check_nhs_number: bool,
+    pub(super) inspect_body: Option<bool>,
+    pub(super) inspect_body_limit: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) patient_ids_are_nhs_numbers: bool,
     #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
 }

@@ -143,6 +143,7 @@ impl AccessLine {
             time: self.time,
             access: Access {
                 request_id: self.request_id,
+                client_request_id: None,
                 client: self.client,
                 request: self.request,
                 route: self.route,
@@ -151,6 +152,7 @@ impl AccessLine {
                 reason: self.reason,
                 rule: self.rule,
                 clinical: self.clinical,
+                body_inspected: None,
             },
             complete: None,
         }

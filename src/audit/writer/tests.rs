@@ -116,6 +116,8 @@ fn lifecycle(action: &str) -> Event {
 fn access(i: usize) -> Event {
     Event::Access(Box::new(Access {
         request_id: format!("req-{i}").into(),
+        client_request_id: None,
+        body_inspected: None,
         client: Client {
             org: Some("A81001".into()),
             org_name: Some("The \"Surgery\"\nLine two".into()),

@@ -67,8 +67,14 @@ const GPC_CLAIMS: &str = r#"{
 #[test]
 fn gp_connect_token() {
     let f = parse(&Method::GET, "/fhir/Patient/1", None, &bearer(GPC_CLAIMS));
-    assert_eq!(f.clinical.token_org.as_deref(), Some("A81001"));
-    assert_eq!(f.clinical.token_practitioner.as_deref(), Some("1"));
+    assert_eq!(
+        f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()),
+        Some("A81001")
+    );
+    assert_eq!(
+        f.clinical.token.as_ref().and_then(|t| t.practitioner.as_deref()),
+        Some("1")
+    );
 
     // Signed tokens are read the same (never verified); padding is tolerated.
     let mut h = HeaderMap::new();
@@ -81,7 +87,10 @@ fn gp_connect_token() {
         HeaderValue::from_str(&format!("bearer {token}")).expect("header"),
     );
     let f = parse(&Method::GET, "/fhir/Patient/1", None, &h);
-    assert_eq!(f.clinical.token_org.as_deref(), Some("A81001"));
+    assert_eq!(
+        f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()),
+        Some("A81001")
+    );
 
     // No practitioner id: the first identifier value.
     let f = parse(
@@ -90,8 +99,11 @@ fn gp_connect_token() {
         None,
         &bearer(r#"{"requesting_practitioner":{"identifier":[{"value":"G8133438"}]}}"#),
     );
-    assert_eq!(f.clinical.token_practitioner.as_deref(), Some("G8133438"));
-    assert_eq!(f.clinical.token_org, None);
+    assert_eq!(
+        f.clinical.token.as_ref().and_then(|t| t.practitioner.as_deref()),
+        Some("G8133438")
+    );
+    assert_eq!(f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()), None);
 }
 
 #[test]
@@ -110,8 +122,16 @@ fn garbage_tokens_give_nothing() {
         huge.as_str(),
     ] {
         let f = parse(&Method::GET, "/", None, &bearer(payload));
-        assert_eq!(f.clinical.token_org, None, "{payload:.60}");
-        assert_eq!(f.clinical.token_practitioner, None, "{payload:.60}");
+        assert_eq!(
+            f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()),
+            None,
+            "{payload:.60}"
+        );
+        assert_eq!(
+            f.clinical.token.as_ref().and_then(|t| t.practitioner.as_deref()),
+            None,
+            "{payload:.60}"
+        );
     }
     for value in [
         "Basic dXNlcjpwYXNz",

@@ -71,16 +71,25 @@ pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, KeyError> {
         for (j, a) in r.allow.into_iter().enumerate() {
             allow.push(allow_rule(&format!("{key}.allow[{j}]"), a)?);
         }
+        let class = r.class.unwrap_or(Class::Other);
+        let inspect_body_limit = super::size(
+            &format!("{key}.inspect_body_limit"),
+            &r.inspect_body_limit,
+            Route::INSPECT_BODY_LIMIT,
+        )?;
         routes.push(Route {
             name: r.name,
             path_prefix: r.path_prefix,
             host: r.host.map(|h| h.to_ascii_lowercase()),
             upstream: r.upstream,
-            class: r.class.unwrap_or(Class::Other),
+            class,
             provider_host: r.provider_host.map(|h| h.to_ascii_lowercase()),
             require_ssp_headers: r.require_ssp_headers,
             check_token_org: r.check_token_org,
             check_nhs_number: r.check_nhs_number,
+            inspect_body: r.inspect_body.unwrap_or(class == Class::Epr),
+            inspect_body_limit,
+            patient_ids_are_nhs_numbers: r.patient_ids_are_nhs_numbers,
             allow,
         });
     }
