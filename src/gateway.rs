@@ -9,7 +9,7 @@ use crate::forward::headers::X_REQUEST_ID;
 use crate::state::State;
 use arc_swap::ArcSwap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -21,7 +21,6 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// The state's generation, for connections that re-check their certificate on reload.
     pub generation: watch::Sender<u64>,
-    pub ids: RequestIds,
 }
 
 impl Gateway {
@@ -32,7 +31,6 @@ impl Gateway {
             draining: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
             generation: watch::Sender::new(0),
-            ids: RequestIds::new(),
         }
     }
 
@@ -170,48 +168,20 @@ fn warn_restart_only(old: &Config, new: &Config) {
 
 // === request ids ===
 
-/// Request ids: the client's own when it is sane (so a GP system can correlate), else a new
-/// one from a random per-process prefix and a counter: unique without a syscall per request.
-pub struct RequestIds {
-    prefix: String,
-    counter: AtomicU64,
+/// A new request id: caregate's own, unique and unpredictable (a UUIDv4: 122 random bits), so
+/// that no client can make two requests look like one in the trail, or guess another's id.
+pub fn request_id() -> Arc<str> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
 }
 
-impl RequestIds {
-    fn new() -> RequestIds {
-        let mut seed = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-        RequestIds {
-            prefix: crate::hex(&seed),
-            counter: AtomicU64::new(1),
-        }
-    }
-
-    pub fn for_request(&self, headers: &http::HeaderMap) -> Arc<str> {
-        if let Some(v) = headers.get(X_REQUEST_ID) {
-            let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
-                // Checked ASCII above.
-                return String::from_utf8_lossy(b).into();
-            }
-        }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // `{prefix}-{n:08x}`, without the formatting machinery and made on the stack: the one
-        // allocation is the shared id itself (once per request).
-        let width = (16 - n.leading_zeros() as usize / 4).max(8);
-        let (at, len) = (self.prefix.len() + 1, self.prefix.len() + 1 + width);
-        let mut id = [0u8; 64];
-        if len > id.len() {
-            // Not with the prefix `new` makes; kept correct all the same.
-            return format!("{}-{n:0width$x}", self.prefix).into();
-        }
-        id[..at - 1].copy_from_slice(self.prefix.as_bytes());
-        id[at - 1] = b'-';
-        for (i, d) in id[at..len].iter_mut().rev().enumerate() {
-            *d = b"0123456789abcdef"[(n >> (4 * i)) as usize & 15];
-        }
-        String::from_utf8_lossy(&id[..len]).into()
-    }
+/// The client's own `X-Request-Id`, when it is sane (at most 128 of `[A-Za-z0-9-_.:]`), for the
+/// record's `client_request_id`: a GP system can find its requests by it, but it is never a key.
+pub fn client_request_id(headers: &http::HeaderMap) -> Option<String> {
+    let b = headers.get(X_REQUEST_ID)?.as_bytes();
+    let sane = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c));
+    // Checked ASCII above.
+    sane.then(|| String::from_utf8_lossy(b).into_owned())
 }
 
 #[cfg(test)]
@@ -221,24 +191,27 @@ mod tests {
     use http::HeaderValue;
 
     #[test]
-    fn generated_request_ids_are_prefix_dash_counter_in_hex() {
-        let ids = RequestIds::new();
-        for n in [1u64, 0xabc, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
-            ids.counter.store(n, Ordering::Relaxed);
-            let want = format!("{}-{n:08x}", ids.prefix);
-            assert_eq!(&*ids.for_request(&http::HeaderMap::new()), want);
-        }
-        // A sane client id is kept, so that a GP system can correlate.
+    fn request_ids_are_random_uuids_and_the_clients_own_is_kept_apart() {
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        // A sane client id is kept for the record, never used as the id.
         let mut h = http::HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("gp-42"));
-        assert_eq!(&*ids.for_request(&h), "gp-42");
+        assert_eq!(client_request_id(&h).as_deref(), Some("gp-42"));
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(client_request_id(&h), None);
+        let long = "a".repeat(129);
+        h.insert("x-request-id", HeaderValue::from_str(&long).unwrap());
+        assert_eq!(client_request_id(&h), None);
     }
 
     /// HTTP/2 sends a sensitive value as a literal never indexed: each id is new, and indexed
     /// ids would only fill the HPACK table that every response's lookup then walks.
     #[test]
     fn request_id_headers_are_never_indexed() {
-        let id = RequestIds::new().for_request(&http::HeaderMap::new());
+        let id = request_id();
         let v = request_id_header(&id);
         assert_eq!(v.to_str().unwrap(), &*id);
         assert!(v.is_sensitive());

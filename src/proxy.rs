@@ -68,10 +68,11 @@ pub async fn handle(
     let started = Instant::now();
     let snap = gw.state.load_full();
     let (parts, body) = req.into_parts();
-    let request_id = gw.ids.for_request(&parts.headers);
+    let request_id = crate::gateway::request_id();
     let host = admit::request_host(&parts);
     let who = &conn.identity;
     let mut access = admit::access_record(who, &conn.ip, conn.peer.port(), &parts, &request_id, host.as_ref());
+    access.client_request_id = crate::gateway::client_request_id(&parts.headers);
     let inbound = Inbound {
         parts: &parts,
         host: host.as_deref(),

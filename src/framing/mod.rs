@@ -34,6 +34,17 @@ pub fn check(parts: &http::request::Parts) -> Result<(), &'static str> {
     if parts.method == Method::CONNECT {
         return Err("CONNECT is not allowed");
     }
+    if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() && !h.contains_key(header::HOST) {
+        return Err("an HTTP/1.1 request needs a Host header");
+    }
+    // The upstream might read another copy than the one checked and recorded.
+    let repeated = |name| h.get_all(name).iter().nth(1).is_some();
+    if repeated(header::HOST)
+        || repeated(header::AUTHORIZATION)
+        || h.keys().any(|n| n.as_str().starts_with("ssp-") && repeated(n.clone()))
+    {
+        return Err("the request repeats Host, Authorization or an Ssp- header, which must appear once");
+    }
     // An absolute-form target must agree with Host, or the two could route differently.
     if let (Some(a), Some(hv)) = (parts.uri.authority(), h.get(header::HOST)) {
         if !a.as_str().as_bytes().eq_ignore_ascii_case(hv.as_bytes()) {
@@ -83,5 +94,25 @@ mod tests {
         assert_eq!(verdict(absolute.header("host", "EPR.example")), Ok(()));
         let absolute = Request::builder().uri("https://epr.example/fhir/x");
         assert!(verdict(absolute.header("host", "pacs.example")).is_err());
+    }
+
+    #[test]
+    fn host_is_required_in_http_1_1_and_identity_headers_appear_once() {
+        let get = || Request::builder().uri("/fhir/Patient/9990000018");
+        assert!(verdict(get().version(Version::HTTP_11)).is_err());
+        assert_eq!(verdict(get().version(Version::HTTP_10)), Ok(()));
+        assert_eq!(verdict(get().version(Version::HTTP_2)), Ok(()));
+        let with_host = || get().header("host", "localhost");
+        assert!(verdict(with_host().header("host", "other")).is_err());
+        assert!(verdict(with_host().header("authorization", "a").header("authorization", "b")).is_err());
+        assert!(verdict(with_host().header("ssp-from", "1").header("ssp-from", "2")).is_err());
+        assert!(verdict(with_host().header("Ssp-TraceID", "1").header("ssp-traceid", "1")).is_err());
+        let one_each = with_host()
+            .header("authorization", "a")
+            .header("ssp-from", "1")
+            .header("ssp-to", "2")
+            .header("accept", "a")
+            .header("accept", "b");
+        assert_eq!(verdict(one_each), Ok(()));
     }
 }

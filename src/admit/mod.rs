@@ -11,22 +11,24 @@
 //! for its access record, and only a `Permit` opens an upstream request: forwarding before the
 //! record is durable does not compile.
 
+mod request;
+
+pub use request::{access_record, request_host};
+
 use crate::audit::record;
 use crate::audit::Durable;
 use crate::clinical::Facts;
 use crate::config;
-use crate::directory::Directory;
-use crate::directory::Organisation;
+use crate::directory::{Directory, Organisation};
 use crate::framing::h1::Verdicts;
 use crate::identity::ClientIdentity;
-use crate::limit::Grant;
-use crate::limit::Limits;
+use crate::limit::{Grant, Limits};
 use crate::policy::{self, Decision};
 use crate::reject::Rejection;
-use crate::route::RouteTable;
-use crate::route::{self, Route};
+use crate::route::{Route, RouteTable};
 use http::request::Parts;
-use http::{header, Request, Version};
+use http::Request;
+use request::split_provider;
 use std::sync::Arc;
 
 /// A request that passed every check, not yet recorded.
@@ -239,104 +241,6 @@ fn token_org_matches(cfg: &config::Route, facts: &Facts, org: &Organisation) -> 
     }
 }
 
-// === what the record says of the request ===
-
-/// The access record as far as the request itself tells: who sent it, and what it asks for.
-/// [`admit`] and [`decide`] fill in the rest.
-pub fn access_record(
-    identity: &ClientIdentity,
-    ip: &Arc<str>,
-    port: u16,
-    parts: &Parts,
-    request_id: &Arc<str>,
-    host: Option<&Arc<str>>,
-) -> record::Access {
-    record::Access {
-        request_id: request_id.clone(),
-        client_request_id: None,
-        client: record::Client {
-            org: identity.org.clone(),
-            org_name: None,
-            subject: Some(identity.subject.clone()),
-            fingerprint: Some(identity.fingerprint.clone()),
-            serial: Some(identity.serial.clone()),
-            ip: ip.clone(),
-            port,
-        },
-        request: record::Request {
-            method: method_word(&parts.method),
-            host: host.cloned(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            version: version_str(parts.version).into(),
-        },
-        route: None,
-        class: None,
-        decision: "deny".into(),
-        reason: "".into(),
-        rule: None,
-        clinical: Default::default(),
-        body_inspected: None,
-    }
-}
-
-/// `/https://provider.example.nhs.uk/fhir/…` → (Some(provider), `/fhir/…`).
-fn split_provider(raw: &str) -> Result<(Option<&str>, &str), Rejection> {
-    let rest = match raw.strip_prefix("/https://").or_else(|| raw.strip_prefix("/http://")) {
-        Some(r) => r,
-        None => return Ok((None, raw)),
-    };
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
-        return Err(Rejection::BadRequest("the provider address in the path is not valid"));
-    }
-    Ok((Some(host), path))
-}
-
-/// The request's host: the URI's authority (HTTP/2, absolute-form) or the Host header.
-pub fn request_host(parts: &Parts) -> Option<Arc<str>> {
-    let raw = match parts.uri.authority() {
-        Some(a) => a.as_str(),
-        None => parts.headers.get(header::HOST)?.to_str().ok()?,
-    };
-    let host = route::host_of(raw);
-    // One allocation for a host already in lower case, as nearly every client sends it.
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        host.to_ascii_lowercase().into()
-    } else {
-        host.into()
-    })
-}
-
-/// The method as records write it: the standard ones without an allocation.
-fn method_word(m: &http::Method) -> record::Word {
-    const STANDARD: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-    ];
-    match STANDARD.iter().find(|s| **s == m.as_str()) {
-        Some(s) => (*s).into(),
-        None => m.as_str().to_owned().into(),
-    }
-}
-
-fn version_str(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "other",
-    }
-}
-
 /// What `caregate explain` reports: the access record the request would get, and the refusal
 /// if there would be one. Runs the same [`admit`] and [`decide`] as live traffic.
 pub fn explain(rules: Rules<'_>, identity: &ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
@@ -360,42 +264,4 @@ pub fn explain(rules: Rules<'_>, identity: &ClientIdentity, req: Request<()>) ->
     let admitted = admit(rules, &inbound, &mut access);
     decide(&mut access, &admitted);
     (access, admitted.err())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_host_is_the_authority_or_host_header_in_lower_case_without_port() {
-        let host = |req: Request<()>| request_host(&req.into_parts().0).map(|h| h.to_string());
-        let with_header = |v: &'static str| Request::builder().uri("/x").header("host", v).body(()).unwrap();
-        assert_eq!(
-            host(with_header("epr.example.nhs.uk")).as_deref(),
-            Some("epr.example.nhs.uk")
-        );
-        assert_eq!(
-            host(with_header("EPR.Example.NHS.uk:443")).as_deref(),
-            Some("epr.example.nhs.uk")
-        );
-        assert_eq!(host(with_header("[::1]:8443")).as_deref(), Some("::1"));
-        let absolute = Request::builder().uri("https://PACS.example/x").body(()).unwrap();
-        assert_eq!(host(absolute).as_deref(), Some("pacs.example"));
-        assert_eq!(host(Request::builder().uri("/x").body(()).unwrap()), None);
-    }
-
-    #[test]
-    fn a_provider_address_in_the_path_is_split_off_and_checked() {
-        assert_eq!(split_provider("/fhir/x").unwrap(), (None, "/fhir/x"));
-        assert_eq!(
-            split_provider("/https://epr.example.nhs.uk/fhir/x").unwrap(),
-            (Some("epr.example.nhs.uk"), "/fhir/x")
-        );
-        assert_eq!(
-            split_provider("/https://epr.example").unwrap(),
-            (Some("epr.example"), "/")
-        );
-        assert!(split_provider("/https:///fhir").is_err());
-        assert!(split_provider("/https://a_b@c/fhir").is_err());
-    }
 }
