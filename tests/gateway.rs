@@ -187,35 +187,6 @@ async fn failover_to_the_next_origin_keeps_the_body() {
     assert_eq!(up.seen().len(), 4);
 }
 
-/// Upstream connections are kept and reused, whatever the client connections do: each
-/// response read to its end through the gateway (small, large, uploaded, refused by the
-/// upstream) gives its connection back. One worker, so one pool.
-#[tokio::test]
-async fn one_upstream_connection_serves_request_after_request() {
-    let pki = TestPki::new();
-    let up = Upstream::start().await;
-    let gw = Gw::start(&pki, pki.config().listener("workers = 1").standard([up.url()])).await;
-    let trust = pki.client("RXC");
-    let gp = pki.client("A81001");
-    for h2 in [false, true] {
-        let a = gw.request(&gp).path("/fhir/Patient/9990000018").http2(h2).send().await;
-        assert_eq!(a.status, 200);
-        let a = gw.request(&trust).path("/files/bytes/300000").http2(h2).send().await;
-        assert_eq!((a.status, a.body.len()), (200, 300_000));
-        let a = gw
-            .request(&trust)
-            .method("POST")
-            .path("/files/echo")
-            .body(pattern(100_000))
-            .http2(h2)
-            .send()
-            .await;
-        assert_eq!((a.status, a.body.len()), (200, 100_000));
-    }
-    assert_eq!(up.seen().len(), 6);
-    assert_eq!(up.connections(), 1);
-}
-
 #[tokio::test]
 async fn path_tricks_never_reach_a_route_they_should_not() {
     let pki = TestPki::new();
