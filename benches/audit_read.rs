@@ -2,6 +2,8 @@
 //! query` / `audit export` over a generated trail. Trail size: CAREGATE_BENCH_RECORDS (default
 //! 200,000).
 
+// The tests' trail generator; the bench uses a part of it.
+#[allow(dead_code)]
 #[path = "../tests/support/trail_gen.rs"]
 mod trail_gen;
 

@@ -1,62 +1,38 @@
 //! Cost of `identity::identify`: once per connection, right after the handshake, so it is part
 //! of the price of every new mTLS connection (scenario C of the side-by-side benchmark).
 
+// The gateway config builder of the tests (plain std); the bench uses a part of it.
+#[allow(dead_code)]
+#[path = "../tests/support/config.rs"]
+mod gateway_config;
+
 use caregate::config::{Config, OrgSource};
 use caregate::directory::Directory;
 use caregate::identity::identify;
 use caregate::pki::{Ca, LeafSpec};
 use criterion::{criterion_group, criterion_main, Criterion};
+use gateway_config::{Allow, GatewayConfig, Route};
 use std::hint::black_box;
 use std::path::Path;
 
-const CONFIG: &str = r#"
-[listener]
-bind = "127.0.0.1:0"
-server_cert = "server.pem"
-server_key = "server.key"
-client_ca = ["ca.pem"]
-
-[identity]
-org_from = ["san_uri:urn:nhs:ods:", "subject:OU", "endpoint"]
-
-[[endpoint]]
-fqdn = "care.example.org.uk"
-org = "8KP42"
-
-[[organisation]]
-code = "A81001"
-name = "Example Surgery"
-groups = ["gp"]
-
-[[organisation]]
-code = "RXC"
-name = "East Sussex Healthcare NHS Trust"
-groups = ["trust"]
-
-[[organisation]]
-code = "8KP42"
-name = "Example Care Homes Ltd"
-groups = ["socialcare"]
-
-[[upstream]]
-name = "epr"
-urls = ["http://127.0.0.1:9080"]
-
-[[route]]
-name = "epr-fhir"
-path_prefix = "/fhir/"
-upstream = "epr"
-class = "epr"
-  [[route.allow]]
-  groups = ["gp"]
-  methods = ["GET"]
-
-[audit]
-dir = "audit"
-"#;
+/// Three organisations, one of them behind a registered endpoint, found by any of the three
+/// sources.
+fn config_text() -> String {
+    GatewayConfig::new()
+        .tls(Path::new(""))
+        .org_from(&["san_uri:urn:nhs:ods:", "subject:OU", "endpoint"])
+        .endpoint("care.example.org.uk", "8KP42", None)
+        .org("A81001", "Example Surgery", &["gp"])
+        .org("RXC", "East Sussex Healthcare NHS Trust", &["trust"])
+        .org("8KP42", "Example Care Homes Ltd", &["socialcare"])
+        .upstream("epr", ["http://127.0.0.1:9080"])
+        .route(Route::new("epr-fhir", "/fhir/", "epr", "epr").allow(Allow::groups(&["gp"]).methods(&["GET"])))
+        .audit(Path::new("audit"))
+        .to_string()
+}
 
 fn bench(c: &mut Criterion) {
-    let config = Config::from_bytes(Path::new("bench.toml"), CONFIG.as_bytes()).expect("bench config");
+    let config = Config::from_bytes(Path::new("bench.toml"), config_text().as_bytes()).expect("bench config");
     let dir = Directory::build(&config).expect("directory");
     let sources = config.identity.org_from.clone();
     let ca = Ca::new("bench CA").expect("CA");

@@ -1,14 +1,19 @@
 //! Cost of the per-request decision with a national-scale directory: organisation lookup among
 //! 10,000, `RouteTable::find` among 200 routes, then `policy::decide`. Target: under 1 µs.
 
+// The gateway config builder of the tests (plain std); the bench uses a part of it.
+#[allow(dead_code)]
+#[path = "../tests/support/config.rs"]
+mod gateway_config;
+
 use caregate::clinical::Facts;
 use caregate::config::Config;
 use caregate::directory::Directory;
 use caregate::policy::{decide, Decision};
 use caregate::route::RouteTable;
 use criterion::{criterion_group, criterion_main, Criterion};
+use gateway_config::{Allow, GatewayConfig, Route};
 use http::Method;
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -23,58 +28,32 @@ fn org_code(i: usize) -> String {
 /// 10k organisations in 42 ICB groups; 200 routes, each with three rules: named organisations,
 /// a few ICBs for writes, then ICBs for reads, so an allowed read usually takes the last rule.
 fn config_text() -> String {
-    let mut t = String::from(
-        r#"
-[listener]
-bind = "127.0.0.1:0"
-server_cert = "server.pem"
-server_key = "server.key"
-client_ca = ["ca.pem"]
-
-[identity]
-org_from = ["san_uri:urn:nhs:ods:", "subject:OU"]
-
-[[upstream]]
-name = "epr"
-urls = ["http://127.0.0.1:9080"]
-
-[audit]
-dir = "audit"
-"#,
-    );
+    let mut c = GatewayConfig::new()
+        .tls(Path::new(""))
+        .org_from(&["san_uri:urn:nhs:ods:", "subject:OU"])
+        .upstream("epr", ["http://127.0.0.1:9080"])
+        .audit(Path::new("audit"));
     for i in 0..ORGS {
-        let _ = write!(
-            t,
-            "[[organisation]]\ncode = \"{}\"\nname = \"Organisation {i}\"\ngroups = [\"icb{:02}\", \"{}\"]\n",
-            org_code(i),
-            i % ICBS,
-            if i % 10 == 0 { "trust" } else { "gp" },
-        );
+        let icb = format!("icb{:02}", i % ICBS);
+        let kind = if i % 10 == 0 { "trust" } else { "gp" };
+        c = c.org(&org_code(i), &format!("Organisation {i}"), &[&icb, kind]);
     }
     for r in 0..ROUTES {
-        let host = if r % 4 == 0 {
-            format!("host = \"provider{r}.example.nhs.uk\"\n")
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            t,
-            "[[route]]\nname = \"svc{r:03}\"\npath_prefix = \"/svc{r:03}/fhir/\"\n{host}upstream = \"epr\"\nclass = \"epr\"\n\
-             [[route.allow]]\norgs = [\"{}\", \"{}\", \"{}\"]\nmethods = [\"GET\", \"POST\"]\n\
-             [[route.allow]]\ngroups = [\"icb{:02}\", \"trust\"]\nmethods = [\"POST\", \"PUT\"]\n\
-             [[route.allow]]\ngroups = [\"icb{:02}\", \"icb{:02}\", \"icb{:02}\", \"gp\"]\nmethods = [\"GET\"]\n",
-            org_code(r * 7 % ORGS),
-            org_code(r * 13 % ORGS),
-            org_code(r * 17 % ORGS),
-            r % ICBS,
-            (r + 1) % ICBS,
-            (r + 2) % ICBS,
-            (r + 3) % ICBS,
+        let icb = |k: usize| format!("icb{:02}", (r + k) % ICBS);
+        let mut route = Route::new(&format!("svc{r:03}"), &format!("/svc{r:03}/fhir/"), "epr", "epr");
+        if r % 4 == 0 {
+            route = route.set(format!("host = \"provider{r}.example.nhs.uk\""));
+        }
+        let named = [org_code(r * 7 % ORGS), org_code(r * 13 % ORGS), org_code(r * 17 % ORGS)];
+        c = c.route(
+            route
+                .allow(Allow::orgs(&[&named[0], &named[1], &named[2]]).methods(&["GET", "POST"]))
+                .allow(Allow::groups(&[&icb(0), "trust"]).methods(&["POST", "PUT"]))
+                .allow(Allow::groups(&[&icb(1), &icb(2), &icb(3), "gp"]).methods(&["GET"])),
         );
     }
     // A catch-all last: the longest walk through the table.
-    t.push_str("[[route]]\nname = \"root\"\npath_prefix = \"/\"\nupstream = \"epr\"\nclass = \"other\"\n");
-    t
+    c.route(Route::new("root", "/", "epr", "other")).to_string()
 }
 
 fn bench(c: &mut Criterion) {

@@ -1,11 +1,12 @@
 //! The audit trail end to end: what a running gateway records for each kind of traffic, checked
 //! by an independent verifier written here from SPEC §5 (not the writer's code).
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::Value;
 use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An auditor's own check of the chain, as SPEC §5 describes it: 20 lines, no caregate code.
@@ -34,56 +35,35 @@ fn independent_verify(dir: &Path) -> Result<usize, u64> {
     Ok(seq as usize)
 }
 
-fn by_request(records: &[Value], id: &str, event: &str) -> Vec<Value> {
-    records
-        .iter()
-        .filter(|r| r["event"] == event && r["request_id"] == id)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn every_kind_of_traffic_leaves_access_and_complete_records() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
-    *up.audit_dir.lock().unwrap() = Some(gw.audit_dir.clone());
+    let up = Upstream::start().await;
+    let mut gw = Gw::standard(&pki, &up).await;
+    up.check_audit_in(gw.audit_dir.clone());
     let gp = pki.client("A81001");
     let trust = pki.client("RXC");
 
     // Allowed, with clinical facts.
-    let a = send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
+    let a = gw.get(&gp, "/fhir/Patient/9990000018").await;
     assert_eq!(a.status, 200);
-    let allowed_id = a.headers["x-request-id"].to_str().unwrap().to_string();
+    let allowed_id = a.request_id().to_string();
     assert_eq!(
         up.seen()[0].access_on_disk,
         Some(true),
         "access record durable before forwarding"
     );
     // Denied.
-    let a = send(
-        gw.addr(),
-        &pki,
-        &pki.client("B99999"),
-        false,
-        get("/fhir/Patient/9990000018"),
-    )
-    .await;
+    let a = gw.get(&pki.client("B99999"), "/fhir/Patient/9990000018").await;
     assert_eq!(a.status, 403);
-    let denied_id = a
-        .headers
-        .get("x-request-id")
-        .unwrap_or_else(|| panic!("{:?}", a.headers))
-        .to_str()
-        .unwrap()
-        .to_string();
+    let denied_id = a.request_id().to_string();
     // Upstream failure.
-    let a = send(gw.addr(), &pki, &trust, false, get("/files/slow")).await;
+    let a = gw.get(&trust, "/files/slow").await;
     assert_eq!(a.status, 504);
-    let timeout_id = a.headers["x-request-id"].to_str().unwrap().to_string();
+    let timeout_id = a.request_id().to_string();
     // A client that goes away mid-download.
     {
-        let mut tls = connect(gw.addr(), &pki, Some(&trust), &[b"http/1.1"]).await.unwrap();
+        let mut tls = gw.connect(Some(&trust), &[b"http/1.1"]).await.unwrap();
         tls.write_all(b"GET /files/bytes/67108864 HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: abort-me\r\n\r\n")
             .await
             .unwrap();
@@ -94,23 +74,18 @@ async fn every_kind_of_traffic_leaves_access_and_complete_records() {
         }
     }
     // A refused handshake.
-    assert!(handshake_refused(gw.addr(), &pki, None).await);
+    assert!(gw.handshake_refused(None).await);
 
     // Wait for the abort to be noticed: its complete record appears once the gateway sees the
     // connection gone (bounded, polling the real file, no fixed sleep).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while by_request(&audit_records(&gw.audit_dir), "abort-me", "complete").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no complete record for the aborted download"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while by_request(&gw.records(), "abort-me", "complete").is_empty() {
+        assert!(Instant::now() < deadline, "no complete record for the aborted download");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    gw.running.shutdown();
-    let dir = gw.audit_dir.clone();
-    gw.running.wait().await.unwrap();
-    let records = audit_records(&dir);
+    let records = gw.stop().await;
+    let dir = &gw.audit_dir;
 
     let access = &by_request(&records, &allowed_id, "access")[0];
     assert_eq!(access["decision"], "allow");
@@ -149,27 +124,26 @@ async fn every_kind_of_traffic_leaves_access_and_complete_records() {
         let id = r["request_id"].as_str().unwrap();
         assert_eq!(by_request(&records, id, "complete").len(), 1, "{id}");
     }
-    assert_eq!(independent_verify(&dir), Ok(records.len()));
+    assert_eq!(independent_verify(dir), Ok(records.len()));
 }
 
 #[tokio::test]
 async fn independent_verifier_catches_a_changed_byte() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let mut gw = Gw::standard(&pki, &up).await;
     let gp = pki.client("A81001");
     for _ in 0..3 {
-        send(gw.addr(), &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
+        gw.get(&gp, "/fhir/Patient/9990000018").await;
     }
-    gw.running.shutdown();
-    let dir = gw.audit_dir.clone();
-    gw.running.wait().await.unwrap();
-    assert!(independent_verify(&dir).is_ok());
-    let file = first_trail_file(&dir);
+    gw.stop().await;
+    let dir = &gw.audit_dir;
+    assert!(independent_verify(dir).is_ok());
+    let file = first_trail_file(dir);
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("9990000018", "9990000026", 1)).unwrap();
     let first_bad = text.lines().position(|l| l.contains("9990000018")).unwrap() as u64 + 1;
-    assert_eq!(independent_verify(&dir), Err(first_bad));
+    assert_eq!(independent_verify(dir), Err(first_bad));
 }
 
 /// Fail closed on a real full filesystem: a small tmpfs as the audit folder. Needs root and
@@ -177,7 +151,7 @@ async fn independent_verifier_catches_a_changed_byte() {
 #[tokio::test]
 async fn a_full_audit_disk_fails_closed_and_recovers() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
+    let up = Upstream::start().await;
     let work = tempfile::tempdir().unwrap();
     let mnt = work.path().join("audit");
     std::fs::create_dir(&mnt).unwrap();
@@ -198,19 +172,9 @@ async fn a_full_audit_disk_fails_closed_and_recovers() {
     }
     let _unmount = Unmount(mnt.clone());
     let trail = mnt.join("trail");
-    let text = config_text(&pki, &trail, "", &standard_rest(&up));
-    let path = work.path().join("caregate.toml");
-    std::fs::write(&path, text).unwrap();
-    let running = caregate::server::start(caregate::config::Config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let mut gw = Gw::start(&pki, pki.config().standard([up.url()]).audit(&trail)).await;
     let gp = pki.client("A81001");
-    assert_eq!(
-        send(running.addr, &pki, &gp, false, get("/fhir/Patient/9990000018"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(gw.get(&gp, "/fhir/Patient/9990000018").await.status, 200);
 
     // Fill the disk. The trail's last page may still hold a record or two: keep asking until
     // the gateway refuses, and check the refused request never reached the upstream.
@@ -219,7 +183,7 @@ async fn a_full_audit_disk_fails_closed_and_recovers() {
     let mut tries = 0;
     let a = loop {
         let before = up.seen().len();
-        let a = send(running.addr, &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
+        let a = gw.get(&gp, "/fhir/Patient/9990000018").await;
         if a.status != 200 {
             assert_eq!(up.seen().len(), before, "nothing unaudited reaches the upstream");
             break a;
@@ -233,16 +197,15 @@ async fn a_full_audit_disk_fails_closed_and_recovers() {
 
     // Space returns: service resumes by itself.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let a = send(running.addr, &pki, &gp, false, get("/fhir/Patient/9990000018")).await;
+        let a = gw.get(&gp, "/fhir/Patient/9990000018").await;
         if a.status == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "did not recover: {}", a.status);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "did not recover: {}", a.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    running.shutdown();
-    running.wait().await.unwrap();
+    gw.stop().await;
     assert!(independent_verify(&trail).is_ok());
 }

@@ -2,8 +2,7 @@
 //! (tests/support/trail_gen.rs): verify catches each kind of tampering at the right record,
 //! an auditor's 20-line script agrees with it, query and export return the right requests.
 
-#[path = "support/trail_gen.rs"]
-mod trail_gen;
+mod support;
 
 use std::path::Path;
 
@@ -12,7 +11,7 @@ use caregate::audit::query::{self, Decision, Filters, Format, QueryArgs};
 use caregate::audit::verify::{self, Broken, VerifyArgs, VerifyError, VerifyOptions};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::Value;
-use trail_gen::{Gen, Req};
+use support::trail_gen::{self, Gen, Req};
 
 // === fixtures ===
 

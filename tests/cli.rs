@@ -1,7 +1,7 @@
 //! The `caregate` binary as a person runs it: `pki dev`, `check`, `explain`, and the auditor's
 //! commands on a trail written by a real gateway.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,22 +71,13 @@ fn pki_check_and_explain_work_as_documented() {
 
 #[tokio::test]
 async fn audit_commands_on_a_real_trail() {
-    let pki = common::TestPki::new();
-    let up = common::start_upstream().await;
-    let gw = common::start_gateway(&pki, &up).await;
-    let gp = pki.client("A81001");
-    common::send(gw.addr(), &pki, &gp, false, common::get("/fhir/Patient/9990000018")).await;
-    common::send(
-        gw.addr(),
-        &pki,
-        &pki.client("B99999"),
-        false,
-        common::get("/fhir/Patient/9990000026"),
-    )
-    .await;
-    gw.running.shutdown();
-    let dir = gw.audit_dir.clone();
-    gw.running.wait().await.unwrap();
+    let pki = support::TestPki::new();
+    let up = support::Upstream::start().await;
+    let mut gw = support::Gw::standard(&pki, &up).await;
+    gw.get(&pki.client("A81001"), "/fhir/Patient/9990000018").await;
+    gw.get(&pki.client("B99999"), "/fhir/Patient/9990000026").await;
+    gw.stop().await;
+    let dir = &gw.audit_dir;
     let trail = dir.to_str().unwrap();
     let here = std::env::temp_dir();
 
@@ -122,7 +113,7 @@ async fn audit_commands_on_a_real_trail() {
     assert_eq!(event["resourceType"], "AuditEvent");
 
     // Tamper with one record: verify names it and exits 1.
-    let file = common::first_trail_file(&dir);
+    let file = support::first_trail_file(dir);
     let body = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, body.replacen("B99999", "A81001", 1)).unwrap();
     let out = caregate(&here, &["audit", "verify", trail]);

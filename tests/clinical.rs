@@ -3,18 +3,15 @@
 //! `Ssp-From` and the GP Connect token, NHS number check digits, OperationOutcome refusals, and
 //! organisations from an ODS CSV extract. Real TLS on loopback, through a running gateway.
 
-mod common;
+mod support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use bytes::Bytes;
 use caregate::pki::LeafSpec;
-use common::*;
-use http::Request;
-use http_body_util::Full;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+use support::*;
 
 const STRUCTURED: &str = "urn:nhs:names:services:gpconnect:fhir:operation:gpc.getstructuredrecord-1";
 const READ_PATIENT: &str = "urn:nhs:names:services:gpconnect:fhir:rest:read:patient-1";
@@ -23,111 +20,54 @@ const PROVIDER_B: &str = "provider-b.example.nhs.uk";
 
 /// Two providers behind SSP-style routes, a plain FHIR route with clinical rules, a route that
 /// does not check NHS numbers, and a non-FHIR route.
-fn rest(a: &Upstream, b: &Upstream) -> String {
-    format!(
-        r#"
-[identity]
-org_from = ["san_uri:urn:nhs:ods:", "endpoint"]
-
-[[endpoint]]
-fqdn = "gpsystem.a81003.example.nhs.uk"
-org = "A81003"
-asid = "200000000103"
-
-[[organisation]]
-code = "A81001"
-name = "Example Surgery"
-groups = ["gp"]
-
-[[organisation]]
-code = "A81002"
-name = "Other Surgery"
-groups = ["gp"]
-
-[[organisation]]
-code = "A81003"
-name = "Endpoint Surgery"
-groups = ["gp"]
-
-[[organisation]]
-code = "RXC"
-name = "East Sussex Healthcare NHS Trust"
-groups = ["trust"]
-
-[[upstream]]
-name = "provider-a"
-urls = ["{a}"]
-connect_timeout = "1s"
-response_timeout = "2s"
-
-[[upstream]]
-name = "provider-b"
-urls = ["{b}"]
-connect_timeout = "1s"
-response_timeout = "2s"
-
-[[route]]
-name = "gpc-a"
-path_prefix = "/fhir/"
-upstream = "provider-a"
-class = "epr"
-provider_host = "{PROVIDER_A}"
-require_ssp_headers = true
-check_token_org = true
-  [[route.allow]]
-  groups = ["gp"]
-  methods = ["POST"]
-  resources = ["Patient"]
-  interactions = ["$gpc.getstructuredrecord"]
-  spine_interactions = ["{STRUCTURED}"]
-  [[route.allow]]
-  groups = ["gp"]
-  methods = ["GET"]
-  resources = ["Patient"]
-  interactions = ["read"]
-  spine_interactions = ["{READ_PATIENT}"]
-
-[[route]]
-name = "gpc-b"
-path_prefix = "/fhir/"
-upstream = "provider-b"
-class = "epr"
-provider_host = "{PROVIDER_B}"
-  [[route.allow]]
-  groups = ["gp"]
-  resources = ["Patient"]
-
-[[route]]
-name = "epr-fhir"
-path_prefix = "/fhir/"
-upstream = "provider-a"
-class = "epr"
-  [[route.allow]]
-  groups = ["gp"]
-  methods = ["GET"]
-  resources = ["Patient", "Observation"]
-  interactions = ["read", "search-type"]
-
-[[route]]
-name = "lax"
-path_prefix = "/lax/"
-upstream = "provider-a"
-class = "epr"
-check_nhs_number = false
-  [[route.allow]]
-  groups = ["gp"]
-
-[[route]]
-name = "files"
-path_prefix = "/files/"
-upstream = "provider-a"
-class = "other"
-  [[route.allow]]
-  orgs = ["RXC"]
-"#,
-        a = a.url(),
-        b = b.url(),
-    )
+fn config(pki: &TestPki, a: &Upstream, b: &Upstream) -> GatewayConfig {
+    let gp = || Allow::groups(&["gp"]);
+    pki.config()
+        .org_from(&["san_uri:urn:nhs:ods:", "endpoint"])
+        .endpoint("gpsystem.a81003.example.nhs.uk", "A81003", Some("200000000103"))
+        .org("A81001", "Example Surgery", &["gp"])
+        .org("A81002", "Other Surgery", &["gp"])
+        .org("A81003", "Endpoint Surgery", &["gp"])
+        .org("RXC", "East Sussex Healthcare NHS Trust", &["trust"])
+        .upstream("provider-a", [a.url()])
+        .upstream("provider-b", [b.url()])
+        .timeouts("1s", "2s")
+        .route(
+            Route::new("gpc-a", "/fhir/", "provider-a", "epr")
+                .set(format!("provider_host = \"{PROVIDER_A}\""))
+                .set("require_ssp_headers = true")
+                .set("check_token_org = true")
+                .allow(
+                    gp().methods(&["POST"])
+                        .resources(&["Patient"])
+                        .interactions(&["$gpc.getstructuredrecord"])
+                        .spine_interactions(&[STRUCTURED]),
+                )
+                .allow(
+                    gp().methods(&["GET"])
+                        .resources(&["Patient"])
+                        .interactions(&["read"])
+                        .spine_interactions(&[READ_PATIENT]),
+                ),
+        )
+        .route(
+            Route::new("gpc-b", "/fhir/", "provider-b", "epr")
+                .set(format!("provider_host = \"{PROVIDER_B}\""))
+                .allow(gp().resources(&["Patient"])),
+        )
+        .route(
+            Route::new("epr-fhir", "/fhir/", "provider-a", "epr").allow(
+                gp().methods(&["GET"])
+                    .resources(&["Patient", "Observation"])
+                    .interactions(&["read", "search-type"]),
+            ),
+        )
+        .route(
+            Route::new("lax", "/lax/", "provider-a", "epr")
+                .set("check_nhs_number = false")
+                .allow(gp()),
+        )
+        .route(Route::new("files", "/files/", "provider-a", "other").allow(Allow::orgs(&["RXC"])))
 }
 
 struct Setup {
@@ -139,9 +79,9 @@ struct Setup {
 
 async fn setup() -> Setup {
     let pki = TestPki::new();
-    let a = start_upstream().await;
-    let b = start_upstream().await;
-    let gw = start_gateway_with(&pki, "", &rest(&a, &b)).await;
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let gw = Gw::start(&pki, config(&pki, &a, &b)).await;
     Setup { pki, a, b, gw }
 }
 
@@ -170,19 +110,6 @@ fn gp_connect_token(org: &str, practitioner: &str) -> String {
     format!("{}.{}.", enc(&header), enc(&payload))
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut b = Request::builder().method(method).uri(path).header("host", "localhost");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let body = if method == "POST" {
-        Bytes::from_static(b"{\"resourceType\":\"Parameters\"}")
-    } else {
-        Bytes::new()
-    };
-    b.body(Full::new(body)).unwrap()
-}
-
 /// The Spine headers a GP Connect consumer sends.
 fn ssp(interaction: &str, from: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -191,19 +118,6 @@ fn ssp(interaction: &str, from: &str) -> Vec<(&'static str, String)> {
         ("ssp-to", "918999198738".to_string()),
         ("ssp-interactionid", interaction.to_string()),
     ]
-}
-
-fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// The `access` record of the request that got this answer.
-fn access_of(gw: &Gw, a: &Answer) -> Value {
-    let id = a.headers["x-request-id"].to_str().unwrap().to_string();
-    audit_records(&gw.audit_dir)
-        .into_iter()
-        .find(|r| r["event"] == "access" && r["request_id"] == id.as_str())
-        .unwrap_or_else(|| panic!("no access record for {id}"))
 }
 
 fn reason(a: &Answer) -> String {
@@ -221,7 +135,7 @@ fn is_operation_outcome(a: &Answer, code: &str) {
     assert_eq!(b["resourceType"], "OperationOutcome", "{b}");
     assert_eq!(b["issue"][0]["severity"], "error");
     assert_eq!(b["issue"][0]["code"], code, "{b}");
-    let rid = a.headers["x-request-id"].to_str().unwrap();
+    let rid = a.request_id();
     assert!(b["issue"][0]["diagnostics"].as_str().unwrap().contains(rid), "{b}");
 }
 
@@ -245,7 +159,7 @@ async fn rules_by_fhir_resource_type_and_interaction() {
         ("/fhir/", 403),
     ];
     for (path, status) in cases {
-        let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", path, &[])).await;
+        let a = s.gw.get(&gp, path).await;
         assert_eq!(a.status, status, "{path}: {:?}", a.body);
         if status == 403 {
             assert_eq!(reason(&a), "not_allowed", "{path}");
@@ -262,28 +176,14 @@ async fn rules_by_fhir_resource_type_and_interaction() {
     );
 
     // The audit record carries the facts the rule was decided on.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/fhir/Observation?patient=9990000042", &[]),
-    )
-    .await;
-    let r = access_of(&s.gw, &a);
+    let a = s.gw.get(&gp, "/fhir/Observation?patient=9990000042").await;
+    let r = s.gw.access_of(&a);
     assert_eq!(r["rule"], "epr-fhir/allow[0]");
     assert_eq!(r["clinical"]["fhir_type"], "Observation");
     assert_eq!(r["clinical"]["interaction"], "search-type");
     assert_eq!(r["clinical"]["nhs_number"], "9990000042");
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/fhir/Patient/9990000018/_history", &[]),
-    )
-    .await;
-    let r = access_of(&s.gw, &a);
+    let a = s.gw.get(&gp, "/fhir/Patient/9990000018/_history").await;
+    let r = s.gw.access_of(&a);
     assert_eq!(
         (r["decision"].as_str(), r["reason"].as_str()),
         (Some("deny"), Some("not_allowed"))
@@ -299,8 +199,14 @@ async fn spine_interaction_ids_decide_and_ssp_headers_are_required() {
     let structured = format!("/https://{PROVIDER_A}/fhir/Patient/$gpc.getstructuredrecord");
     let read = format!("/https://{PROVIDER_A}/fhir/Patient/9990000018");
     let go = |method: &'static str, path: String, hs: Vec<(&'static str, String)>| {
-        let (gw, pki, gp) = (s.gw.addr(), &s.pki, &gp);
-        async move { send(gw, pki, gp, false, request(method, &path, &pairs(&hs))).await }
+        // The operation's POST carries its Parameters.
+        let body: &'static [u8] = if method == "POST" {
+            br#"{"resourceType":"Parameters"}"#
+        } else {
+            b""
+        };
+        let req = s.gw.request(&gp).method(method).path(&path).headers(&hs).body(body);
+        async move { req.send().await }
     };
     let with_token = |mut h: Vec<(&'static str, String)>| {
         h.push(("authorization", token.clone()));
@@ -310,14 +216,14 @@ async fn spine_interaction_ids_decide_and_ssp_headers_are_required() {
     // The operation with its own interaction ID; a read with the read interaction ID.
     let a = go("POST", structured.clone(), with_token(ssp(STRUCTURED, "200000000101"))).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let r = access_of(&s.gw, &a);
+    let r = s.gw.access_of(&a);
     assert_eq!(r["rule"], "gpc-a/allow[0]");
     assert_eq!(r["clinical"]["interaction"], STRUCTURED);
     assert_eq!(r["clinical"]["trace_id"], "5d9c1a4e-7f3b-4c2a-9b1e-0a6f1c2d3e4f");
     assert_eq!(r["clinical"]["fhir_type"], "Patient");
     let a = go("GET", read.clone(), with_token(ssp(READ_PATIENT, "200000000101"))).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
-    assert_eq!(access_of(&s.gw, &a)["rule"], "gpc-a/allow[1]");
+    assert_eq!(s.gw.access_of(&a)["rule"], "gpc-a/allow[1]");
 
     // The wrong interaction ID for the request, or one no rule names: refused.
     for (method, path, id) in [
@@ -374,7 +280,7 @@ async fn ssp_addressing_reaches_the_provider_named_in_the_path() {
 
     // Provider B: forwarded to B's upstream as `/fhir/…`, Spine headers as sent.
     let path = format!("/https://{PROVIDER_B}/fhir/Patient/9990000026?_summary=true");
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &path, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&path).headers(&hs).send().await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert!(s.a.seen().is_empty(), "provider A must not see provider B's request");
     let seen = s.b.seen().pop().unwrap();
@@ -382,52 +288,44 @@ async fn ssp_addressing_reaches_the_provider_named_in_the_path() {
     for (k, v) in &hs {
         assert_eq!(seen.headers.get_all(*k).iter().collect::<Vec<_>>(), [v.as_str()], "{k}");
     }
-    let r = access_of(&s.gw, &a);
+    let r = s.gw.access_of(&a);
     assert_eq!(r["route"], "gpc-b");
     assert_eq!(r["request"]["path"], "/fhir/Patient/9990000026");
     assert_eq!(r["clinical"]["nhs_number"], "9990000026");
 
     // Provider A: the same path shape, its own upstream.
     let path = format!("/https://{PROVIDER_A}/fhir/Patient/9990000018");
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &path, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&path).headers(&hs).send().await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let seen = s.a.seen().pop().unwrap();
     assert_eq!(seen.uri, "/fhir/Patient/9990000018");
     for (k, v) in &hs {
         assert_eq!(seen.headers[*k], v.as_str(), "{k}");
     }
-    assert_eq!(access_of(&s.gw, &a)["route"], "gpc-a");
+    assert_eq!(s.gw.access_of(&a)["route"], "gpc-a");
     assert_eq!(s.b.seen().len(), 1);
 
     // Over HTTP/2 too.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        true,
-        request("GET", &format!("https://localhost{path}"), &pairs(&hs)),
-    )
-    .await;
+    let a = s.gw.request(&gp).path(&path).headers(&hs).h2().send().await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(s.a.seen().pop().unwrap().uri, "/fhir/Patient/9990000018");
 
     // A provider no route names: 404, as an OperationOutcome (the path is FHIR-shaped).
     let path = "/https://unknown.example.nhs.uk/fhir/Patient/9990000018";
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", path, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(path).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (404, "no_route".to_string()));
     is_operation_outcome(&a, "not-found");
     // A provider address that is not a host name.
-    let a = raw(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        b"GET /https://bad_host!/fhir/Patient HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let a =
+        s.gw.raw(
+            &gp,
+            b"GET /https://bad_host!/fhir/Patient HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
     assert!(a.starts_with("HTTP/1.1 400"), "{a}");
     // Provider B's rule names Patient only.
     let path = format!("/https://{PROVIDER_B}/fhir/Observation?patient=9990000026");
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &path, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&path).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "not_allowed".to_string()));
     assert_eq!((s.a.seen().len(), s.b.seen().len()), (2, 1));
 }
@@ -443,47 +341,29 @@ async fn identity_mismatch_for_a_wrong_asid_or_token_org() {
     let read = format!("/https://{PROVIDER_A}/fhir/Patient/9990000018");
 
     // Ssp-From against the endpoint's ASID, on any route.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &endpoint,
-        false,
-        request("GET", "/fhir/Patient/9990000018", &[("ssp-from", "200000000999")]),
-    )
-    .await;
+    let a =
+        s.gw.request(&endpoint)
+            .path("/fhir/Patient/9990000018")
+            .header("ssp-from", "200000000999")
+            .send()
+            .await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
     is_operation_outcome(&a, "forbidden");
     assert!(a.json()["issue"][0]["diagnostics"].as_str().unwrap().contains("ASID"));
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &endpoint,
-        false,
-        request("GET", "/fhir/Patient/9990000018", &[("ssp-from", "200000000103")]),
-    )
-    .await;
+    let a =
+        s.gw.request(&endpoint)
+            .path("/fhir/Patient/9990000018")
+            .header("ssp-from", "200000000103")
+            .send()
+            .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let token = format!("Bearer {}", gp_connect_token("A81003", "G22222226"));
     let mut hs = ssp(READ_PATIENT, "200000000999");
     hs.push(("authorization", token));
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &endpoint,
-        false,
-        request("GET", &read, &pairs(&hs)),
-    )
-    .await;
+    let a = s.gw.request(&endpoint).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
     hs[1].1 = "200000000103".into();
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &endpoint,
-        false,
-        request("GET", &read, &pairs(&hs)),
-    )
-    .await;
+    let a = s.gw.request(&endpoint).path(&read).headers(&hs).send().await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(s.a.seen().len(), 2);
 
@@ -494,10 +374,10 @@ async fn identity_mismatch_for_a_wrong_asid_or_token_org() {
         "authorization",
         format!("Bearer {}", gp_connect_token("A81002", "G99999999")),
     ));
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &read, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
     is_operation_outcome(&a, "forbidden");
-    let r = access_of(&s.gw, &a);
+    let r = s.gw.access_of(&a);
     assert_eq!(
         (r["decision"].as_str(), r["reason"].as_str()),
         (Some("deny"), Some("identity_mismatch"))
@@ -506,18 +386,18 @@ async fn identity_mismatch_for_a_wrong_asid_or_token_org() {
     assert_eq!(r["clinical"]["token_org"], "A81002");
     assert_eq!(r["clinical"]["token_practitioner"], "G99999999");
     hs.pop();
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &read, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
     // A token naming the certificate's organisation does not make a forbidden request allowed:
     // the token never authenticates (RXC may not use this route whatever the token says).
     let trust = s.pki.client("RXC");
     hs.push(("authorization", format!("Bearer {}", gp_connect_token("RXC", "G1"))));
-    let a = send(s.gw.addr(), &s.pki, &trust, false, request("GET", &read, &pairs(&hs))).await;
+    let a = s.gw.request(&trust).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "not_allowed".to_string()));
     // …and a token naming an allowed org does not lend its rights to the certificate.
     hs.pop();
     hs.push(("authorization", format!("Bearer {}", gp_connect_token("A81001", "G1"))));
-    let a = send(s.gw.addr(), &s.pki, &trust, false, request("GET", &read, &pairs(&hs))).await;
+    let a = s.gw.request(&trust).path(&read).headers(&hs).send().await;
     assert_eq!(a.status, 403);
     assert_eq!(s.a.seen().len(), 2, "nothing refused reached the provider");
 }
@@ -530,9 +410,9 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
     let token = format!("Bearer {}", gp_connect_token("A81001", "G13579135"));
     hs.push(("authorization", token.clone()));
     let read = format!("/https://{PROVIDER_A}/fhir/Patient/9990000018");
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", &read, &pairs(&hs))).await;
+    let a = s.gw.request(&gp).path(&read).headers(&hs).send().await;
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let r = access_of(&s.gw, &a);
+    let r = s.gw.access_of(&a);
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["client"]["org"], "A81001");
     assert_eq!(r["clinical"]["token_org"], "A81001");
@@ -541,16 +421,14 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
     // The token itself goes upstream untouched (the provider verifies what it needs).
     assert_eq!(s.a.seen().pop().unwrap().headers["authorization"], token.as_str());
     // Recorded on routes that do not check it, too.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/fhir/Patient/9990000018", &pairs(&hs)),
-    )
-    .await;
+    let a =
+        s.gw.request(&gp)
+            .path("/fhir/Patient/9990000018")
+            .headers(&hs)
+            .send()
+            .await;
     assert_eq!(a.status, 200);
-    assert_eq!(access_of(&s.gw, &a)["clinical"]["token_practitioner"], "G13579135");
+    assert_eq!(s.gw.access_of(&a)["clinical"]["token_practitioner"], "G13579135");
 }
 
 #[tokio::test]
@@ -560,37 +438,16 @@ async fn refusals_are_operation_outcomes_on_epr_routes_and_json_elsewhere() {
     let trust = s.pki.client("RXC");
 
     // epr route: OperationOutcome.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &trust,
-        false,
-        request("GET", "/fhir/Patient/9990000018", &[]),
-    )
-    .await;
+    let a = s.gw.get(&trust, "/fhir/Patient/9990000018").await;
     assert_eq!(a.status, 403);
     is_operation_outcome(&a, "forbidden");
     assert_eq!(a.json()["issue"][0]["details"]["coding"][0]["code"], "not_allowed");
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/fhir/Patient/9990000019", &[]),
-    )
-    .await;
+    let a = s.gw.get(&gp, "/fhir/Patient/9990000019").await;
     assert_eq!(a.status, 400);
     is_operation_outcome(&a, "invalid");
 
     // Another class of route: the JSON of SPEC §4.
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/files/report.pdf", &[]),
-    )
-    .await;
+    let a = s.gw.get(&gp, "/files/report.pdf").await;
     assert_eq!(a.status, 403);
     assert_eq!(a.headers["content-type"], "application/json");
     let b = a.json();
@@ -599,39 +456,23 @@ async fn refusals_are_operation_outcomes_on_epr_routes_and_json_elsewhere() {
     assert!(b.get("resourceType").is_none());
 
     // No route: plain JSON, unless the request looks like FHIR (path or media type).
-    let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", "/nowhere", &[])).await;
+    let a = s.gw.get(&gp, "/nowhere").await;
     assert_eq!((a.status, a.json()["error"].as_str()), (404, Some("no_route")));
     assert_eq!(a.headers["content-type"], "application/json");
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/R4/fhir/Patient/9990000018", &[]),
-    )
-    .await;
+    let a = s.gw.get(&gp, "/R4/fhir/Patient/9990000018").await;
     assert_eq!(a.status, 404);
     is_operation_outcome(&a, "not-found");
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &gp,
-        false,
-        request("GET", "/nowhere", &[("accept", "application/fhir+json")]),
-    )
-    .await;
+    let a =
+        s.gw.request(&gp)
+            .path("/nowhere")
+            .header("accept", "application/fhir+json")
+            .send()
+            .await;
     assert_eq!(a.status, 404);
     is_operation_outcome(&a, "not-found");
     // An unknown organisation on a FHIR path: refused before any route, still FHIR-shaped.
     let stranger = s.pki.client("ZZZ99");
-    let a = send(
-        s.gw.addr(),
-        &s.pki,
-        &stranger,
-        false,
-        request("GET", "/fhir/Patient/9990000018", &[]),
-    )
-    .await;
+    let a = s.gw.get(&stranger, "/fhir/Patient/9990000018").await;
     assert_eq!(a.status, 403);
     is_operation_outcome(&a, "forbidden");
     assert_eq!(a.json()["issue"][0]["details"]["coding"][0]["code"], "unknown_org");
@@ -647,12 +488,12 @@ async fn nhs_numbers_with_a_wrong_check_digit_are_refused() {
         "/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9990000019",
         "/fhir/Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000019",
     ] {
-        let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", path, &[])).await;
+        let a = s.gw.get(&gp, path).await;
         assert_eq!((a.status, reason(&a)), (400, "bad_request".to_string()), "{path}");
         let msg = a.json()["issue"][0]["diagnostics"].as_str().unwrap().to_string();
         assert!(msg.contains("NHS number") && msg.contains("check digit"), "{msg}");
         assert!(!msg.contains("9990000019"), "refusals do not echo input: {msg}");
-        let r = access_of(&s.gw, &a);
+        let r = s.gw.access_of(&a);
         assert_eq!(r["reason"], "bad_request");
         assert!(
             r["clinical"].get("nhs_number").is_none(),
@@ -662,7 +503,7 @@ async fn nhs_numbers_with_a_wrong_check_digit_are_refused() {
     assert!(s.a.seen().is_empty());
     // Valid numbers pass; `check_nhs_number = false` lets a bad one through.
     for path in ["/fhir/Patient/9990000042", "/lax/fhir/Patient/9990000019"] {
-        let a = send(s.gw.addr(), &s.pki, &gp, false, request("GET", path, &[])).await;
+        let a = s.gw.get(&gp, path).await;
         assert_eq!(a.status, 200, "{path}: {:?}", a.body);
     }
     assert_eq!(s.a.seen().pop().unwrap().uri, "/lax/fhir/Patient/9990000019");
@@ -691,7 +532,7 @@ fn epraccur(n: usize) -> String {
 #[tokio::test]
 async fn ten_thousand_ods_organisations_load_and_are_recognised() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
+    let up = Upstream::start().await;
     let csv = pki.path().join("epraccur.csv");
     std::fs::write(&csv, epraccur(10_000)).unwrap();
 
@@ -707,29 +548,16 @@ async fn ten_thousand_ods_organisations_load_and_are_recognised() {
     );
 
     // P00007 and P00049 are commissioned by 07X; P00008 by 08X; P00019 is closed.
-    let rest = format!(
-        r#"
-[identity]
-org_from = ["san_uri:urn:nhs:ods:"]
-organisations_csv = "{csv}"
-
-[[upstream]]
-name = "epr"
-urls = ["{url}"]
-
-[[route]]
-name = "epr-fhir"
-path_prefix = "/fhir/"
-upstream = "epr"
-class = "epr"
-  [[route.allow]]
-  groups = ["07X"]
-  resources = ["Patient"]
-"#,
-        csv = csv.display(),
-        url = up.url()
-    );
-    let gw = start_gateway_with(&pki, "", &rest).await;
+    let config = pki
+        .config()
+        .org_from(&["san_uri:urn:nhs:ods:"])
+        .set(
+            "identity",
+            format!("organisations_csv = {}", support::config::path(&csv)),
+        )
+        .upstream("epr", [up.url()])
+        .route(Route::new("epr-fhir", "/fhir/", "epr", "epr").allow(Allow::groups(&["07X"]).resources(&["Patient"])));
+    let gw = Gw::start(&pki, config).await;
     for (org, status, why) in [
         ("P00007", 200, "allowed"),
         ("P00049", 200, "allowed"),
@@ -738,16 +566,9 @@ class = "epr"
         ("Q99999", 403, "unknown_org"),
     ] {
         let leaf = pki.client(org);
-        let a = send(
-            gw.addr(),
-            &pki,
-            &leaf,
-            false,
-            request("GET", "/fhir/Patient/9990000018", &[]),
-        )
-        .await;
+        let a = gw.get(&leaf, "/fhir/Patient/9990000018").await;
         assert_eq!(a.status, status, "{org}");
-        let r = access_of(&gw, &a);
+        let r = gw.access_of(&a);
         assert_eq!(r["reason"], why, "{org}");
         if status == 200 {
             assert_eq!(

@@ -1,20 +1,18 @@
 //! The gateway end to end: real TLS on loopback, certificates minted per run, a real upstream
 //! that records what it received.
 
-mod common;
+mod support;
 
-use bytes::Bytes;
 use caregate::pki::{Eku, KeyUsage, LeafSpec};
-use common::*;
-use http::Request;
-use http_body_util::Full;
+use std::time::Duration as StdDuration;
+use support::*;
 use time::{Duration, OffsetDateTime};
 
 #[tokio::test]
 async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
 
     // URI SAN, subject OU and a registered endpoint's DNS name.
     let by_uri = pki.client("A81001");
@@ -26,9 +24,9 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
     let by_endpoint = pki.issue(&spec);
 
     for (leaf, org) in [(&by_uri, "A81001"), (&by_ou, "A81002"), (&by_endpoint, "A81003")] {
-        let req = Request::builder()
-            .uri("/fhir/Patient/9990000018")
-            .header("host", "localhost")
+        let a = gw
+            .request(leaf)
+            .path("/fhir/Patient/9990000018")
             // Spoofed copies of what only the gateway may set.
             .header("x-client-org", "RXC")
             .header("x-client-cert-subject", "CN=evil")
@@ -37,9 +35,8 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
             .header("x-forwarded-for", "10.0.0.1")
             .header("forwarded", "for=10.0.0.1")
             .header("x-custom", "kept")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let a = send(gw.addr(), &pki, leaf, false, req).await;
+            .send()
+            .await;
         assert_eq!(a.status, 200, "{org}: {:?}", a.body);
         assert_eq!(&a.body[..], b"upstream ok");
         assert!(a.headers.contains_key("x-request-id"));
@@ -67,7 +64,7 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
 #[tokio::test]
 async fn bad_certificates_are_refused_at_the_handshake() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
+    let up = Upstream::start().await;
     let now = OffsetDateTime::now_utc();
 
     let mut expired = LeafSpec::client("expired");
@@ -90,13 +87,10 @@ async fn bad_certificates_are_refused_at_the_handshake() {
         s.uris = vec!["urn:nhs:ods:A81001".into()];
         pki.other_ca.issue(&s).unwrap()
     };
-    let gw = start_gateway(&pki, &up).await;
+    let mut gw = Gw::standard(&pki, &up).await;
 
     let good = pki.client("A81001");
-    assert!(
-        !handshake_refused(gw.addr(), &pki, Some(&good)).await,
-        "a good cert must pass"
-    );
+    assert!(!gw.handshake_refused(Some(&good)).await, "a good cert must pass");
     let forwarded = up.seen().len();
     let cases = [
         ("no certificate", None, "no_certificate"),
@@ -112,16 +106,12 @@ async fn bad_certificates_are_refused_at_the_handshake() {
         ),
     ];
     for (what, leaf, _) in &cases {
-        assert!(
-            handshake_refused(gw.addr(), &pki, leaf.as_ref()).await,
-            "{what} must be refused"
-        );
+        assert!(gw.handshake_refused(leaf.as_ref()).await, "{what} must be refused");
     }
     assert_eq!(up.seen().len(), forwarded, "nothing else reaches the upstream");
-    gw.running.shutdown();
-    let audit = gw.audit_dir.clone();
-    gw.running.wait().await.unwrap();
-    let reasons: Vec<String> = audit_records(&audit)
+    let reasons: Vec<String> = gw
+        .stop()
+        .await
         .iter()
         .filter(|r| r["event"] == "tls_rejected")
         .map(|r| r["reason"].as_str().unwrap_or("").to_string())
@@ -137,26 +127,21 @@ async fn bad_certificates_are_refused_at_the_handshake() {
 #[tokio::test]
 async fn refusals_have_their_status_and_reason() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
     let gp = pki.client("A81001");
     let unknown = pki.client("ZZZ99");
     let no_rights = pki.client("B99999");
-    let post = Request::builder()
-        .method("POST")
-        .uri("/fhir/Patient")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from_static(b"{}")))
-        .unwrap();
 
     let cases = [
-        (&unknown, get("/fhir/Patient/9990000018"), 403, "unknown_org"),
-        (&no_rights, get("/fhir/Patient/9990000018"), 403, "not_allowed"),
-        (&gp, post, 403, "not_allowed"),
-        (&gp, get("/nowhere"), 404, "no_route"),
+        (&unknown, "GET", "/fhir/Patient/9990000018", 403, "unknown_org"),
+        (&no_rights, "GET", "/fhir/Patient/9990000018", 403, "not_allowed"),
+        (&gp, "POST", "/fhir/Patient", 403, "not_allowed"),
+        (&gp, "GET", "/nowhere", 404, "no_route"),
     ];
-    for (leaf, req, status, reason) in cases {
-        let a = send(gw.addr(), &pki, leaf, false, req).await;
+    for (leaf, method, path, status, reason) in cases {
+        let body = if method == "POST" { &b"{}"[..] } else { b"" };
+        let a = gw.request(leaf).method(method).path(path).body(body).send().await;
         assert_eq!(a.status, status, "{reason}");
         let body = a.json();
         // FHIR routes answer with an OperationOutcome, others with the JSON of SPEC §4.
@@ -173,21 +158,16 @@ async fn refusals_have_their_status_and_reason() {
 #[tokio::test]
 async fn upstream_down_is_502_and_silent_upstream_is_504() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    // An address nothing listens on: bind, learn the port, close.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let rest = standard_rest(&up).replace(&up.url(), &format!("http://{dead}"));
-    let gw = start_gateway_with(&pki, "", &rest).await;
+    let up = Upstream::start().await;
+    let dead = format!("http://{}", dead_addr());
+    let gw = Gw::start(&pki, pki.config().standard([dead])).await;
     let trust = pki.client("RXC");
-    let a = send(gw.addr(), &pki, &trust, false, get("/files/x")).await;
+    let a = gw.get(&trust, "/files/x").await;
     assert_eq!(a.status, 502);
     assert_eq!(a.json()["error"], "upstream_unavailable");
 
-    let gw = start_gateway(&pki, &up).await;
-    let a = send(gw.addr(), &pki, &trust, false, get("/files/slow")).await;
+    let gw = Gw::standard(&pki, &up).await;
+    let a = gw.get(&trust, "/files/slow").await;
     assert_eq!(a.status, 504);
     assert_eq!(a.json()["error"], "upstream_timeout");
 }
@@ -195,65 +175,23 @@ async fn upstream_down_is_502_and_silent_upstream_is_504() {
 #[tokio::test]
 async fn failover_to_the_next_origin_keeps_the_body() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let rest = standard_rest(&up).replace(
-        &format!("urls = [\"{}\"]", up.url()),
-        &format!("urls = [\"http://{dead}\", \"{}\"]", up.url()),
-    );
-    let gw = start_gateway_with(&pki, "", &rest).await;
+    let up = Upstream::start().await;
+    let dead = format!("http://{}", dead_addr());
+    let gw = Gw::start(&pki, pki.config().standard([dead, up.url()])).await;
     let trust = pki.client("RXC");
     for _ in 0..4 {
-        let body = pattern(100_000);
-        let req = Request::builder()
-            .method("POST")
-            .uri("/files/upload")
-            .header("host", "localhost")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let a = send(gw.addr(), &pki, &trust, false, req).await;
+        let a = gw.post(&trust, "/files/upload", pattern(100_000)).await;
         assert_eq!(a.status, 200);
     }
     assert!(up.seen().iter().all(|s| s.body_len == 100_000));
     assert_eq!(up.seen().len(), 4);
 }
 
-/// Upstream connections are kept and reused, whatever the client connections do: each
-/// response read to its end through the gateway (small, large, uploaded, refused by the
-/// upstream) gives its connection back. One worker, so one pool.
-#[tokio::test]
-async fn one_upstream_connection_serves_request_after_request() {
-    let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway_with(&pki, "workers = 1", &standard_rest(&up)).await;
-    let trust = pki.client("RXC");
-    let gp = pki.client("A81001");
-    for h2 in [false, true] {
-        let a = send(gw.addr(), &pki, &gp, h2, get("/fhir/Patient/9990000018")).await;
-        assert_eq!(a.status, 200);
-        let a = send(gw.addr(), &pki, &trust, h2, get("/files/bytes/300000")).await;
-        assert_eq!((a.status, a.body.len()), (200, 300_000));
-        let upload = Request::builder()
-            .method("POST")
-            .uri("/files/echo")
-            .header("host", "localhost")
-            .body(Full::new(Bytes::from(pattern(100_000))))
-            .unwrap();
-        let a = send(gw.addr(), &pki, &trust, h2, upload).await;
-        assert_eq!((a.status, a.body.len()), (200, 100_000));
-    }
-    assert_eq!(up.seen().len(), 6);
-    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
-}
-
 #[tokio::test]
 async fn path_tricks_never_reach_a_route_they_should_not() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
     // A81001 may use /files/ and /fhir/ (GET); the trick is to reach /files/ via /fhir/ or
     // anything else via traversal.
     let gp = pki.client("A81002");
@@ -274,13 +212,8 @@ async fn path_tricks_never_reach_a_route_they_should_not() {
     ];
     for (path, status, forwarded) in cases {
         let before = up.seen().len();
-        let a = raw(
-            gw.addr(),
-            &pki,
-            &gp,
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let a = gw.raw(&gp, head.as_bytes()).await;
         assert!(a.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {a}");
         let seen = up.seen();
         match forwarded {
@@ -293,8 +226,8 @@ async fn path_tricks_never_reach_a_route_they_should_not() {
 #[tokio::test]
 async fn smuggling_shapes_are_refused_and_never_forwarded() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
     let trust = pki.client("RXC");
     let cases: [&[u8]; 7] = [
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -306,7 +239,7 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
     ];
     for case in cases {
-        let a = raw(gw.addr(), &pki, &trust, case).await;
+        let a = gw.raw(&trust, case).await;
         assert!(
             a.starts_with("HTTP/1.1 400"),
             "{}: {a:?}",
@@ -319,24 +252,26 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
 #[tokio::test]
 async fn http2_and_http11_carry_large_bodies_both_ways() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway(&pki, &up).await;
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
     let trust = pki.client("RXC");
     let n = 8 << 20;
     for h2 in [false, true] {
-        let a = send(gw.addr(), &pki, &trust, h2, get(&format!("/files/bytes/{n}"))).await;
+        let path = format!("/files/bytes/{n}");
+        let a = gw.request(&trust).path(&path).http2(h2).send().await;
         assert_eq!(a.status, 200);
         assert_eq!(a.body.len(), n);
         assert_eq!(&a.body[..], &pattern(n)[..], "download h2={h2}");
 
         let body = pattern(n);
-        let req = Request::builder()
+        let a = gw
+            .request(&trust)
             .method("PUT")
-            .uri("https://localhost/files/echo")
-            .header("host", "localhost")
-            .body(Full::new(Bytes::from(body.clone())))
-            .unwrap();
-        let a = send(gw.addr(), &pki, &trust, h2, req).await;
+            .path("/files/echo")
+            .body(body.clone())
+            .http2(h2)
+            .send()
+            .await;
         assert_eq!(a.status, 200);
         assert_eq!(&a.body[..], &body[..], "upload h2={h2}");
     }
@@ -345,15 +280,21 @@ async fn http2_and_http11_carry_large_bodies_both_ways() {
 #[tokio::test]
 async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway_with(&pki, "header_timeout = \"300ms\"", &standard_rest(&up)).await;
+    let up = Upstream::start().await;
+    let gw = Gw::start(
+        &pki,
+        pki.config()
+            .listener(r#"header_timeout = "300ms""#)
+            .standard([up.url()]),
+    )
+    .await;
     let trust = pki.client("RXC");
-    let mut tls = connect(gw.addr(), &pki, Some(&trust), &[b"http/1.1"]).await.unwrap();
+    let mut tls = gw.connect(Some(&trust), &[b"http/1.1"]).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let head = b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let started = std::time::Instant::now();
     let mut cut = false;
-    let mut interval = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut interval = tokio::time::interval(StdDuration::from_millis(50));
     for b in head.iter() {
         interval.tick().await;
         if tls.write_all(&[*b]).await.is_err() || tls.flush().await.is_err() {
@@ -367,7 +308,7 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
         cut = !String::from_utf8_lossy(&buf).contains("200");
     }
     assert!(cut, "the slow head must be cut off");
-    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(started.elapsed() < StdDuration::from_secs(4));
     assert!(up.seen().is_empty());
 }
 
@@ -375,11 +316,11 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
 fn config_errors_name_their_key() {
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream {
-        addr: Some("127.0.0.1:9".parse().unwrap()),
-        ..Default::default()
-    };
-    let good = config_text(&pki, &dir.path().join("audit"), "", &standard_rest(&up));
+    let good = pki
+        .config()
+        .audit(&dir.path().join("audit"))
+        .standard(["http://127.0.0.1:9"])
+        .to_string();
     let cases = [
         ("bind = \"127.0.0.1:0\"", "bind = \"nonsense\"", "listener.bind"),
         (

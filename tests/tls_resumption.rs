@@ -1,21 +1,21 @@
 //! `listener.session_resumption`: rustls resumes sessions by default; off, every new connection
 //! is a full handshake with the client certificate checked again.
 
-mod common;
+mod support;
 
-use common::*;
 use rustls::pki_types::ServerName;
 use rustls::HandshakeKind;
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Two connections from one client config (which keeps a session cache); how the second went.
-async fn second_handshake(listener_extra: &str) -> HandshakeKind {
+async fn second_handshake(config: impl FnOnce(GatewayConfig) -> GatewayConfig) -> HandshakeKind {
     let pki = TestPki::new();
-    let up = start_upstream().await;
-    let gw = start_gateway_with(&pki, listener_extra, &standard_rest(&up)).await;
+    let up = Upstream::start().await;
+    let gw = Gw::start(&pki, config(pki.config().standard([up.url()]))).await;
     let leaf = pki.client("A81001");
-    let connector = tokio_rustls::TlsConnector::from(client_config(&pki, Some(&leaf), &[b"http/1.1"]));
+    let connector = tokio_rustls::TlsConnector::from(gw.client_config(Some(&leaf), &[b"http/1.1"]));
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let tcp = TcpStream::connect(gw.addr()).await.unwrap();
@@ -42,13 +42,13 @@ async fn second_handshake(listener_extra: &str) -> HandshakeKind {
 
 #[tokio::test]
 async fn sessions_resume_by_default() {
-    assert_eq!(second_handshake("").await, HandshakeKind::Resumed);
+    assert_eq!(second_handshake(|c| c).await, HandshakeKind::Resumed);
 }
 
 #[tokio::test]
 async fn resumption_off_means_a_full_handshake_every_time() {
     assert_eq!(
-        second_handshake("session_resumption = false").await,
+        second_handshake(|c| c.listener("session_resumption = false")).await,
         HandshakeKind::Full
     );
 }

@@ -8,9 +8,10 @@
 //! limbo's verdicts are for its own validation kind, mostly SERVER; caregate verifies clients.
 //! So the tests pin every place where caregate's verdict differs, and why.
 
+mod support;
+
 use caregate::config::{self, CrlExpired, OrgSource};
 use caregate::directory::Directory;
-use caregate::pki::{Ca, LeafSpec};
 use caregate::tls::TlsState;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -19,6 +20,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
+use support::TestPki;
 use x509_parser::prelude::*;
 
 #[derive(Deserialize)]
@@ -59,18 +61,15 @@ fn outcomes() -> &'static [Outcome] {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/x509-limbo/limbo.json");
         let limbo: Limbo = serde_json::from_slice(&std::fs::read(data).unwrap()).unwrap();
         assert_eq!(limbo.testcases.len(), 208);
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new("limbo test server CA").unwrap();
-        let server = ca.issue(&LeafSpec::server(&["localhost"])).unwrap();
-        std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
+        // The server certificate and key the listener needs, and a folder for the cases' files.
+        let pki = TestPki::new();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         limbo
             .testcases
             .into_iter()
             .map(|case| {
                 let tls =
-                    caregate::tls::build(&listener(dir.path(), &case)).unwrap_or_else(|e| panic!("{}: {e}", case.id));
+                    caregate::tls::build(&listener(pki.path(), &case)).unwrap_or_else(|e| panic!("{}: {e}", case.id));
                 let leaf = der(&case.peer_certificate);
                 let intermediates: Vec<_> = case.untrusted_intermediates.iter().map(|p| der(p)).collect();
                 let at = match &case.validation_time {

@@ -1,8 +1,6 @@
 //! A trail generator for the reader's tests and benchmark, written from SPEC §5 and independent
 //! of the gateway's writer: if the two disagree about the format, the tests say so.
 
-#![allow(dead_code)] // Each user (tests, bench) uses a different part.
-
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
