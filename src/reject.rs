@@ -15,10 +15,14 @@ pub enum Rejection {
     NotAllowed,
     IdentityMismatch(&'static str),
     NoRoute,
+    /// A body that must be inspected for patient identifiers is over the route's limit.
+    BodyTooLarge,
     RateLimited(Refusal),
     UpstreamUnavailable,
     AuditUnavailable,
     ShuttingDown,
+    /// The bytes held for body inspection are at their global cap.
+    Overloaded,
     UpstreamTimeout,
 }
 
@@ -28,9 +32,12 @@ impl Rejection {
             Rejection::BadRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => StatusCode::FORBIDDEN,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Rejection::AuditUnavailable | Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::AuditUnavailable | Rejection::ShuttingDown | Rejection::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -43,10 +50,12 @@ impl Rejection {
             Rejection::NotAllowed => "not_allowed",
             Rejection::IdentityMismatch(_) => "identity_mismatch",
             Rejection::NoRoute => "no_route",
+            Rejection::BodyTooLarge => "body_too_large",
             Rejection::RateLimited(_) => "rate_limited",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::AuditUnavailable => "audit_unavailable",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::Overloaded => "overloaded",
             Rejection::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -59,10 +68,14 @@ impl Rejection {
             Rejection::NotAllowed => "your organisation is not allowed to make this request",
             Rejection::IdentityMismatch(why) => why,
             Rejection::NoRoute => "no service is published at this path",
+            Rejection::BodyTooLarge => {
+                "the request body is larger than this service reads to record the patients it names"
+            }
             Rejection::RateLimited(_) => "too many requests from your organisation; retry after the time given",
             Rejection::UpstreamUnavailable => "the service behind the gateway could not be reached",
             Rejection::AuditUnavailable => "the gateway cannot record access right now; retry later",
             Rejection::ShuttingDown => "the gateway is restarting; retry shortly",
+            Rejection::Overloaded => "the gateway is busy; retry shortly",
             Rejection::UpstreamTimeout => "the service behind the gateway did not answer in time",
         }
     }
@@ -72,8 +85,12 @@ impl Rejection {
             Rejection::BadRequest(_) => "invalid",
             Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => "forbidden",
             Rejection::NoRoute => "not-found",
+            Rejection::BodyTooLarge => "too-costly",
             Rejection::RateLimited(_) => "throttled",
-            Rejection::UpstreamUnavailable | Rejection::AuditUnavailable | Rejection::ShuttingDown => "transient",
+            Rejection::UpstreamUnavailable
+            | Rejection::AuditUnavailable
+            | Rejection::ShuttingDown
+            | Rejection::Overloaded => "transient",
             Rejection::UpstreamTimeout => "timeout",
         }
     }
@@ -116,6 +133,9 @@ impl Rejection {
             Rejection::AuditUnavailable | Rejection::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            Rejection::Overloaded => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             Rejection::BadRequest(_) => {
                 // A request we could not parse unambiguously leaves the connection in an unknown
                 // state: close it rather than read what follows as another request.
@@ -139,6 +159,8 @@ mod tests {
             (Rejection::NotAllowed, 403, "not_allowed"),
             (Rejection::IdentityMismatch("x"), 403, "identity_mismatch"),
             (Rejection::NoRoute, 404, "no_route"),
+            (Rejection::BodyTooLarge, 413, "body_too_large"),
+            (Rejection::Overloaded, 503, "overloaded"),
             (Rejection::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Rejection::AuditUnavailable, 503, "audit_unavailable"),
             (Rejection::ShuttingDown, 503, "shutting_down"),
@@ -166,6 +188,8 @@ mod tests {
             (Rejection::NotAllowed, "forbidden"),
             (Rejection::IdentityMismatch("x"), "forbidden"),
             (Rejection::NoRoute, "not-found"),
+            (Rejection::BodyTooLarge, "too-costly"),
+            (Rejection::Overloaded, "transient"),
             (Rejection::RateLimited(limited), "throttled"),
             (Rejection::UpstreamUnavailable, "transient"),
             (Rejection::AuditUnavailable, "transient"),

@@ -84,6 +84,9 @@ pub struct Listener {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+    /// The most bytes of request bodies held at once for inspection, across all requests;
+    /// a request that would go over is refused (503 `overloaded`).
+    pub max_inspect_bytes: u64,
     pub drain_timeout: Duration,
     pub crl_expired: CrlExpired,
     /// TLS session resumption (TLS 1.3 tickets into a server-side cache, TLS 1.2 session ids).

@@ -43,6 +43,7 @@ pub(super) struct RawListener {
     pub(super) header_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max_header_bytes: Option<String>,
+    pub(super) max_inspect_bytes: Option<String>,
     pub(super) drain_timeout: Option<String>,
     pub(super) crl_expired: Option<CrlExpired>,
     pub(super) session_resumption: Option<bool>,

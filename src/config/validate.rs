@@ -72,6 +72,7 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
         header_timeout: dur("listener.header_timeout", &l.header_timeout, Duration::from_secs(10))?,
         idle_timeout: dur("listener.idle_timeout", &l.idle_timeout, Duration::from_secs(75))?,
         max_header_bytes: size("listener.max_header_bytes", &l.max_header_bytes, 64 << 10)? as usize,
+        max_inspect_bytes: size("listener.max_inspect_bytes", &l.max_inspect_bytes, 64 << 20)?,
         drain_timeout: dur("listener.drain_timeout", &l.drain_timeout, Duration::from_secs(30))?,
         crl_expired: l.crl_expired.unwrap_or_default(),
         session_resumption: l.session_resumption.unwrap_or(true),

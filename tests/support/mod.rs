@@ -32,6 +32,6 @@ pub use {
     config::{Allow, GatewayConfig, Route},
     gateway::Gw,
     pki::TestPki,
-    trail::{audit_records, by_request, completion, first_trail_file, lifecycle},
+    trail::{audit_records, by_request, completion, first_trail_file, id_of_client_request, lifecycle},
     upstream::{dead_addr, pattern, pattern_sha, Upstream},
 };

@@ -57,3 +57,12 @@ pub fn completion<'a>(records: &'a [Value], id: &str) -> Option<&'a Value> {
         .iter()
         .find(|r| r["event"] == "complete" && r["request_id"] == id)
 }
+
+/// The `request_id` caregate gave the request whose client sent `X-Request-Id: client_id`
+/// (recorded as `client_request_id`, never used as the id).
+pub fn id_of_client_request(records: &[Value], client_id: &str) -> Option<String> {
+    records
+        .iter()
+        .find(|r| r["event"] == "access" && r["client_request_id"] == client_id)
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+}
