@@ -40,6 +40,8 @@ use super::segment;
 use super::{AuditError, Event};
 use crate::config::{self, Durability};
 
+#[cfg(test)]
+mod faults;
 mod postbox;
 #[cfg(test)]
 mod tests;
@@ -106,8 +108,6 @@ struct Shared {
     fsync_durations: Histogram,
     /// Where the writer thread delivers answers for tasks on worker threads.
     postboxes: postbox::Postboxes,
-    #[cfg(test)]
-    hooks: tests::Hooks,
 }
 
 /// Records waiting for the writer, and what the writer thread is doing.
@@ -169,8 +169,6 @@ impl AuditLog {
             last_fsync_nanos: AtomicU64::default(),
             fsync_durations: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             postboxes: Default::default(),
-            #[cfg(test)]
-            hooks: Default::default(),
         });
         let thread_shared = shared.clone();
         std::thread::Builder::new()

@@ -3,12 +3,11 @@
 
 use std::fs::File;
 use std::future::Future as _;
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,70 +15,19 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use serde_json::Value;
 
+use super::faults;
 use super::*;
 use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, Request, TlsRejected};
 use crate::config::Durability;
 
-// === Hooks ===
-
-/// Test-only seams in the writer thread.
-#[derive(Default)]
-pub(super) struct Hooks {
-    /// Held by a test to stop the writer between taking its first message and draining the
-    /// queue, so that a known number of records builds up behind it.
-    gate: Mutex<()>,
-    /// Makes every write fail after writing half its bytes, like a disk filling up mid-batch.
-    fail: AtomicBool,
-    written: Mutex<()>,
-    written_cond: Condvar,
-    /// While true, a write waits (up to 20 s) for a test to clear it: holds a caller mid-write.
-    stall: Mutex<bool>,
-    stall_cond: Condvar,
-    /// A write has reached the stall.
-    stalled: AtomicBool,
-    /// Writes of records made (probes excluded).
-    writes: AtomicUsize,
-}
-
-impl Hooks {
-    pub(super) fn gate(&self) -> MutexGuard<'_, ()> {
-        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn before_write(&self, mut file: &File, buf: &[u8]) -> io::Result<()> {
-        if !buf.is_empty() {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-        }
-        let stall = self.stall.lock().unwrap_or_else(PoisonError::into_inner);
-        if *stall {
-            self.stalled.store(true, Ordering::SeqCst);
-            let _ = self
-                .stall_cond
-                .wait_timeout_while(stall, Duration::from_secs(20), |s| *s);
-        }
-        if !self.fail.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let _ = file.write_all(&buf[..buf.len() / 2]);
-        Err(io::Error::other("injected write failure"))
-    }
-
-    pub(super) fn notify(&self) {
-        let _held = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        self.written_cond.notify_all();
-    }
-}
+// === Waiting ===
 
 /// Blocks until the writer has written `n` records (checkpoints included).
 fn wait_written(log: &AuditLog, n: u64) {
-    let hooks = &log.shared().hooks;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut held = hooks.written.lock().unwrap();
     while log.stats().records_written < n {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .expect("writer did not write in time");
-        held = hooks.written_cond.wait_timeout(held, left).unwrap().0;
+        assert!(Instant::now() < deadline, "writer did not write in time");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -384,7 +332,8 @@ async fn folder_is_0700_and_files_0600() {
 async fn concurrent_appends_share_one_fsync() {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
-    let gate = log.shared().hooks.gate();
+    let faults = faults::of(&cfg(tmp.path()).dir);
+    let gate = faults.gate();
     let tasks: Vec<_> = (0..256)
         .map(|i| {
             let log = log.clone();
@@ -435,7 +384,8 @@ fn flush_durability_writes_in_the_callers_task_in_order() {
         .enable_all()
         .build()
         .unwrap();
-    let gate = log.shared().hooks.gate();
+    let faults = faults::of(&cfg.dir);
+    let gate = faults.gate();
     log.append(complete(1));
     let seq = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), log.append_seq(access(2)))
@@ -456,7 +406,7 @@ fn flush_durability_callers_queue_behind_a_write_in_progress() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = flush_cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
-    let hooks = &log.shared().hooks;
+    let hooks = faults::of(&cfg.dir);
     *hooks.stall.lock().unwrap() = true;
     let first = std::thread::spawn({
         let log = log.clone();
@@ -503,7 +453,8 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
     let workers = crate::worker::Workers::start(2).unwrap();
     workers.spawn_on_each(|i| log.postbox(i));
-    let gate = log.shared().hooks.gate();
+    let faults = faults::of(&cfg(tmp.path()).dir);
+    let gate = faults.gate();
     let (tx, rx) = std::sync::mpsc::channel();
     // The least busy worker takes each job in turn: two records from each worker.
     for i in 0..4 {
@@ -565,7 +516,7 @@ fn flush_records_of_one_worker_round_share_one_write() {
     seqs.sort();
     assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
     assert_eq!(
-        log.shared().hooks.writes.load(Ordering::SeqCst),
+        faults::of(&cfg.dir).writes.load(Ordering::SeqCst),
         1,
         "one write for the round"
     );
@@ -650,7 +601,8 @@ fn fire_and_forget_records_alone_send_no_mail() {
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
     let workers = crate::worker::Workers::start(1).unwrap();
     workers.spawn_on_each(|i| log.postbox(i));
-    let gate = log.shared().hooks.gate();
+    let faults = faults::of(&cfg(tmp.path()).dir);
+    let gate = faults.gate();
     let job = log.clone();
     workers.spawn(async move {
         job.append(complete(1));
@@ -671,7 +623,8 @@ fn fire_and_forget_records_alone_send_no_mail() {
 fn fire_and_forget_records_are_synced_once_quiet() {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&cfg(tmp.path())).unwrap();
-    let gate = log.shared().hooks.gate();
+    let faults = faults::of(&cfg(tmp.path()).dir);
+    let gate = faults.gate();
     for i in 0..20 {
         log.append(complete(i));
     }
@@ -768,7 +721,7 @@ async fn failed_write_fails_closed_and_keeps_fire_and_forget_records() {
     let cfg = cfg(tmp.path());
     let log = AuditLog::open(&cfg).unwrap();
     log.append_seq(lifecycle("start")).await.unwrap();
-    let hooks = &log.shared().hooks;
+    let hooks = faults::of(&cfg.dir);
 
     hooks.fail.store(true, Ordering::SeqCst);
     let gate = hooks.gate();

@@ -108,6 +108,8 @@ impl Drop for StopGuard<'_> {
 pub(super) fn run(shared: Arc<Shared>) {
     let shared = &*shared;
     let _guard = StopGuard(shared);
+    #[cfg(test)]
+    let faults = shared.lock_writer().as_ref().map(|w| super::faults::of(&w.dir));
     let mut linger = false;
     loop {
         let (wakeup, sync_due) = match shared.lock_writer().as_ref() {
@@ -168,7 +170,7 @@ pub(super) fn run(shared: Arc<Shared>) {
         }
 
         #[cfg(test)]
-        let _gate = shared.hooks.gate();
+        let _gate = faults.as_deref().map(super::faults::Faults::gate);
         let mut guard = shared.lock_writer();
         let Some(writer) = guard.as_mut() else { return };
         let batch = shared.take_queue(writer.take_spare());
@@ -415,7 +417,7 @@ impl Writer {
     fn flush(&mut self, shared: &Shared, buf: &mut Vec<u8>, work: &Chain, sync: bool) -> io::Result<()> {
         if !buf.is_empty() {
             #[cfg(test)]
-            shared.hooks.before_write(&self.segment.file, &buf[..])?;
+            super::faults::of(&self.dir).before_write(&self.segment.file, &buf[..])?;
             (&self.segment.file).write_all(buf)?;
             self.unsynced = true;
         }
@@ -428,8 +430,6 @@ impl Writer {
         self.chain = *work;
         shared.records_written.fetch_add(records, Ordering::Relaxed);
         self.mark_healthy(shared);
-        #[cfg(test)]
-        shared.hooks.notify();
         Ok(())
     }
 
@@ -495,7 +495,7 @@ impl Writer {
         self.repair_if_needed()?;
         let result = segment::probe(&self.dir);
         #[cfg(test)]
-        shared.hooks.before_write(&self.segment.file, &[])?;
+        super::faults::of(&self.dir).before_write(&self.segment.file, &[])?;
         result?;
         self.mark_healthy(shared);
         Ok(())
