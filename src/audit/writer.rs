@@ -31,23 +31,25 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use super::chain;
 use super::checkpoint::Signer;
-use super::segment;
 use super::{AuditError, Event};
 use crate::config::{self, Durability};
 
+mod batch;
 #[cfg(test)]
 mod faults;
 mod postbox;
 #[cfg(test)]
 mod tests;
 mod thread;
+mod trail;
 
-use thread::Writer;
+use batch::{Pending, Scribe};
+use trail::{Meters, Trail};
 
 /// `flush`: the most batches one caller writes for others before handing the rest to the
 /// writer thread.
@@ -91,23 +93,17 @@ struct Shared {
     durability: Durability,
     /// The files and the chain. Lock order: `writer`, then `queue`.
     /// `None` once the writer has stopped.
-    writer: Mutex<Option<Writer>>,
+    writer: Mutex<Option<Scribe>>,
     queue: Mutex<Queue>,
     /// Wakes the writer thread; signalled only when it waits (see `Queue`).
     wake: Condvar,
-    healthy: AtomicBool,
     closed: AtomicBool,
     /// The final checkpoint and sync at close succeeded (answers a close() that comes late).
     closed_cleanly: AtomicBool,
     queue_depth: AtomicU64,
-    records_written: AtomicU64,
-    fsyncs: AtomicU64,
-    last_fsync_nanos: AtomicU64,
-    /// Every fsync's duration, for `/metrics` (one observation per group commit, not per
-    /// record).
-    fsync_durations: Histogram,
+    meters: Arc<Meters>,
     /// Where the writer thread delivers answers for tasks on worker threads.
-    postboxes: postbox::Postboxes,
+    postboxes: Arc<postbox::Postboxes>,
 }
 
 /// Records waiting for the writer, and what the writer thread is doing.
@@ -128,18 +124,6 @@ struct Queue {
     committing: bool,
 }
 
-/// A record waiting for its `seq`.
-struct Pending {
-    event: &'static str,
-    /// The event's members, serialised by the caller.
-    fields: Vec<u8>,
-    /// `None` for fire-and-forget appends.
-    reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
-    /// The worker thread that made the record, if any: the answer to its waiting task, and the
-    /// spent `fields` buffer, go back by that worker's postbox.
-    worker: Option<usize>,
-}
-
 // === impl AuditLog ===
 
 impl AuditLog {
@@ -150,25 +134,21 @@ impl AuditLog {
     }
 
     fn start(cfg: &config::Audit, signer: Option<Signer>) -> Result<AuditLog, AuditError> {
-        let recovered = segment::recover(&cfg.dir)?;
-        let lock = lock_trail(&cfg.dir)?;
-        let mut writer = Writer::new(cfg, signer, recovered);
-        // Held for as long as the writer writes; released before close() is answered.
-        writer.hold_lock(lock);
+        let meters = Arc::new(Meters::default());
+        // The trail's lock is held for as long as the writer writes; released before close()
+        // is answered.
+        let trail = Trail::open(cfg, signer, meters.clone())?;
+        let postboxes = Arc::new(postbox::Postboxes::default());
         let shared = Arc::new(Shared {
             durability: cfg.durability,
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(Scribe::new(trail, postboxes.clone()))),
             queue: Mutex::default(),
             wake: Condvar::new(),
-            healthy: AtomicBool::new(true),
             closed: AtomicBool::default(),
             closed_cleanly: AtomicBool::default(),
             queue_depth: AtomicU64::default(),
-            records_written: AtomicU64::default(),
-            fsyncs: AtomicU64::default(),
-            last_fsync_nanos: AtomicU64::default(),
-            fsync_durations: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
-            postboxes: Default::default(),
+            meters,
+            postboxes,
         });
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -259,24 +239,24 @@ impl AuditLog {
 
     /// False while records cannot be written (the gateway answers 503 and is not ready).
     pub fn is_healthy(&self) -> bool {
-        self.shared().healthy.load(Ordering::Acquire)
+        self.shared().meters.healthy.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> AuditStats {
         let s = self.shared();
         AuditStats {
             queue_depth: s.queue_depth.load(Ordering::Relaxed),
-            records_written: s.records_written.load(Ordering::Relaxed),
-            fsyncs: s.fsyncs.load(Ordering::Relaxed),
-            last_fsync_seconds: s.last_fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            healthy: s.healthy.load(Ordering::Acquire),
+            records_written: s.meters.records_written.load(Ordering::Relaxed),
+            fsyncs: s.meters.fsyncs.load(Ordering::Relaxed),
+            last_fsync_seconds: s.meters.last_fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            healthy: s.meters.healthy.load(Ordering::Acquire),
         }
     }
 
     /// The durations of the writer's fsyncs, 0.1 ms to 0.8 s (a handle: it fills as the
     /// writer syncs).
     pub fn fsync_durations(&self) -> Histogram {
-        self.shared().fsync_durations.clone()
+        self.shared().meters.fsync_durations.clone()
     }
 
     /// Writes the final checkpoint, makes everything durable and stops the writer.
@@ -333,7 +313,7 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, Option<Writer>> {
+    fn lock_writer(&self) -> MutexGuard<'_, Option<Scribe>> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -398,7 +378,7 @@ impl Shared {
                 match guard.as_mut() {
                     Some(writer) if !self.closed.load(Ordering::Acquire) => {
                         let batch = self.take_queue(writer.take_spare());
-                        let _ = writer.commit(self, batch, false);
+                        let _ = writer.commit(batch, false);
                     }
                     // Closing: the writer thread writes what is queued with the final checkpoint,
                     // or refuses it once stopped.
@@ -427,25 +407,5 @@ impl Shared {
         let items = std::mem::replace(&mut self.queue().items, spare);
         self.queue_depth.fetch_sub(items.len() as u64, Ordering::Relaxed);
         items
-    }
-}
-/// One writer per trail: two processes appending to one folder would fork the chain. An
-/// advisory lock on `<dir>/.lock` refuses the second one.
-fn lock_trail(dir: &std::path::Path) -> Result<std::fs::File, AuditError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Invalid(format!(
-            "{} is locked: another caregate is writing this audit trail",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Io(e)),
     }
 }
