@@ -480,8 +480,8 @@ fn answers_reach_worker_tasks_one_message_per_worker_per_batch() {
         [0, 0, 1, 1],
         "two records from each worker"
     );
-    assert_eq!(log.shared().postboxes.delivered.load(Ordering::SeqCst), 2);
-    assert_eq!(log.shared().postboxes.returned.load(Ordering::SeqCst), 8);
+    assert_eq!(log.handle.postboxes.delivered.load(Ordering::SeqCst), 2);
+    assert_eq!(log.handle.postboxes.returned.load(Ordering::SeqCst), 8);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(workers.stop());
     rt.block_on(log.close()).unwrap();
@@ -611,7 +611,7 @@ fn fire_and_forget_records_alone_send_no_mail() {
     wait_queued(&log, 2);
     drop(gate);
     wait_written(&log, 2);
-    assert_eq!(log.shared().postboxes.delivered.load(Ordering::SeqCst), 0);
+    assert_eq!(log.handle.postboxes.delivered.load(Ordering::SeqCst), 0);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(workers.stop());
     rt.block_on(log.close()).unwrap();
