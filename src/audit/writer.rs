@@ -104,8 +104,8 @@ impl AuditLog {
 
     fn start(cfg: &config::Audit, signer: Option<Signer>) -> Result<AuditLog, AuditError> {
         let meters = Arc::new(Meters::default());
-        // The trail's lock on its folder is held for as long as the writer writes, and
-        // released before close() is answered.
+        // The trail holds its folder's `.lock` for as long as the writer writes, and lets go
+        // before close() is answered.
         let trail = Trail::open(cfg, signer, meters.clone())?;
         let postboxes = Arc::new(Postboxes::default());
         let queue = Arc::new(Queue::new(Scribe::new(trail, postboxes.clone())));
