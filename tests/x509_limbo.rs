@@ -120,6 +120,7 @@ fn listener(dir: &Path, case: &Case) -> config::Listener {
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(10),
         max_header_bytes: 64 << 10,
+        max_inspect_bytes: 64 << 20,
         drain_timeout: Duration::from_secs(1),
         crl_expired: CrlExpired::Refuse,
         session_resumption: false,

@@ -1,55 +1,61 @@
 //! The one writer that owns the audit files (SPEC §5).
 //!
-//! The files and the chain sit behind one lock (`Shared::writer`); whoever holds it takes every
-//! record queued so far, gives each its `seq`, `time` and chain link, and writes the lot with one
-//! `write` (group commit). Two ways in:
+//! Records are written in batches (group commit): whoever holds the trail's lock takes every
+//! record queued so far, gives each its `seq`, `time` and chain link, and writes the lot with
+//! one `write`. Under `durability = "fsync"` the writer thread writes and syncs each batch
+//! (`thread`); under `flush` the caller's own thread writes, at the end of its worker's round
+//! (`commit`). Fire-and-forget records (completions, TLS rejections, lifecycle) only queue:
+//! they ride along with the next durable record, or the thread writes them after a short
+//! linger, and a batch that nobody waits for is synced by the next durable batch or once the
+//! queue falls quiet.
 //!
-//! - `durability = "fsync"`: callers queue their record and a dedicated std thread writes the
-//!   batch, `fdatasync`s it (fsync blocks, so it must not sit on a runtime worker) and only then
-//!   answers the batch's waiters. While it syncs, the next batch gathers behind it.
-//! - `durability = "flush"`: there is nothing to wait for but a `write`, so the caller's own
-//!   thread writes its record, and everything queued before it: no thread hop, no wake-up.
-//!   On a worker thread the write waits for the end of the worker's round: its postbox task is
-//!   woken behind every task already ready, so the requests that one poll of the sockets
-//!   brought in queue their records first and share one `write` (a file `write` costs
-//!   microseconds of kernel time however short). A round's commit that finds another caller
-//!   writing leaves its records to that one, which takes every durable record queued before it
-//!   lets go (flat combining), so a worker thread never blocks behind another's `write`; and a
-//!   round waiting to end holds up no other worker's records.
+//! ```text
+//!   AuditLog (this file)   open, append, append_durable, postbox, stats, close
+//!      │        │
+//!      │        └──▶ commit.rs   flush: the round's commit, flat combining
+//!      ├──▶ thread.rs            the writer thread: fsync batches, linger, idle sync,
+//!      │        │                interval checkpoints, retries, close
+//!      ▼        ▼
+//!   queue.rs    pending records and their waiters, close and stop; holds both locks:
+//!               1. the trail's lock, then 2. the queue's lock, never the other way round
+//!      ▼
+//!   batch.rs    the Scribe: a batch to the trail, its answers back (postbox.rs: by worker),
+//!               fire-and-forget records kept when a write fails
+//!      ▼
+//!   trail.rs    the Trail: files, chain, rotation, checkpoints, sync, cut back on failure
+//! ```
 //!
-//! Fire-and-forget records (completions, TLS rejections, lifecycle) only queue. They ride along
-//! with the next durable record, or the thread writes them after a short linger, so a busy
-//! gateway does not wake the thread once per record. A batch that nobody waits for is not
-//! synced on its own: the next durable batch, or the thread once the queue falls quiet, syncs it.
-//!
-//! A failed write or sync answers every waiter with an error, cuts the file back to its last good
-//! length and leaves the chain where it was on disk: no caller ever sees `Ok` for a record that is
-//! not durable. Fire-and-forget records of a failed batch have nobody to tell, so they are kept
-//! and go first in the next attempt; the writer retries on every append and at least once a
-//! second.
+//! Each file uses only those below it. A failed write or sync answers every waiter with an
+//! error, cuts the file back to its last good length and leaves the chain where it was on disk:
+//! no caller ever sees `Ok` for a record that is not durable. The writer retries on every
+//! append and at least once a second.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use super::chain;
 use super::checkpoint::Signer;
-use super::segment;
 use super::{AuditError, Event};
 use crate::config::{self, Durability};
 
+mod batch;
+mod commit;
+#[cfg(test)]
+mod faults;
 mod postbox;
+mod queue;
 #[cfg(test)]
 mod tests;
 mod thread;
+mod trail;
 
-use thread::Writer;
-
-/// `flush`: the most batches one caller writes for others before handing the rest to the
-/// writer thread.
-const COMMIT_ROUNDS: usize = 8;
+use batch::{Pending, Scribe};
+use postbox::Postboxes;
+use queue::Queue;
+use trail::{Meters, Trail};
 
 /// Numbers for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -71,73 +77,20 @@ pub struct AuditLog {
     handle: Arc<Handle>,
 }
 
-/// Tells the writer thread when no handle is left.
+/// What the handles share with each other; its drop tells the writer thread that no handle is
+/// left.
 struct Handle {
-    shared: Arc<Shared>,
+    durability: Durability,
+    queue: Arc<Queue>,
+    meters: Arc<Meters>,
+    /// Where answers for tasks on worker threads are delivered.
+    postboxes: Arc<Postboxes>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let mut q = self.shared.queue();
-        q.handles_gone = true;
-        self.shared.wake.notify_one();
+        self.queue.handles_gone();
     }
-}
-
-/// What the handles and the writer thread share.
-struct Shared {
-    durability: Durability,
-    /// The files and the chain. Lock order: `writer`, then `queue`.
-    /// `None` once the writer has stopped.
-    writer: Mutex<Option<Writer>>,
-    queue: Mutex<Queue>,
-    /// Wakes the writer thread; signalled only when it waits (see `Queue`).
-    wake: Condvar,
-    healthy: AtomicBool,
-    closed: AtomicBool,
-    /// The final checkpoint and sync at close succeeded (answers a close() that comes late).
-    closed_cleanly: AtomicBool,
-    queue_depth: AtomicU64,
-    records_written: AtomicU64,
-    fsyncs: AtomicU64,
-    last_fsync_nanos: AtomicU64,
-    /// Every fsync's duration, for `/metrics` (one observation per group commit, not per
-    /// record).
-    fsync_durations: Histogram,
-    /// Where the writer thread delivers answers for tasks on worker threads.
-    postboxes: postbox::Postboxes,
-    #[cfg(test)]
-    hooks: tests::Hooks,
-}
-
-/// Records waiting for the writer, and what the writer thread is doing.
-#[derive(Default)]
-struct Queue {
-    items: Vec<Pending>,
-    close: Option<oneshot::Sender<Result<(), AuditError>>>,
-    handles_gone: bool,
-    /// The writer thread has ended: nothing queued now would ever be written.
-    stopped: bool,
-    /// The thread waits for any record: every append wakes it.
-    idle: bool,
-    /// The thread lingers to let fire-and-forget records gather: only a durable append (or a
-    /// close) wakes it early.
-    lingering: bool,
-    /// `flush`: a caller is writing, and will write every durable record queued before it
-    /// lets go.
-    committing: bool,
-}
-
-/// A record waiting for its `seq`.
-struct Pending {
-    event: &'static str,
-    /// The event's members, serialised by the caller.
-    fields: Vec<u8>,
-    /// `None` for fire-and-forget appends.
-    reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
-    /// The worker thread that made the record, if any: the answer to its waiting task, and the
-    /// spent `fields` buffer, go back by that worker's postbox.
-    worker: Option<usize>,
 }
 
 // === impl AuditLog ===
@@ -150,39 +103,24 @@ impl AuditLog {
     }
 
     fn start(cfg: &config::Audit, signer: Option<Signer>) -> Result<AuditLog, AuditError> {
-        let recovered = segment::recover(&cfg.dir)?;
-        let lock = lock_trail(&cfg.dir)?;
-        let mut writer = Writer::new(cfg, signer, recovered);
-        // Held for as long as the writer writes; released before close() is answered.
-        writer.hold_lock(lock);
-        let shared = Arc::new(Shared {
-            durability: cfg.durability,
-            writer: Mutex::new(Some(writer)),
-            queue: Mutex::default(),
-            wake: Condvar::new(),
-            healthy: AtomicBool::new(true),
-            closed: AtomicBool::default(),
-            closed_cleanly: AtomicBool::default(),
-            queue_depth: AtomicU64::default(),
-            records_written: AtomicU64::default(),
-            fsyncs: AtomicU64::default(),
-            last_fsync_nanos: AtomicU64::default(),
-            fsync_durations: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
-            postboxes: Default::default(),
-            #[cfg(test)]
-            hooks: Default::default(),
-        });
-        let thread_shared = shared.clone();
+        let meters = Arc::new(Meters::default());
+        // The trail holds its folder's `.lock` for as long as the writer writes, and lets go
+        // before close() is answered.
+        let trail = Trail::open(cfg, signer, meters.clone())?;
+        let postboxes = Arc::new(Postboxes::default());
+        let queue = Arc::new(Queue::new(Scribe::new(trail, postboxes.clone())));
+        let (thread_queue, thread_meters, durability) = (queue.clone(), meters.clone(), cfg.durability);
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || thread::run(thread_shared))?;
+            .spawn(move || thread::run(thread_queue, thread_meters, durability))?;
         Ok(AuditLog {
-            handle: Arc::new(Handle { shared }),
+            handle: Arc::new(Handle {
+                durability: cfg.durability,
+                queue,
+                meters,
+                postboxes,
+            }),
         })
-    }
-
-    fn shared(&self) -> &Shared {
-        &self.handle.shared
     }
 
     /// Appends `event` and resolves once it is durable (per `durability`), with the receipt
@@ -203,17 +141,17 @@ impl AuditLog {
             reply: Some(reply),
             worker,
         };
-        let shared = self.shared();
-        if shared.durability == Durability::Flush {
+        let h = &*self.handle;
+        if h.durability == Durability::Flush {
             // On a worker, its postbox task commits at the end of the round (see `postbox`);
             // it cannot run before this record is queued, on this same thread.
-            if worker.is_some_and(|i| shared.postboxes.request_commit(i)) {
-                shared.enqueue_to_commit(pending, false)?;
-            } else if shared.enqueue_to_commit(pending, true)? {
-                shared.commit_queued();
+            if worker.is_some_and(|i| h.postboxes.request_commit(i)) {
+                h.queue.enqueue_to_commit(pending, false)?;
+            } else if h.queue.enqueue_to_commit(pending, true)? {
+                commit::commit_queued(&h.queue);
             }
         } else {
-            shared.enqueue(pending)?;
+            h.queue.enqueue(pending)?;
         }
         done.await.unwrap_or(Err(AuditError::Closed))
     }
@@ -223,7 +161,7 @@ impl AuditLog {
     pub fn append(&self, event: Event) {
         let name = event.name();
         let sent = chain::event_fields(&event).and_then(|fields| {
-            self.shared().enqueue(Pending {
+            self.handle.queue.enqueue(Pending {
                 event: name,
                 fields,
                 reply: None,
@@ -239,9 +177,9 @@ impl AuditLog {
     /// worker's `flush` commits, to be run on that worker (see `postbox`). Without it answers
     /// come one wake-up each and callers commit at once.
     pub fn postbox(&self, i: usize) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (mail, commit) = self.shared().postboxes.open(i);
+        let (mail, commit) = self.handle.postboxes.open(i);
         let mut task = PostboxTask {
-            shared: self.handle.shared.clone(),
+            queue: self.handle.queue.clone(),
             mail,
             commit,
         };
@@ -253,7 +191,7 @@ impl AuditLog {
                         Some(m) => m.deliver_here(),
                         None => return,
                     },
-                    () = task.commit.wait() => task.shared.commit_round(),
+                    () = task.commit.wait() => commit::commit_round(&task.queue),
                 }
             }
         }
@@ -261,48 +199,37 @@ impl AuditLog {
 
     /// False while records cannot be written (the gateway answers 503 and is not ready).
     pub fn is_healthy(&self) -> bool {
-        self.shared().healthy.load(Ordering::Acquire)
+        self.handle.meters.healthy.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> AuditStats {
-        let s = self.shared();
+        let h = &*self.handle;
         AuditStats {
-            queue_depth: s.queue_depth.load(Ordering::Relaxed),
-            records_written: s.records_written.load(Ordering::Relaxed),
-            fsyncs: s.fsyncs.load(Ordering::Relaxed),
-            last_fsync_seconds: s.last_fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            healthy: s.healthy.load(Ordering::Acquire),
+            queue_depth: h.queue.depth(),
+            records_written: h.meters.records_written.load(Ordering::Relaxed),
+            fsyncs: h.meters.fsyncs.load(Ordering::Relaxed),
+            last_fsync_seconds: h.meters.last_fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            healthy: h.meters.healthy.load(Ordering::Acquire),
         }
     }
 
     /// The durations of the writer's fsyncs, 0.1 ms to 0.8 s (a handle: it fills as the
     /// writer syncs).
     pub fn fsync_durations(&self) -> Histogram {
-        self.shared().fsync_durations.clone()
+        self.handle.meters.fsync_durations.clone()
     }
 
     /// Writes the final checkpoint, makes everything durable and stops the writer.
     pub async fn close(&self) -> Result<(), AuditError> {
-        let shared = self.shared();
-        shared.closed.store(true, Ordering::Release);
+        let queue = &self.handle.queue;
         let (reply, done) = oneshot::channel();
-        {
-            let mut q = shared.queue();
-            if !q.stopped && q.close.is_none() {
-                q.close = Some(reply);
-                shared.wake.notify_one();
-            } else {
-                // Nobody will answer: `done` resolves at once and `closed_cleanly` tells.
-                drop(reply);
-            }
-        }
-        // Unanswered: the writer already stopped, after an earlier close or a crash.
-        done.await
-            .ok()
-            .unwrap_or_else(|| match shared.closed_cleanly.load(Ordering::Acquire) {
-                true => Ok(()),
-                false => Err(AuditError::Closed),
-            })
+        // Nobody answers if the writer already stopped, after an earlier close or a crash:
+        // `done` resolves at once and `closed_cleanly` tells.
+        queue.close(reply);
+        done.await.ok().unwrap_or_else(|| match queue.closed_cleanly() {
+            true => Ok(()),
+            false => Err(AuditError::Closed),
+        })
     }
 }
 
@@ -310,7 +237,7 @@ impl AuditLog {
 /// drop closes the postbox, makes a requested commit (left untaken, the round's records would
 /// wait for whichever commit came next) and answers what was still in the box.
 struct PostboxTask {
-    shared: Arc<Shared>,
+    queue: Arc<Queue>,
     mail: tokio::sync::mpsc::UnboundedReceiver<postbox::Mail>,
     commit: Arc<postbox::CommitRequest>,
 }
@@ -320,134 +247,10 @@ impl Drop for PostboxTask {
         // Closed first, so that the commit's answers are made here, not left in the box.
         self.mail.close();
         if self.commit.take() {
-            self.shared.commit_round();
+            commit::commit_round(&self.queue);
         }
         while let Ok(m) = self.mail.try_recv() {
             m.deliver_here();
         }
-    }
-}
-
-// === impl Shared ===
-
-impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_writer(&self) -> MutexGuard<'_, Option<Writer>> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues `pending` for the writer, waking its thread only when it waits for this kind of
-    /// record.
-    fn enqueue(&self, pending: Pending) -> Result<(), AuditError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AuditError::Closed);
-        }
-        let durable = pending.reply.is_some();
-        let mut q = self.queue();
-        if q.stopped {
-            return Err(AuditError::Closed);
-        }
-        q.items.push(pending);
-        self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        if q.idle || (durable && q.lingering) {
-            q.idle = false;
-            q.lingering = false;
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// `flush`: queues a durable record without waking the writer thread. With `claim`, true
-    /// if the caller is to write the queue, false if another caller is writing and will take
-    /// this record too. Without, a worker's postbox task commits it (`commit_round`).
-    fn enqueue_to_commit(&self, pending: Pending, claim: bool) -> Result<bool, AuditError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AuditError::Closed);
-        }
-        let mut q = self.queue();
-        if q.stopped {
-            return Err(AuditError::Closed);
-        }
-        q.items.push(pending);
-        self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        Ok(claim && !std::mem::replace(&mut q.committing, true))
-    }
-
-    /// `flush`, at the end of a worker's round: writes the queue unless another caller is
-    /// writing it already (it takes this round's records too before it lets go) or another
-    /// round's commit has taken them.
-    fn commit_round(&self) {
-        {
-            let mut q = self.queue();
-            if q.committing || !q.items.iter().any(|p| p.reply.is_some()) {
-                return;
-            }
-            q.committing = true;
-        }
-        self.commit_queued();
-    }
-
-    /// `flush`: writes the queue, again and again while durable records keep arriving, then
-    /// lets go. Every decision to stop is taken under the queue's lock, so a record queued
-    /// while `committing` is always written by this loop or by the writer thread.
-    fn commit_queued(&self) {
-        for round in 1.. {
-            {
-                let mut guard = self.lock_writer();
-                match guard.as_mut() {
-                    Some(writer) if !self.closed.load(Ordering::Acquire) => {
-                        let batch = self.take_queue(writer.take_spare());
-                        let _ = writer.commit(self, batch, false);
-                    }
-                    // Closing: the writer thread writes what is queued with the final checkpoint,
-                    // or refuses it once stopped.
-                    _ => {}
-                }
-            }
-            let mut q = self.queue();
-            let more = !self.closed.load(Ordering::Acquire) && q.items.iter().any(|p| p.reply.is_some());
-            if !more || round == COMMIT_ROUNDS {
-                q.committing = false;
-                if more {
-                    // Don't keep one worker writing for everyone: the thread takes the rest.
-                    q.idle = false;
-                    q.lingering = false;
-                    self.wake.notify_one();
-                }
-                return;
-            }
-        }
-    }
-
-    /// Everything queued so far, in order, leaving `spare` (empty) to queue into. Called with
-    /// the writer's lock held, so that nothing queued earlier can be written after it.
-    fn take_queue(&self, spare: Vec<Pending>) -> Vec<Pending> {
-        debug_assert!(spare.is_empty());
-        let items = std::mem::replace(&mut self.queue().items, spare);
-        self.queue_depth.fetch_sub(items.len() as u64, Ordering::Relaxed);
-        items
-    }
-}
-/// One writer per trail: two processes appending to one folder would fork the chain. An
-/// advisory lock on `<dir>/.lock` refuses the second one.
-fn lock_trail(dir: &std::path::Path) -> Result<std::fs::File, AuditError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Invalid(format!(
-            "{} is locked: another caregate is writing this audit trail",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Io(e)),
     }
 }
