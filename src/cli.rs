@@ -95,9 +95,13 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
         .method(method)
         .uri(uri.clone())
         .version(http::Version::HTTP_11);
-    if let Some(a) = uri.authority() {
-        req = req.header(http::header::HOST, a.as_str());
-    }
+    // A path alone is explained as a client that connected to the listener's address would
+    // send it (HTTP/1.1 needs a Host).
+    let host = match uri.authority() {
+        Some(a) => a.to_string(),
+        None => s.config.listener.bind.to_string(),
+    };
+    req = req.header(http::header::HOST, host);
     let req = req.body(()).map_err(|_| ExplainError::BadTarget(target.into()))?;
 
     let mut out = String::new();

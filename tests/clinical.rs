@@ -383,8 +383,8 @@ async fn identity_mismatch_for_a_wrong_asid_or_token_org() {
         (Some("deny"), Some("identity_mismatch"))
     );
     assert_eq!(r["client"]["org"], "A81001");
-    assert_eq!(r["clinical"]["token_org"], "A81002");
-    assert_eq!(r["clinical"]["token_practitioner"], "G99999999");
+    assert_eq!(r["clinical"]["token"]["organisation"], "A81002");
+    assert_eq!(r["clinical"]["token"]["practitioner"], "G99999999");
     hs.pop();
     let a = s.gw.request(&gp).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
@@ -415,8 +415,8 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
     let r = s.gw.access_of(&a);
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["client"]["org"], "A81001");
-    assert_eq!(r["clinical"]["token_org"], "A81001");
-    assert_eq!(r["clinical"]["token_practitioner"], "G13579135");
+    assert_eq!(r["clinical"]["token"]["organisation"], "A81001");
+    assert_eq!(r["clinical"]["token"]["practitioner"], "G13579135");
     assert_eq!(r["clinical"]["nhs_number"], "9990000018");
     // The token itself goes upstream untouched (the provider verifies what it needs).
     assert_eq!(s.a.seen().pop().unwrap().headers["authorization"], token.as_str());
@@ -428,7 +428,7 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
             .send()
             .await;
     assert_eq!(a.status, 200);
-    assert_eq!(s.gw.access_of(&a)["clinical"]["token_practitioner"], "G13579135");
+    assert_eq!(s.gw.access_of(&a)["clinical"]["token"]["practitioner"], "G13579135");
 }
 
 #[tokio::test]

@@ -32,7 +32,20 @@ async fn metrics_move_with_requests_refusals_and_tls_rejections() {
     assert!(gw.handshake_refused(None).await);
     let (open, _conn) = gw.h1(&gp).await;
 
-    let after = gw.scrape().await;
+    // Fire-and-forget records (completions, the TLS rejection) and the handshake's metric land
+    // a moment after the client has its answer: wait for them, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let after = gw.scrape().await;
+        let moved = |name: &str, labels: &[&str]| v(&after, name, labels) - v(&before, name, labels);
+        if moved("caregate_audit_records_total", &[]) >= 10.0
+            && moved("caregate_tls_rejections_total", &[r#"reason="no_certificate""#]) >= 1.0
+        {
+            break after;
+        }
+        assert!(std::time::Instant::now() < deadline, "the records were not written in time");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let delta = |name: &str, labels: &[&str]| v(&after, name, labels) - v(&before, name, labels);
     let req = "caregate_requests_total";
     assert_eq!(

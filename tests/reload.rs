@@ -104,3 +104,27 @@ async fn a_config_that_fails_on_reload_is_refused_and_the_old_one_keeps_serving(
     }
     assert_eq!(lifecycle(&records, "reload").len(), 1);
 }
+
+/// A reload (the nightly CRL refresh is one) keeps the connections to an upstream whose config
+/// did not change; one whose config changed starts afresh.
+#[tokio::test]
+async fn a_reload_keeps_open_upstream_connections_where_the_upstream_did_not_change() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    // One worker: one pool per upstream, so every request can reuse the same connection.
+    let config = pki.config().standard([up.url()]).listener("workers = 1");
+    let gw = Gw::start(&pki, config).await;
+    let gp = pki.client("A81001");
+    assert_eq!(gw.get(&gp, "/fhir/Patient/9990000018").await.status, 200);
+    assert_eq!(up.connections(), 1);
+
+    gw.edit_config(r#"name = "Example Surgery""#, r#"name = "Example Surgery (renamed)""#);
+    gw.reload().await.expect("the new config loads");
+    assert_eq!(gw.get(&gp, "/fhir/Patient/9990000018").await.status, 200);
+    assert_eq!(up.connections(), 1, "the reload kept the open upstream connection");
+
+    gw.rewrite_config(|c| c.timeouts("2s", "30s"));
+    gw.reload().await.expect("the new config loads");
+    assert_eq!(gw.get(&gp, "/fhir/Patient/9990000018").await.status, 200);
+    assert_eq!(up.connections(), 2, "a changed upstream starts with new connections");
+}
