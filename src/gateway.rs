@@ -21,6 +21,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// The state's generation, for connections that re-check their certificate on reload.
     pub generation: watch::Sender<u64>,
+    /// Bytes of request bodies held for inspection now (`listener.max_inspect_bytes`).
+    pub inspecting: Arc<crate::admit::body::Held>,
 }
 
 impl Gateway {
@@ -31,6 +33,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
             generation: watch::Sender::new(0),
+            inspecting: Arc::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! not, goes through it once, after the access record is durable. [`forward`] is the part that
 //! can fail after admission; it returns `Result<_, Rejection>` and leaves rendering to `handle`.
 
+use crate::admit::body::{Bounds, RequestBody};
 use crate::admit::{self, Admitted, Inbound, Permit};
 use crate::audit::record::Event;
 use crate::body::{Completing, Completion, Counted, Tally};
@@ -80,8 +81,22 @@ pub async fn handle(
         framing: conn.framing.as_deref(),
         draining: gw.draining.load(Ordering::Relaxed),
     };
-    let admitted = admit::admit(snap.rules(), &inbound, &mut access);
-    admit::decide(&mut access, &admitted);
+    // The body, where it may name a patient, is read before the record is made.
+    let admitted = match admit::admit(snap.rules(), &inbound, &mut access) {
+        Ok(a) => {
+            let l = &snap.config.listener;
+            let bounds = Bounds {
+                route: &a.route.config,
+                held: &gw.inspecting,
+                cap: l.max_inspect_bytes,
+                deadline: l.header_timeout,
+            };
+            let inspected = admit::body::inspect(&parts, body, bounds, &mut access).await;
+            inspected.map(|body| (a, body))
+        }
+        Err(r) => Err(r),
+    };
+    admit::decide(&mut access, admitted.as_ref().map(|(a, _)| a));
     // Refusals on FHIR routes are OperationOutcomes; one that found no route (no_route, a
     // refused path, an unknown organisation) is one too when the request itself looks like FHIR.
     let fhir = match access.class.as_deref() {
@@ -105,7 +120,7 @@ pub async fn handle(
     // No answer of any kind before the access record is durable.
     let recorded = gw.audit.append_durable(Event::Access(Box::new(access))).await;
     let forwarded = match (admitted, recorded) {
-        (Ok(admitted), Ok(durable)) => {
+        (Ok((admitted, body)), Ok(durable)) => {
             let permit = Permit::new(&admitted, durable);
             let host = host.as_deref();
             forward(&gw, &snap, &conn, admitted, permit, (parts, body), &tally, host, &rid).await
@@ -134,7 +149,7 @@ async fn forward(
     conn: &Conn,
     admitted: Admitted,
     permit: Permit,
-    (mut parts, body): (http::request::Parts, Incoming),
+    (mut parts, body): (http::request::Parts, RequestBody),
     tally: &Arc<Tally>,
     host: Option<&str>,
     rid: &HeaderValue,
@@ -149,7 +164,10 @@ async fn forward(
     parts.uri = path_and_query
         .parse()
         .map_err(|_| Rejection::BadRequest("the request target is not valid"))?;
-    let body = grant.shape(Counted::new(body, tally.clone())).boxed_unsync();
+    let body = match body {
+        RequestBody::Streaming(b) => grant.shape(Counted::new(b, tally.clone())).boxed_unsync(),
+        RequestBody::Inspected(b) => grant.shape(Counted::new(b, tally.clone())).boxed_unsync(),
+    };
     let upstream = &snap.upstreams[route.upstream];
     match upstream.send(permit, parts, body).await {
         Ok(resp) => Ok((resp, grant)),

@@ -43,7 +43,10 @@ async fn metrics_move_with_requests_refusals_and_tls_rejections() {
         {
             break after;
         }
-        assert!(std::time::Instant::now() < deadline, "the records were not written in time");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records were not written in time"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let delta = |name: &str, labels: &[&str]| v(&after, name, labels) - v(&before, name, labels);

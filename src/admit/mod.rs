@@ -11,6 +11,7 @@
 //! for its access record, and only a `Permit` opens an upstream request: forwarding before the
 //! record is durable does not compile.
 
+pub mod body;
 mod request;
 
 pub use request::{access_record, request_host};
@@ -118,7 +119,7 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
 
 /// Writes the outcome of [`admit`] into the access record: one place for live traffic and for
 /// `caregate explain`.
-pub fn decide(access: &mut record::Access, admitted: &Result<Admitted, Rejection>) {
+pub fn decide(access: &mut record::Access, admitted: Result<&Admitted, &Rejection>) {
     match admitted {
         Ok(a) => {
             access.decision = "allow".into();
@@ -262,6 +263,6 @@ pub fn explain(rules: Rules<'_>, identity: &ClientIdentity, req: Request<()>) ->
         draining: false,
     };
     let admitted = admit(rules, &inbound, &mut access);
-    decide(&mut access, &admitted);
+    decide(&mut access, admitted.as_ref());
     (access, admitted.err())
 }

@@ -6,6 +6,8 @@
 //! silent: patient identifiers must never reach operational logs, so this module logs nothing.
 
 mod jwt;
+mod pending;
+pub use pending::*;
 mod nhs;
 
 pub use nhs::nhs_number_valid;

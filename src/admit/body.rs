@@ -1,0 +1,167 @@
+//! Reading a request body that may name a patient (FHIR JSON, form posts) before its access
+//! record is made, so that the record names every patient the request does: GP Connect's
+//! `$gpc.getstructuredrecord` carries the NHS number only in its body.
+//!
+//! Bounded both ways: per request by the route's `inspect_body_limit` (over it, 413
+//! `body_too_large`), and across the gateway by `listener.max_inspect_bytes` (over it, 503
+//! `overloaded`). Other bodies (DICOM, binaries) stream untouched, and a request without a
+//! body costs nothing here.
+
+use crate::audit::record;
+use crate::clinical::{self, Facts};
+use crate::config;
+use crate::reject::Rejection;
+use bytes::Bytes;
+use http::request::Parts;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The request body on its way upstream: as it streams in, or read whole for inspection.
+pub enum RequestBody {
+    Streaming(Incoming),
+    Inspected(Inspected),
+}
+
+/// How much the gateway may hold of bodies read for inspection, and how much it holds.
+#[derive(Debug, Default)]
+pub struct Held(AtomicU64);
+
+/// What reading a body is allowed: the route's limit, the gateway's cap, a deadline.
+pub struct Bounds<'a> {
+    pub route: &'a config::Route,
+    pub held: &'a Arc<Held>,
+    /// `listener.max_inspect_bytes`.
+    pub cap: u64,
+    /// The body must have arrived by then (`listener.header_timeout`): a client that sends it
+    /// slowly holds memory.
+    pub deadline: Duration,
+}
+
+/// Reads the body if the route inspects bodies and this one may name a patient, adds what it
+/// names to `access.clinical`, and says in `access.body_inspected` whether it was read.
+pub async fn inspect(
+    parts: &Parts,
+    body: Incoming,
+    bounds: Bounds<'_>,
+    access: &mut record::Access,
+) -> Result<RequestBody, Rejection> {
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+    if body.is_end_stream() || !clinical::inspectable(content_type) {
+        return Ok(RequestBody::Streaming(body));
+    }
+    let route = bounds.route;
+    access.body_inspected = Some(route.inspect_body);
+    if !route.inspect_body {
+        return Ok(RequestBody::Streaming(body));
+    }
+    let limit = route.inspect_body_limit;
+    let announced = body.size_hint().exact();
+    if announced.is_some_and(|n| n > limit) {
+        return Err(Rejection::BodyTooLarge);
+    }
+    // Reserve what the body may take before reading a byte of it.
+    let reservation = Reservation::take(bounds.held, announced.unwrap_or(limit), bounds.cap)?;
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = match tokio::time::timeout(bounds.deadline, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(Rejection::BodyTooLarge),
+        Ok(Err(_)) => return Err(Rejection::BadRequest("the request body could not be read whole")),
+        Err(_) => {
+            return Err(Rejection::BadRequest(
+                "the request body did not arrive within listener.header_timeout",
+            ))
+        }
+    };
+    let mut facts = Facts {
+        clinical: std::mem::take(&mut access.clinical),
+        ..Facts::default()
+    };
+    let options = clinical::Options::of(route);
+    let parsed = clinical::inspect_body(content_type, &bytes, &options, &mut facts);
+    access.clinical = facts.clinical;
+    parsed.map_err(|_| Rejection::BadRequest("the request body says it is JSON but does not parse"))?;
+    if route.check_nhs_number && facts.invalid_nhs_number.is_some() {
+        return Err(Rejection::BadRequest(
+            "the NHS number in the request is not valid: its check digit (modulus 11) is wrong",
+        ));
+    }
+    Ok(RequestBody::Inspected(Inspected {
+        data: Some(bytes),
+        _reservation: reservation,
+    }))
+}
+
+/// Bytes of [`Held`] set aside for one body, given back when it is dropped.
+struct Reservation {
+    held: Arc<Held>,
+    n: u64,
+}
+
+impl Reservation {
+    fn take(held: &Arc<Held>, n: u64, cap: u64) -> Result<Reservation, Rejection> {
+        let before = held.0.fetch_add(n, Ordering::AcqRel);
+        let reservation = Reservation { held: held.clone(), n };
+        if before.saturating_add(n) > cap {
+            // Dropped: given back at once.
+            return Err(Rejection::Overloaded);
+        }
+        Ok(reservation)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.held.0.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// A body read whole, sent on as one frame. Its memory counts against the gateway's cap
+/// until it has gone upstream (or the request ended).
+pub struct Inspected {
+    data: Option<Bytes>,
+    _reservation: Reservation,
+}
+
+impl Body for Inspected {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_are_bounded_by_the_cap_and_given_back() {
+        let held = Arc::new(Held::default());
+        let a = Reservation::take(&held, 600, 1000).unwrap();
+        assert!(matches!(
+            Reservation::take(&held, 500, 1000),
+            Err(Rejection::Overloaded)
+        ));
+        // The refused one took nothing.
+        assert_eq!(held.0.load(Ordering::Acquire), 600);
+        let b = Reservation::take(&held, 400, 1000).unwrap();
+        drop(a);
+        drop(b);
+        assert_eq!(held.0.load(Ordering::Acquire), 0);
+    }
+}
