@@ -85,7 +85,13 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
     let org = organisation(rules.directory, req.identity, access)?;
     let (route, path) = route(rules.routes, req, access)?;
     let query = req.parts.uri.query();
-    let facts = crate::clinical::parse(&req.parts.method, &path, query, &req.parts.headers);
+    let facts = crate::clinical::parse(
+        &req.parts.method,
+        &path,
+        query,
+        &req.parts.headers,
+        &(&route.config).into(),
+    );
     access.clinical = facts.clinical.clone();
     let cfg = &route.config;
     spine_headers_present(cfg, &req.parts.headers)?;
