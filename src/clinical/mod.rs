@@ -84,14 +84,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>, headers: &HeaderM
     }
     spine::headers(&mut f, headers);
     if let Some(v) = headers.get(AUTHORIZATION) {
-        let t = jwt::read(v.as_bytes());
-        if t.org.is_some() || t.practitioner.is_some() {
-            f.clinical.token = Some(crate::audit::record::Token {
-                organisation: t.org,
-                practitioner: t.practitioner,
-                ..Default::default()
-            });
-        }
+        jwt::read(v.as_bytes(), &mut f);
     }
     f.clinical.interaction = f.spine_interaction.clone().or_else(|| f.fhir_interaction.clone());
     f

@@ -1,5 +1,5 @@
 //! The clinical facts parsed from requests, by subject: FHIR paths and interactions, NHS
-//! numbers, FHIR searches, DICOMweb UIDs, Spine headers and tokens, route options and
+//! numbers, FHIR searches, DICOMweb UIDs, Spine headers, tokens, route options and
 //! deterministic junk.
 
 use super::dicom::is_uid;
@@ -15,6 +15,7 @@ mod nhs_numbers;
 mod options;
 mod search;
 mod spine;
+mod token;
 
 // Verified by hand (modulus 11): valid test-range NHS numbers, and two that are not.
 const VALID: [&str; 6] = [

@@ -71,9 +71,10 @@ fn gp_connect_token() {
         f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()),
         Some("A81001")
     );
+    // The SDS user id with its system (the resource id is the consumer's own).
     assert_eq!(
         f.clinical.token.as_ref().and_then(|t| t.practitioner.as_deref()),
-        Some("1")
+        Some("https://fhir.nhs.uk/Id/sds-user-id|111222333444")
     );
 
     // Signed tokens are read the same (never verified); padding is tolerated.
