@@ -6,8 +6,10 @@
 //! something clinical is found), total (junk gives bounded facts, never a panic), and silent:
 //! patient identifiers must never reach operational logs, so this module logs nothing.
 //!
-//! - [`parse`]: the request head (path, query, `Authorization`, `Ssp-*`).
+//! - [`parse`]: the request head (path, query, `Authorization`, `Ssp-*`);
+//! - [`inspect_body`]: a body that may name patients ([`inspectable`] says which).
 
+mod body;
 mod dicom;
 mod fhir;
 mod jwt;
@@ -16,6 +18,7 @@ mod nhs;
 mod search;
 mod spine;
 
+pub use body::{inspect_body, inspectable, BodyError};
 pub use names::{MAX_ID, MAX_NAMED};
 pub use nhs::nhs_number_valid;
 

@@ -1,6 +1,6 @@
 //! The clinical facts parsed from requests, by subject: FHIR paths and interactions, NHS
-//! numbers, FHIR searches, DICOMweb UIDs, Spine headers, tokens, route options and
-//! deterministic junk.
+//! numbers, FHIR searches, DICOMweb UIDs, Spine headers, tokens, bodies, route options,
+//! hostile input and deterministic junk.
 
 use super::dicom::is_uid;
 use super::nhs::{percent_decode, ten_digits};
@@ -8,8 +8,10 @@ use super::*;
 use http::HeaderValue;
 use std::borrow::Cow;
 
+mod body;
 mod dicomweb;
 mod fhir;
+mod hostile;
 mod junk;
 mod nhs_numbers;
 mod options;
@@ -46,6 +48,14 @@ fn with(method: Method, path: &str) -> Facts {
 fn b64(json: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// The `n`th valid NHS number of the test range (999…), check digit computed.
+fn nth_nhs(n: u32) -> String {
+    (0..)
+        .map(|i| format!("999{:06}", n * 11 + i))
+        .find_map(|nine| (0..10).map(|d| format!("{nine}{d}")).find(|c| nhs_number_valid(c)))
+        .expect("a valid number")
 }
 
 /// What the facts say of patients and studies: (NHS numbers, patient ids, study UIDs).
