@@ -101,7 +101,7 @@ fn compartment_search(m: &Method, then: Option<&str>) -> bool {
     }
 }
 
-fn is_read(m: &Method) -> bool {
+pub(super) fn is_read(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
 

@@ -7,7 +7,8 @@
 //! patient identifiers must never reach operational logs, so this module logs nothing.
 //!
 //! - [`parse`]: the request head (path, query, `Authorization`, `Ssp-*`);
-//! - [`inspect_body`]: a body that may name patients ([`inspectable`] says which).
+//! - [`inspect_body`]: a body that may name patients ([`inspectable`] says which);
+//! - [`check_spine_interaction`]: whether `Ssp-InteractionID` agrees with the request.
 
 mod body;
 mod dicom;
@@ -21,6 +22,7 @@ mod spine;
 pub use body::{inspect_body, inspectable, BodyError};
 pub use names::{MAX_ID, MAX_NAMED};
 pub use nhs::nhs_number_valid;
+pub use spine::check_spine_interaction;
 
 use crate::audit::record::Clinical;
 use http::header::AUTHORIZATION;

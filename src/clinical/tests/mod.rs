@@ -1,6 +1,6 @@
 //! The clinical facts parsed from requests, by subject: FHIR paths and interactions, NHS
-//! numbers, FHIR searches, DICOMweb UIDs, Spine headers, tokens, bodies, route options,
-//! hostile input and deterministic junk.
+//! numbers, FHIR searches, DICOMweb UIDs, Spine headers and interaction IDs, tokens, bodies,
+//! route options, hostile input and deterministic junk.
 
 use super::dicom::is_uid;
 use super::nhs::{percent_decode, ten_digits};
@@ -12,6 +12,7 @@ mod body;
 mod dicomweb;
 mod fhir;
 mod hostile;
+mod interaction;
 mod junk;
 mod nhs_numbers;
 mod options;
