@@ -1,6 +1,6 @@
 //! Cost of `clinical::parse` on typical requests (it runs on every request).
 
-use caregate::clinical::parse;
+use caregate::clinical::{parse, Options};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use std::hint::black_box;
@@ -14,7 +14,15 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("clinical_parse");
     g.bench_function("fhir_read", |b| {
-        b.iter(|| parse(&Method::GET, black_box("/fhir/Patient/9990000018"), None, black_box(&h)))
+        b.iter(|| {
+            parse(
+                &Method::GET,
+                black_box("/fhir/Patient/9990000018"),
+                None,
+                black_box(&h),
+                &Options::default(),
+            )
+        })
     });
     g.bench_function("identifier_search", |b| {
         b.iter(|| {
@@ -25,6 +33,7 @@ fn bench(c: &mut Criterion) {
                     "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000018&_format=json",
                 )),
                 black_box(&h),
+                &Options::default(),
             )
         })
     });
@@ -35,11 +44,20 @@ fn bench(c: &mut Criterion) {
                 black_box("/dicomweb/studies/1.2.826.0.1.3680043.8.498.1/series/1.2.826.0.1.3680043.8.498.2/instances"),
                 None,
                 black_box(&h),
+                &Options::default(),
             )
         })
     });
     g.bench_function("not_clinical", |b| {
-        b.iter(|| parse(&Method::GET, black_box("/api/v1/status"), None, black_box(&h)))
+        b.iter(|| {
+            parse(
+                &Method::GET,
+                black_box("/api/v1/status"),
+                None,
+                black_box(&h),
+                &Options::default(),
+            )
+        })
     });
     g.finish();
 }

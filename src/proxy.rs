@@ -83,7 +83,7 @@ pub async fn handle(
     };
     // The body, where it may name a patient, is read before the record is made.
     let admitted = match admit::admit(snap.rules(), &inbound, &mut access) {
-        Ok(a) => {
+        Ok(mut a) => {
             let l = &snap.config.listener;
             let bounds = Bounds {
                 route: &a.route.config,
@@ -91,7 +91,7 @@ pub async fn handle(
                 cap: l.max_inspect_bytes,
                 deadline: l.header_timeout,
             };
-            let inspected = admit::body::inspect(&parts, body, bounds, &mut access).await;
+            let inspected = admit::body::inspect(&parts, body, bounds, &mut a.facts, &mut access).await;
             inspected.map(|body| (a, body))
         }
         Err(r) => Err(r),

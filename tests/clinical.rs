@@ -225,7 +225,8 @@ async fn spine_interaction_ids_decide_and_ssp_headers_are_required() {
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(s.gw.access_of(&a)["rule"], "gpc-a/allow[1]");
 
-    // The wrong interaction ID for the request, or one no rule names: refused.
+    // An interaction ID that does not label the request it comes with: malformed (400), so
+    // that a rule filtering on it never trusts a header the client chose.
     for (method, path, id) in [
         ("POST", &structured, READ_PATIENT),
         ("GET", &read, STRUCTURED),
@@ -238,11 +239,16 @@ async fn spine_interaction_ids_decide_and_ssp_headers_are_required() {
         let a = go(method, path.clone(), with_token(ssp(id, "200000000101"))).await;
         assert_eq!(
             (a.status, reason(&a)),
-            (403, "not_allowed".to_string()),
+            (400, "bad_request".to_string()),
             "{method} {path} {id}"
         );
-        is_operation_outcome(&a, "forbidden");
+        is_operation_outcome(&a, "invalid");
     }
+    // One that labels the request but that no rule names: refused by policy.
+    let unnamed = "urn:nhs:names:services:gpconnect:fhir:rest:read:patient-2";
+    let a = go("GET", read.clone(), with_token(ssp(unnamed, "200000000101"))).await;
+    assert_eq!((a.status, reason(&a)), (403, "not_allowed".to_string()));
+    is_operation_outcome(&a, "forbidden");
     assert_eq!(s.a.seen().len(), 2);
 
     // `require_ssp_headers`: each of the four missing (or empty) is a 400, before any rule.
@@ -325,7 +331,12 @@ async fn ssp_addressing_reaches_the_provider_named_in_the_path() {
     assert!(a.starts_with("HTTP/1.1 400"), "{a}");
     // Provider B's rule names Patient only.
     let path = format!("/https://{PROVIDER_B}/fhir/Observation?patient=9990000026");
-    let a = s.gw.request(&gp).path(&path).headers(&hs).send().await;
+    let mut search = ssp(
+        "urn:nhs:names:services:gpconnect:fhir:rest:search:observation-1",
+        "200000000101",
+    );
+    search.push(("authorization", token.clone()));
+    let a = s.gw.request(&gp).path(&path).headers(&search).send().await;
     assert_eq!((a.status, reason(&a)), (403, "not_allowed".to_string()));
     assert_eq!((s.a.seen().len(), s.b.seen().len()), (2, 1));
 }
@@ -384,7 +395,10 @@ async fn identity_mismatch_for_a_wrong_asid_or_token_org() {
     );
     assert_eq!(r["client"]["org"], "A81001");
     assert_eq!(r["clinical"]["token"]["organisation"], "A81002");
-    assert_eq!(r["clinical"]["token"]["practitioner"], "G99999999");
+    assert_eq!(
+        r["clinical"]["token"]["practitioner"],
+        "https://fhir.nhs.uk/Id/sds-user-id|G99999999"
+    );
     hs.pop();
     let a = s.gw.request(&gp).path(&read).headers(&hs).send().await;
     assert_eq!((a.status, reason(&a)), (403, "identity_mismatch".to_string()));
@@ -416,7 +430,10 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["client"]["org"], "A81001");
     assert_eq!(r["clinical"]["token"]["organisation"], "A81001");
-    assert_eq!(r["clinical"]["token"]["practitioner"], "G13579135");
+    assert_eq!(
+        r["clinical"]["token"]["practitioner"],
+        "https://fhir.nhs.uk/Id/sds-user-id|G13579135"
+    );
     assert_eq!(r["clinical"]["nhs_number"], "9990000018");
     // The token itself goes upstream untouched (the provider verifies what it needs).
     assert_eq!(s.a.seen().pop().unwrap().headers["authorization"], token.as_str());
@@ -428,7 +445,10 @@ async fn token_org_and_practitioner_are_in_the_access_record() {
             .send()
             .await;
     assert_eq!(a.status, 200);
-    assert_eq!(s.gw.access_of(&a)["clinical"]["token"]["practitioner"], "G13579135");
+    assert_eq!(
+        s.gw.access_of(&a)["clinical"]["token"]["practitioner"],
+        "https://fhir.nhs.uk/Id/sds-user-id|G13579135"
+    );
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ pub async fn inspect(
     parts: &Parts,
     body: Incoming,
     bounds: Bounds<'_>,
+    facts: &mut Facts,
     access: &mut record::Access,
 ) -> Result<RequestBody, Rejection> {
     let content_type = parts.headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
@@ -78,19 +79,12 @@ pub async fn inspect(
             ))
         }
     };
-    let mut facts = Facts {
-        clinical: std::mem::take(&mut access.clinical),
-        ..Facts::default()
-    };
-    let options = clinical::Options::of(route);
-    let parsed = clinical::inspect_body(content_type, &bytes, &options, &mut facts);
-    access.clinical = facts.clinical;
+    let parsed = clinical::inspect_body(content_type, &bytes, &route.into(), facts);
+    access.clinical.clone_from(&facts.clinical);
+    // The checks on what the request names, again with what its body names.
     parsed.map_err(|_| Rejection::BadRequest("the request body says it is JSON but does not parse"))?;
-    if route.check_nhs_number && facts.invalid_nhs_number.is_some() {
-        return Err(Rejection::BadRequest(
-            "the NHS number in the request is not valid: its check digit (modulus 11) is wrong",
-        ));
-    }
+    super::patients_recordable(facts)?;
+    super::nhs_number_valid(route, facts)?;
     Ok(RequestBody::Inspected(Inspected {
         data: Some(bytes),
         _reservation: reservation,

@@ -43,6 +43,8 @@ pub struct Admitted {
     pub rule: usize,
     /// The normalised path (and original query) to forward: what was matched.
     pub path_and_query: String,
+    /// What the request head names; the body, once inspected, adds to it.
+    pub facts: Facts,
     _sealed: (),
 }
 
@@ -88,10 +90,18 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
     let org = organisation(rules.directory, req.identity, access)?;
     let (route, path) = route(rules.routes, req, access)?;
     let query = req.parts.uri.query();
-    let facts = crate::clinical::parse(&req.parts.method, &path, query, &req.parts.headers);
+    let facts = crate::clinical::parse(
+        &req.parts.method,
+        &path,
+        query,
+        &req.parts.headers,
+        &(&route.config).into(),
+    );
     access.clinical = facts.clinical.clone();
+    patients_recordable(&facts)?;
     let cfg = &route.config;
     spine_headers_present(cfg, &req.parts.headers)?;
+    spine_interaction_agrees(&facts, &req.parts.method)?;
     let rule = allowed(route, org, req, &facts)?;
     access.rule = route.rule_labels.get(rule).cloned();
     nhs_number_valid(cfg, &facts)?;
@@ -113,6 +123,7 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
         grant,
         rule,
         path_and_query,
+        facts,
         _sealed: (),
     })
 }
@@ -195,6 +206,23 @@ fn spine_headers_present(cfg: &config::Route, headers: &http::HeaderMap) -> Resu
         ));
     }
     Ok(())
+}
+
+/// A request that names more patients than a record can hold (or ids no record should) is
+/// refused: recording too little is the one failure the trail must not have.
+fn patients_recordable(facts: &Facts) -> Result<(), Rejection> {
+    if facts.unrecorded {
+        return Err(Rejection::BadRequest(
+            "the request names more patients, or longer identifiers, than can be recorded",
+        ));
+    }
+    Ok(())
+}
+
+/// An `Ssp-InteractionID` must label the request it comes with: a rule that filters on
+/// `spine_interactions` would otherwise trust a header the client chose.
+fn spine_interaction_agrees(facts: &Facts, method: &http::Method) -> Result<(), Rejection> {
+    crate::clinical::check_spine_interaction(facts, method).map_err(Rejection::BadRequest)
 }
 
 /// Deny by default: the route's first matching allow rule, or `not_allowed`.

@@ -1,4 +1,4 @@
-//! NHS numbers and the small text helpers the parser needs.
+//! NHS numbers, the NHS identifier systems, and the small text helpers the parser needs.
 
 use std::borrow::Cow;
 
@@ -24,6 +24,34 @@ pub fn nhs_number_valid(s: &str) -> bool {
 /// Ten ASCII digits: shaped like an NHS number, whether or not its check digit holds.
 pub(crate) fn ten_digits(s: &str) -> bool {
     s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The OID of the NHS number (HL7 v3, CDA; some FHIR clients send it as the system).
+const NHS_NUMBER_OID: &str = "urn:oid:2.16.840.1.113883.2.1.4.1";
+
+/// Whether `system` is one of the NHS's identifier systems for `name` (`nhs-number`,
+/// `ods-organization-code`, `sds-user-id`, `sds-role-profile-id`): the current
+/// `https://fhir.nhs.uk/Id/{name}`, and the legacy `http://fhir.nhs.net/Id/{name}`,
+/// `http://fhir.nhs.net/{name}` and `http://fhir.nhs.uk/Id/{name}` that older clients still send.
+/// Case-insensitive: senders differ, and a near miss must not hide a patient.
+pub(crate) fn is_nhs_system(system: &str, name: &str) -> bool {
+    fn strip<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+        let head = s.get(..prefix.len())?;
+        head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    }
+    let Some(rest) = strip(system, "https://").or_else(|| strip(system, "http://")) else {
+        return name == "nhs-number" && system.eq_ignore_ascii_case(NHS_NUMBER_OID);
+    };
+    let Some(rest) = strip(rest, "fhir.nhs.uk/").or_else(|| strip(rest, "fhir.nhs.net/")) else {
+        return false;
+    };
+    let rest = strip(rest, "Id/").unwrap_or(rest);
+    rest.eq_ignore_ascii_case(name)
+}
+
+/// The system of an NHS number.
+pub(crate) fn is_nhs_number_system(system: &str) -> bool {
+    is_nhs_system(system, "nhs-number")
 }
 
 /// Percent-decodes a query component (`+` is a space, as in forms). Borrows when there is

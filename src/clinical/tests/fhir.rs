@@ -115,3 +115,73 @@ fn fhir_shaped_requests_for_refusals_without_a_route() {
     );
     assert!(looks_like_fhir("/nowhere", &stu3));
 }
+
+/// A path, the NHS numbers and patient ids it names, and its interaction.
+type PathCase = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    Option<&'static str>,
+);
+
+#[test]
+fn patient_paths_name_their_patient() {
+    let cases: &[PathCase] = &[
+        ("/fhir/Patient/9990000018", &["9990000018"], &[], Some("read")),
+        ("/fhir/Patient/abc-123", &[], &["abc-123"], Some("read")),
+        (
+            "/fhir/Patient/9990000018/$everything",
+            &["9990000018"],
+            &[],
+            Some("$everything"),
+        ),
+        (
+            "/fhir/Patient/9990000018/_history/2",
+            &["9990000018"],
+            &[],
+            Some("vread"),
+        ),
+        (
+            "/fhir/Patient/9990000018/_history",
+            &["9990000018"],
+            &[],
+            Some("history-instance"),
+        ),
+        (
+            "/fhir/Patient/9990000018/Observation",
+            &["9990000018"],
+            &[],
+            Some("search-compartment"),
+        ),
+        (
+            "/fhir/Patient/p1/DocumentReference/_search",
+            &[],
+            &["p1"],
+            Some("search-compartment"),
+        ),
+        // Shapes FHIR does not have still name the patient.
+        ("/fhir/Patient/9990000026/Observation/2/x", &["9990000026"], &[], None),
+        // No id: nobody.
+        ("/fhir/Patient/_search", &[], &[], Some("search-type")),
+        (
+            "/fhir/Patient/$gpc.getstructuredrecord",
+            &[],
+            &[],
+            Some("$gpc.getstructuredrecord"),
+        ),
+        ("/fhir/Observation/9990000018", &[], &[], Some("read")),
+    ];
+    for (path, nhs, ids, interaction) in cases {
+        let f = get(path, None);
+        assert_eq!(named(&f), (nhs.to_vec(), ids.to_vec(), vec![]), "{path}");
+        assert_eq!(f.fhir_interaction.as_deref(), *interaction, "{path}");
+    }
+    let f = with(Method::POST, "/fhir/Patient/p1/DocumentReference/_search");
+    assert_eq!(f.fhir_interaction.as_deref(), Some("search-compartment"));
+    assert_eq!(f.fhir_compartment_type.as_deref(), Some("DocumentReference"));
+    // Not a search when written to.
+    assert_eq!(
+        with(Method::POST, "/fhir/Patient/p1/Observation").fhir_interaction,
+        None
+    );
+}

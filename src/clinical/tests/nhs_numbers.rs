@@ -64,13 +64,13 @@ fn identifier_searches() {
     let f = get("/fhir/Patient", Some(&format!("identifier={sys}|{BAD_CHECK}")));
     assert_eq!(f.clinical.nhs_number, None);
     assert_eq!(f.invalid_nhs_number.as_deref(), Some(BAD_CHECK));
-    // Other systems, other lengths and spaces are not NHS numbers.
+    // Other systems, other lengths and spaces are not NHS numbers (they are patient ids:
+    // `search::identifier_forms`). With no system, a valid NHS number is one, and so is a
+    // Patient `_id` where Patient ids are NHS numbers (`search::patient_logical_ids`).
     for q in [
         "identifier=https://example.org/mrn|9990000018",
-        "identifier=9990000018",
         "identifier=https://fhir.nhs.uk/Id/nhs-number|999%200000018",
         "identifier=https://fhir.nhs.uk/Id/nhs-number|999000001",
-        "_id=9990000018",
     ] {
         let f = get("/fhir/Patient", Some(q));
         assert_eq!((f.clinical.nhs_number, f.invalid_nhs_number), (None, None), "{q}");
@@ -87,15 +87,13 @@ fn patient_references() {
         "subject=https://epr.example.nhs.uk/fhir/Patient/9990000034",
         "patient=Patient%2F9990000034&category=vital-signs",
         "patient=Patient/1,Patient/9990000034",
+        // Any parameter's reference to a Patient names that patient.
+        "performer=Patient/9990000034",
     ] {
         let f = get("/fhir/Observation", Some(q));
         assert_eq!(f.clinical.nhs_number.as_deref(), Some("9990000034"), "{q}");
     }
-    for q in [
-        "subject=Group/9990000034",
-        "patient=Patient/9990000019",
-        "performer=Patient/9990000034",
-    ] {
+    for q in ["subject=Group/9990000034", "patient=Patient/9990000019"] {
         let f = get("/fhir/Observation", Some(q));
         assert_eq!(f.clinical.nhs_number, None, "{q}");
         // A 10-digit logical id in a reference may be the server's own id.

@@ -71,9 +71,10 @@ fn gp_connect_token() {
         f.clinical.token.as_ref().and_then(|t| t.organisation.as_deref()),
         Some("A81001")
     );
+    // The SDS user id with its system (the resource id is the consumer's own).
     assert_eq!(
         f.clinical.token.as_ref().and_then(|t| t.practitioner.as_deref()),
-        Some("1")
+        Some("https://fhir.nhs.uk/Id/sds-user-id|111222333444")
     );
 
     // Signed tokens are read the same (never verified); padding is tolerated.
@@ -145,4 +146,48 @@ fn garbage_tokens_give_nothing() {
         h.insert(AUTHORIZATION, HeaderValue::from_static(value));
         assert!(parse(&Method::GET, "/", None, &h).clinical.is_empty(), "{value}");
     }
+}
+
+#[test]
+fn ssp_headers_are_recorded() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("Ssp-From", "200000000101"),
+        ("Ssp-To", "918999198993"),
+        (
+            "Ssp-InteractionID",
+            "urn:nhs:names:services:gpconnect:fhir:rest:read:patient-1",
+        ),
+        ("Ssp-TraceID", "09a01679-2564-0fb4-5129-aecc81ea2706"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    let f = parse(&Method::GET, "/fhir/Patient/9990000018", None, &h);
+    assert_eq!(
+        f.clinical.ssp,
+        Some(crate::audit::record::Ssp {
+            from: Some("200000000101".into()),
+            to: Some("918999198993".into()),
+            interaction: Some("urn:nhs:names:services:gpconnect:fhir:rest:read:patient-1".into()),
+            trace_id: Some("09a01679-2564-0fb4-5129-aecc81ea2706".into()),
+        })
+    );
+    assert_eq!(
+        f.clinical.trace_id.as_deref(),
+        Some("09a01679-2564-0fb4-5129-aecc81ea2706")
+    );
+    // Only what was sent, and sane.
+    let mut h = HeaderMap::new();
+    h.insert("ssp-from", HeaderValue::from_static("200000000101"));
+    h.insert("ssp-to", HeaderValue::from_static("bad value"));
+    let f = parse(&Method::GET, "/", None, &h);
+    assert_eq!(
+        f.clinical.ssp,
+        Some(crate::audit::record::Ssp {
+            from: Some("200000000101".into()),
+            ..Default::default()
+        })
+    );
+    assert_eq!(f.clinical.trace_id, None);
+    assert_eq!(parse(&Method::GET, "/", None, &HeaderMap::new()).clinical.ssp, None);
 }
