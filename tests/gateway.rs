@@ -34,6 +34,17 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
             .header("client-cert", ":AAAA:")
             .header("x-forwarded-for", "10.0.0.1")
             .header("forwarded", "for=10.0.0.1")
+            // Overrides that upstream frameworks honour.
+            .header("x-forwarded-host", "admin.internal")
+            .header("x-forwarded-port", "8080")
+            .header("x-forwarded-prefix", "/admin")
+            .header("x-real-ip", "10.0.0.1")
+            .header("x-original-url", "/admin/users")
+            .header("x-rewrite-url", "/admin/users")
+            .header("x-http-method-override", "DELETE")
+            .header("x-http-method", "DELETE")
+            .header("x-method-override", "DELETE")
+            .header("x-forwarded-client-cert", "Hash=00;Subject=\"CN=evil\"")
             .header("x-custom", "kept")
             .send()
             .await;
@@ -57,6 +68,20 @@ async fn each_identity_source_reaches_the_upstream_with_identity_headers() {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"localhost\";proto=https");
         assert_eq!(h["x-custom"], "kept");
+        for name in [
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-forwarded-client-cert",
+        ] {
+            assert!(!h.contains_key(name), "{org}: {name} reached the upstream");
+        }
         assert_eq!(seen.uri, "/fhir/Patient/9990000018");
     }
 }
@@ -229,7 +254,7 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
     let up = Upstream::start().await;
     let gw = Gw::standard(&pki, &up).await;
     let trust = pki.client("RXC");
-    let cases: [&[u8]; 7] = [
+    let cases: [&[u8]; 12] = [
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
@@ -237,6 +262,14 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
         b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n  b\r\n\r\n",
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
         b"POST /files/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+        // Two Hosts, two Authorizations, two Ssp-From: the upstream might read the other copy.
+        b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nHost: admin.internal\r\n\r\n",
+        b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+        b"GET /files/a HTTP/1.1\r\nHost: localhost\r\nSsp-From: 1\r\nssp-from: 2\r\n\r\n",
+        // A Host that is no host name.
+        b"GET /files/a HTTP/1.1\r\nHost: =HYPERLINK(1)\r\n\r\n",
+        // HTTP/1.1 without Host.
+        b"GET /files/a HTTP/1.1\r\nAccept: */*\r\n\r\n",
     ];
     for case in cases {
         let a = gw.raw(&trust, case).await;

@@ -1,7 +1,8 @@
 //! Every header the gateway removes or sets, both ways, in one place (SPEC §4):
 //!
-//! - to the upstream: hop-by-hop headers (and those `Connection` names) and any client-sent
-//!   copy of the identity headers are removed, then caregate sets `X-Client-Org`,
+//! - to the upstream: hop-by-hop headers (and those `Connection` names), any client-sent copy
+//!   of the identity headers, and the override headers frameworks honour (`X-Forwarded-Host`,
+//!   `X-Original-URL`, `X-HTTP-Method-Override`, …) are removed, then caregate sets `X-Client-Org`,
 //!   `X-Client-Cert-Subject`, `X-Client-Cert-Fingerprint`, `Client-Cert`, `X-Forwarded-For`,
 //!   `X-Forwarded-Proto`, `Forwarded`, `X-Request-Id`, and `Host` where HTTP/2 gave only
 //!   `:authority`;
@@ -33,8 +34,10 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers only caregate may set: any client-sent copy is removed first.
-const IDENTITY_HEADERS: [HeaderName; 10] = [
+/// Headers only caregate may set, and headers upstream frameworks honour as overrides of what
+/// caregate checked and recorded (the host, the client's address, the path, the method, the
+/// client certificate): any client-sent copy is removed.
+const IDENTITY_HEADERS: [HeaderName; 20] = [
     X_CLIENT_ORG,
     X_CLIENT_CERT_SUBJECT,
     X_CLIENT_CERT_FINGERPRINT,
@@ -45,6 +48,16 @@ const IDENTITY_HEADERS: [HeaderName; 10] = [
     header::FORWARDED,
     X_REQUEST_ID,
     header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-forwarded-client-cert"),
 ];
 
 /// The `X-Request-Id` header for `request_id`. Marked sensitive, which HTTP/2 encodes as a
@@ -202,6 +215,11 @@ mod tests {
             ("te", "trailers"),
             ("x-client-org", "RXC"),
             ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-client-cert", "Hash=abc"),
             ("accept", "application/fhir+json"),
         ] {
             h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
@@ -213,7 +231,17 @@ mod tests {
         to_client(&mut response, HeaderValue::from_static("id-1"));
         assert_eq!(
             names(&response),
-            ["accept", "forwarded", "x-client-org", "x-request-id"]
+            [
+                "accept",
+                "forwarded",
+                "x-client-org",
+                "x-forwarded-client-cert",
+                "x-forwarded-host",
+                "x-http-method-override",
+                "x-original-url",
+                "x-real-ip",
+                "x-request-id"
+            ]
         );
         // Without any of them, nothing changes.
         let mut plain = HeaderMap::new();

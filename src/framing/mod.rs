@@ -45,6 +45,16 @@ pub fn check(parts: &http::request::Parts) -> Result<(), &'static str> {
     {
         return Err("the request repeats Host, Authorization or an Ssp- header, which must appear once");
     }
+    // Only host names and IP literals: a value an upstream or a log viewer might read as
+    // something else (`=HYPERLINK(1)`, `a b`, `x@y`) is refused.
+    let host = h.get(header::HOST).map(|v| v.as_bytes());
+    if [host, parts.uri.authority().map(|a| a.as_str().as_bytes())]
+        .into_iter()
+        .flatten()
+        .any(|v| !valid_authority(v))
+    {
+        return Err("the request's Host or authority is not a host name or address");
+    }
     // An absolute-form target must agree with Host, or the two could route differently.
     if let (Some(a), Some(hv)) = (parts.uri.authority(), h.get(header::HOST)) {
         if !a.as_str().as_bytes().eq_ignore_ascii_case(hv.as_bytes()) {
@@ -52,6 +62,40 @@ pub fn check(parts: &http::request::Parts) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// `host [":" port]`, the host a DNS name (letters, digits, `-`, `.`, `_`), an IPv4 address, or
+/// an IPv6 literal in brackets; the port digits.
+fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = match v.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                let ok =
+                    !literal.is_empty() && literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                (&b"x"[..], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        None => match v.iter().rposition(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &b""[..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok
+        && !host.is_empty()
+        && host.len() <= 253
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
 }
 
 /// Headers HTTP/2 forbids (RFC 9113 §8.2.2): a request carrying one is malformed.
@@ -94,6 +138,42 @@ mod tests {
         assert_eq!(verdict(absolute.header("host", "EPR.example")), Ok(()));
         let absolute = Request::builder().uri("https://epr.example/fhir/x");
         assert!(verdict(absolute.header("host", "pacs.example")).is_err());
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for good in [
+            "localhost",
+            "epr.example.nhs.uk:8443",
+            "127.0.0.1",
+            "[::1]:8443",
+            "[fe80::1]",
+            "a_b.example",
+            "x:",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "=HYPERLINK(1)",
+            "a b",
+            "x@y",
+            "",
+            "[::1",
+            "[zz]",
+            "h:port",
+            "h:123456",
+            "a,b",
+            "\\evil",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad}");
+        }
+        let with_host = |h: &'static str| Request::builder().uri("/fhir/x").header("host", h);
+        assert!(verdict(with_host("=HYPERLINK(1)")).is_err());
+        assert_eq!(verdict(with_host("epr.example:443")), Ok(()));
+        let h2 = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://=cmd(1)/fhir/x");
+        assert!(verdict(h2).is_err());
     }
 
     #[test]
