@@ -224,6 +224,6 @@ fn refuse(
     completion.set_status(resp.status().as_u16());
     completion.finish(outcome);
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
-    headers::to_client(resp.headers_mut(), rid);
+    headers::on_refusal(resp.headers_mut(), rid);
     resp
 }

@@ -106,9 +106,15 @@ pub fn to_upstream(
     }
 }
 
-/// Prepares a response's headers for the client: hygiene, and caregate's request id.
+/// Prepares an upstream response's headers for the client: hygiene, and caregate's request id.
 pub fn to_client(headers: &mut HeaderMap, request_id: HeaderValue) {
     strip(headers, &[]);
+    headers.insert(X_REQUEST_ID, request_id);
+}
+
+/// Sets caregate's request id on a response the gateway made itself (a refusal), whose other
+/// headers are its own: `Connection: close` after a malformed request must stay.
+pub fn on_refusal(headers: &mut HeaderMap, request_id: HeaderValue) {
     headers.insert(X_REQUEST_ID, request_id);
 }
 

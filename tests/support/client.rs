@@ -131,6 +131,16 @@ impl Remote {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// As [`Remote::raw`], for a request the gateway must answer and then close the connection
+    /// after: `None` if it was still open after 5 s.
+    pub async fn raw_then_closed(&self, leaf: &Leaf, bytes: &[u8]) -> Option<String> {
+        let mut tls = self.connect(Some(leaf), &[b"http/1.1"]).await.unwrap();
+        tls.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        read.is_ok().then(|| String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// An HTTP/1.1 keep-alive connection: the request sender and the task driving it.
     pub async fn h1(&self, leaf: &Leaf) -> (H1Sender, ConnTask) {
         let tls = self.connect(Some(leaf), &[b"http/1.1"]).await.expect("handshake");
