@@ -31,6 +31,7 @@ fn access(i: u64) -> Event {
             method: "GET".into(),
             host: Some("epr.trust.nhs.uk".into()),
             path: "/fhir/R4/Patient/9990000034".into(),
+            path_params: Vec::new(),
             query: None,
             version: "HTTP/1.1".into(),
         },

@@ -74,9 +74,35 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
+/// Matrix parameters (`;name=value`) cut from each segment of a raw path. Servlet containers
+/// (Tomcat, Jetty: HAPI FHIR's usual homes) drop them before resolving the path, so that
+/// `/fhir/Patient/..;/Observation` is `/fhir/Observation` to them: the gateway must match what
+/// they will resolve, or refuse. Returns the path without them, and what was cut.
+pub fn split_params(raw: &str) -> (std::borrow::Cow<'_, str>, Vec<String>) {
+    if !raw.contains(';') {
+        return (std::borrow::Cow::Borrowed(raw), Vec::new());
+    }
+    let mut path = String::with_capacity(raw.len());
+    let mut params = Vec::new();
+    for (i, seg) in raw.split('/').enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        match seg.split_once(';') {
+            Some((keep, cut)) => {
+                path.push_str(keep);
+                params.push(cut.to_string());
+            }
+            None => path.push_str(seg),
+        }
+    }
+    (std::borrow::Cow::Owned(path), params)
+}
+
 fn decode_segment(seg: &str) -> Result<String, PathError> {
     let b = seg.as_bytes();
-    let mut out = String::with_capacity(seg.len());
+    // Bytes, not chars: a raw UTF-8 sequence (`Zoë`) is copied as it came.
+    let mut out = Vec::with_capacity(seg.len());
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -84,7 +110,7 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
             return Err(PathError::ForbiddenByte);
         }
         if c != b'%' {
-            out.push(c as char);
+            out.push(c);
             i += 1;
             continue;
         }
@@ -98,22 +124,41 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
         let v = h << 4 | l;
         match v {
             b'/' | b'\\' | 0..=0x1f | 0x7f => return Err(PathError::ForbiddenEscape),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(v as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(v),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(HEX[(v >> 4) as usize] as char);
-                out.push(HEX[(v & 15) as usize] as char);
+                out.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
             }
         }
         i += 3;
     }
-    Ok(out)
+    // The input's own bytes (whole UTF-8 sequences: segments split at an ASCII `/`) and ASCII.
+    String::from_utf8(out).map_err(|_| PathError::ForbiddenByte)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_utf8_is_forwarded_as_it_came() {
+        assert_eq!(normalise("/fhir/Zoë/./x").unwrap(), "/fhir/Zoë/x");
+        assert_eq!(normalise("/fhir/Zoë/.").unwrap(), "/fhir/Zoë/");
+        assert_eq!(normalise("/a/%41ë/../b").unwrap(), "/a/b");
+    }
+
+    #[test]
+    fn matrix_parameters_are_cut_from_every_segment() {
+        assert_eq!(split_params("/fhir/Patient/1"), ("/fhir/Patient/1".into(), vec![]));
+        let (path, params) = split_params("/fhir/Patient/..;/Observation");
+        assert_eq!(
+            (path.as_ref(), params),
+            ("/fhir/Patient/../Observation", vec!["".to_string()])
+        );
+        let (path, params) = split_params("/fhir;jsessionid=1/Patient/9990000018;x=1;y");
+        assert_eq!(path, "/fhir/Patient/9990000018");
+        assert_eq!(params, ["jsessionid=1", "x=1;y"]);
+    }
 
     #[test]
     fn plain_paths_pass_unchanged() {

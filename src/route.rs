@@ -147,6 +147,7 @@ mod tests {
             inspect_body: true,
             inspect_body_limit: config::Route::INSPECT_BODY_LIMIT,
             patient_ids_are_nhs_numbers: true,
+            allow_path_params: false,
             allow: vec![],
         }
     }

@@ -216,11 +216,16 @@ async fn failover_to_the_next_origin_keeps_the_body() {
 async fn path_tricks_never_reach_a_route_they_should_not() {
     let pki = TestPki::new();
     let up = Upstream::start().await;
-    let gw = Gw::standard(&pki, &up).await;
+    let config = pki.config().standard([up.url()]).route(
+        Route::new("servlet", "/servlet/", "epr", "epr")
+            .set("allow_path_params = true")
+            .allow(Allow::groups(&["gp"])),
+    );
+    let mut gw = Gw::start(&pki, config).await;
     // A81001 may use /files/ and /fhir/ (GET); the trick is to reach /files/ via /fhir/ or
     // anything else via traversal.
     let gp = pki.client("A81002");
-    let cases: [(&str, u16, Option<&str>); 9] = [
+    let cases: [(&str, u16, Option<&str>); 14] = [
         ("/fhir/../files/secret", 403, None),
         ("/fhir/%2e%2e/files/secret", 403, None),
         ("/fhir/%2E%2E/%2e%2e/etc/passwd", 400, None),
@@ -234,6 +239,14 @@ async fn path_tricks_never_reach_a_route_they_should_not() {
             200,
             Some("/fhir/Observation?patient=9990000018"),
         ),
+        // Servlet path parameters: Tomcat resolves `..;` as `..`, and `;x` hides the id.
+        ("/fhir/Patient/..;/Observation", 400, None),
+        ("/fhir/Patient/9990000018;x", 400, None),
+        ("/fhir;jsessionid=1/Patient/9990000018", 400, None),
+        // A route that allows them: cut before matching and forwarding, as the servlet would.
+        ("/servlet/a/..;/b;v=1", 200, Some("/servlet/b")),
+        // Raw UTF-8 in a path that takes the slow path goes on as it came.
+        ("/fhir/Zoë/./Patient", 200, Some("/fhir/Zoë/Patient")),
     ];
     for (path, status, forwarded) in cases {
         let before = up.seen().len();
@@ -246,6 +259,13 @@ async fn path_tricks_never_reach_a_route_they_should_not() {
             None => assert_eq!(seen.len(), before, "{path} must not be forwarded"),
         }
     }
+    let records = gw.stop().await;
+    let servlet = records
+        .iter()
+        .find(|r| r["event"] == "access" && r["route"] == "servlet")
+        .unwrap();
+    assert_eq!(servlet["request"]["path"], "/servlet/b");
+    assert_eq!(servlet["request"]["path_params"], serde_json::json!(["", "v=1"]));
 }
 
 #[tokio::test]

@@ -184,12 +184,22 @@ fn route<'s>(
     access: &mut record::Access,
 ) -> Result<(&'s Arc<Route>, String), Rejection> {
     let (provider, raw) = split_provider(req.parts.uri.path())?;
-    let path = crate::path::normalise(raw).map_err(|_| Rejection::BadRequest("the request path is not allowed"))?;
+    // Matched as a servlet upstream would resolve it: without its matrix parameters.
+    let (raw, params) = crate::path::split_params(raw);
+    let path = crate::path::normalise(&raw).map_err(|_| Rejection::BadRequest("the request path is not allowed"))?;
     // Into the raw path's buffer, which is seldom shorter: usually no allocation.
     access.request.path.clone_from(&path);
     let route = routes.find_for(req.host, provider, &path).ok_or(Rejection::NoRoute)?;
     access.route = Some(route.name.clone());
     access.class = Some(route.class.as_str().into());
+    if !params.is_empty() {
+        access.request.path_params = params;
+        if !route.config.allow_path_params {
+            return Err(Rejection::BadRequest(
+                "a path segment carries ;parameters, which upstreams read differently",
+            ));
+        }
+    }
     Ok((route, path))
 }
 

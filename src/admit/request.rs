@@ -35,6 +35,7 @@ pub fn access_record(
             method: method_word(&parts.method),
             host: host.cloned(),
             path: parts.uri.path().to_string(),
+            path_params: Vec::new(),
             query: parts.uri.query().map(str::to_string),
             version: version_str(parts.version).into(),
         },

@@ -57,6 +57,9 @@ pub struct Request {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<Arc<str>>,
     pub path: String,
+    /// Matrix parameters cut from the path's segments (`;x=1`), on a route that allows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_params: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     pub version: Word,

@@ -152,6 +152,8 @@ pub struct Route {
     /// A 10-digit Patient id that passes the check digit is an NHS number (PDS-style APIs);
     /// false where ids are opaque.
     pub patient_ids_are_nhs_numbers: bool,
+    /// Accept `;` parameters in path segments: cut before matching (and forwarding), recorded.
+    pub allow_path_params: bool,
     pub allow: Vec<AllowRule>,
 }
 

@@ -121,6 +121,8 @@ pub(super) struct RawRoute {
     #[serde(default = "yes")]
     pub(super) patient_ids_are_nhs_numbers: bool,
     #[serde(default)]
+    pub(super) allow_path_params: bool,
+    #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
 }
 

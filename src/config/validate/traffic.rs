@@ -90,6 +90,7 @@ pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, KeyError> {
             inspect_body: r.inspect_body.unwrap_or(class == Class::Epr),
             inspect_body_limit,
             patient_ids_are_nhs_numbers: r.patient_ids_are_nhs_numbers,
+            allow_path_params: r.allow_path_params,
             allow,
         });
     }

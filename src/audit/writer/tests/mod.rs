@@ -79,6 +79,7 @@ fn access(i: usize) -> Event {
             method: "GET".into(),
             host: Some("epr.example.nhs.uk".into()),
             path: format!("/fhir/Patient/{i}"),
+            path_params: Vec::new(),
             query: None,
             version: "HTTP/1.1".into(),
         },
