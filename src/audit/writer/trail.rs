@@ -89,11 +89,14 @@ pub(super) struct Trail {
 }
 
 impl Trail {
-    /// Opens (or continues) the trail in `cfg.dir`: cuts a torn last line off, finds the
-    /// chain's head, and takes the folder's lock.
+    /// Opens (or continues) the trail in `cfg.dir`: makes the folder if need be, takes its
+    /// lock, and only then cuts a torn last line off and finds the chain's head. In that order:
+    /// on a folder another caregate writes to, the "torn" line may be its write in progress,
+    /// and a refused second writer must leave every byte as it found it.
     pub(super) fn open(cfg: &config::Audit, signer: Option<Signer>, meters: Arc<Meters>) -> Result<Trail, AuditError> {
-        let r = segment::recover(&cfg.dir)?;
+        segment::create_dir(&cfg.dir)?;
         let lock = lock_trail(&cfg.dir)?;
+        let r = segment::recover(&cfg.dir)?;
         let mut clock = Clock::default();
         let reserve = signer.as_ref().map_or(0, |s| {
             // The longest checkpoint line: seq at its widest.
