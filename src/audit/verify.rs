@@ -5,7 +5,8 @@
 //! the line ends in `,"hash":"<64 hex>"}` and is JSON; its `seq` is the next one (deleted,
 //! inserted, reordered lines, a missing file); the first record of a file has the `seq` its name
 //! says; its `hash` is SHA-256 over `prev ‖ "\n" ‖ body` (a changed byte); `prev` is the previous
-//! record's hash; a checkpoint's `chain_head`, `key_id` and Ed25519 signature. With a public key a
+//! record's hash; a checkpoint's `chain_head`, `key_id` and Ed25519 signature (over the v2 message,
+//! or v1 for a checkpoint without `next_due`: see `checkpoint`). With a public key a
 //! trail must end in a checkpoint: a running gateway seals its trail periodically and at shutdown,
 //! so records after the last checkpoint may have been cut off or rewritten unseen.
 //!
@@ -22,6 +23,7 @@ use ring::digest;
 use ring::signature::{UnparsedPublicKey, ED25519};
 use serde::Deserialize;
 
+use super::checkpoint;
 use super::read::{self, Item, Lines, Position, ReadError};
 
 /// `,"hash":"` + 64 hex + `"}`: the fixed-length end of every line.
@@ -29,8 +31,6 @@ const HASH_TAIL: usize = 9 + 64 + 2;
 const HASH_KEY: &[u8] = br#","hash":""#;
 /// `prev` of seq 1.
 const GENESIS: [u8; 64] = [b'0'; 64];
-/// Domain separation for checkpoint signatures (agreed with the writer).
-const CHECKPOINT_CONTEXT: &str = "caregate-checkpoint-v1";
 
 /// Options of `caregate audit verify`.
 #[derive(Debug, Clone, Default)]
@@ -186,8 +186,14 @@ struct Head<'a> {
     event: &'a str,
     #[serde(borrow)]
     prev: &'a str,
+    /// Every record's; a checkpoint (v2) signs it.
+    #[serde(borrow, default)]
+    time: Option<&'a str>,
     #[serde(borrow, default)]
     chain_head: Option<&'a str>,
+    /// A v2 checkpoint's; a v1 checkpoint has none.
+    #[serde(borrow, default)]
+    next_due: Option<&'a str>,
     #[serde(borrow, default)]
     key_id: Option<&'a str>,
     #[serde(borrow, default)]
@@ -353,8 +359,15 @@ impl Chain<'_> {
         let signature = base64::engine::general_purpose::STANDARD
             .decode(signature)
             .map_err(|_| "checkpoint signature is not base64")?;
-        let message = format!("{CHECKPOINT_CONTEXT}\n{}\n{chain_head}\n", head.seq);
-        key.verify(message.as_bytes(), &signature)
+        // v2 signs the time and next_due too; a record without next_due is v1 (an older trail).
+        let message = match head.next_due {
+            Some(next_due) => {
+                let time = head.time.ok_or("checkpoint without time")?;
+                checkpoint::checkpoint_message(head.seq, chain_head, time, next_due)
+            }
+            None => checkpoint::checkpoint_message_v1(head.seq, chain_head),
+        };
+        key.verify(&message, &signature)
             .map_err(|_| "checkpoint signature is not valid for the given public key".to_string())
     }
 

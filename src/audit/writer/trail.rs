@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::audit::chain::{self, Clock, HashHex, GENESIS};
-use crate::audit::checkpoint::Signer;
+use crate::audit::checkpoint::{self, Signer};
 use crate::audit::segment::{self, Segment};
 use crate::audit::AuditError;
 use crate::config::{self, Durability};
@@ -99,17 +99,12 @@ impl Trail {
         let r = segment::recover(&cfg.dir)?;
         let mut clock = Clock::default();
         let reserve = signer.as_ref().map_or(0, |s| {
-            // The longest checkpoint line: seq at its widest.
+            // The longest checkpoint line: seq at its widest (times are all of one width).
             let mut line = Vec::new();
             let time = clock.next();
-            chain::encode(
-                &mut line,
-                u64::MAX,
-                time.as_str(),
-                "checkpoint",
-                &s.fields(u64::MAX, GENESIS),
-                GENESIS,
-            );
+            let time = time.as_str();
+            let fields = s.fields(u64::MAX, GENESIS, time, time);
+            chain::encode(&mut line, u64::MAX, time, "checkpoint", &fields, GENESIS);
             line.len() as u64
         });
         Ok(Trail {
@@ -281,7 +276,8 @@ impl Trail {
     fn add_checkpoint(&mut self, work: &mut Chain, buf: &mut Vec<u8>) {
         let Some(signer) = &self.signer else { return };
         let time = self.clock.next();
-        let fields = signer.fields(work.next_seq, work.head.as_str());
+        let next_due = checkpoint::next_due(time.as_str(), self.checkpoint_interval);
+        let fields = signer.fields(work.next_seq, work.head.as_str(), time.as_str(), &next_due);
         work.head = chain::encode(
             buf,
             work.next_seq,
