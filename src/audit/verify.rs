@@ -10,6 +10,12 @@
 //! trail must end in a checkpoint: a running gateway seals its trail periodically and at shutdown,
 //! so records after the last checkpoint may have been cut off or rewritten unseen.
 //!
+//! That cannot tell a trail cut right after an earlier checkpoint (its newest files deleted):
+//! it ends sealed too. What the auditor knows from outside can (`expect`): a witness of a later
+//! checkpoint (`witness`, `--witness`), or a time the gateway is known to have run until
+//! (`--expect-until`), against the last checkpoint's signed `next_due`. `audit verify` prints
+//! the last checkpoint's seq and time either way.
+//!
 //! Speed matters (trails of hundreds of millions of records): nothing is allocated per line
 //! beyond the reader's line buffer, fields are borrowed, and the hash is fed from the line in
 //! place.
@@ -25,6 +31,12 @@ use serde::Deserialize;
 
 use super::checkpoint;
 use super::read::{self, Item, Lines, Position, ReadError};
+
+pub mod expect;
+pub mod witness;
+
+pub use expect::{Expected, LastCheckpoint};
+pub use witness::Witness;
 
 /// `,"hash":"` + 64 hex + `"}`: the fixed-length end of every line.
 const HASH_TAIL: usize = 9 + 64 + 2;
@@ -48,6 +60,13 @@ pub struct VerifyArgs {
     pub options: VerifyOptions,
 }
 
+/// `[--witness FILE|URL] [--expect-until TIME]`, as given on the command line (see `expect`).
+#[derive(Debug, Clone, Default)]
+pub struct ExpectArgs {
+    pub witness: Option<String>,
+    pub expect_until: Option<String>,
+}
+
 /// An intact trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -59,6 +78,10 @@ pub struct Report {
     pub last_seq: u64,
     /// Records after the last checkpoint, when accepted by `allow_unsealed_tail`.
     pub unsealed_tail: Option<u64>,
+    /// Where the trail shows the gateway ran until (see `expect`).
+    pub last_checkpoint: Option<LastCheckpoint>,
+    /// Witnessed checkpoints found in the trail, unchanged.
+    pub witnessed: usize,
 }
 
 impl fmt::Display for Report {
@@ -107,32 +130,80 @@ pub enum VerifyError {
     /// The trail reads but is not whole: exit 1.
     #[error("{0}")]
     Broken(Broken),
+    /// The trail is whole, but ends before a witnessed checkpoint or before the time it was
+    /// expected to run until: exit 1.
+    #[error("cut short: {0}")]
+    Cut(String),
     /// The trail or the key could not be read at all: exit 2.
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("{0}")]
     BadKey(String),
+    /// A witness or `--expect-until` that cannot be used: exit 2.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl VerifyError {
-    /// SPEC §2: 1 names a bad record; 2 is input that could not be checked at all.
+    /// SPEC §2: 1 names a bad record (or a cut); 2 is input that could not be checked at all.
     pub fn exit_code(&self) -> u8 {
         match self {
-            VerifyError::Broken(_) => 1,
-            VerifyError::Read(_) | VerifyError::BadKey(_) => 2,
+            VerifyError::Broken(_) | VerifyError::Cut(_) => 1,
+            VerifyError::Read(_) | VerifyError::BadKey(_) | VerifyError::Unusable(_) => 2,
         }
     }
 }
 
-/// The command: verifies `args.dir`, writes the "intact: …" line to `out`. main.rs prints an
-/// error to stderr and exits with [`VerifyError::exit_code`].
+/// The command: verifies `args.dir`, writes the "intact: …" line and the last checkpoint's
+/// to `out`. main.rs prints an error to stderr and exits with [`VerifyError::exit_code`].
 pub fn run(args: &VerifyArgs, out: &mut impl Write) -> Result<Report, VerifyError> {
+    run_expecting(args, &ExpectArgs::default(), out)
+}
+
+/// [`run`], with `--witness` and `--expect-until`:
+///
+/// ```text
+/// intact: 48211 records, 3 files, 5 checkpoints verified, last seq 48211
+/// last checkpoint: seq 48211 at 2026-11-22T05:08:59.123456Z, the next due by 2026-11-22T05:09:59.123456Z
+/// witness: checkpoint seq 48000 of 2026-11-22T05:07:02.000102Z in the trail, unchanged
+/// expected until 2026-11-22T05:09:00Z: shown by the last checkpoint
+/// ```
+pub fn run_expecting(args: &VerifyArgs, expect: &ExpectArgs, out: &mut impl Write) -> Result<Report, VerifyError> {
     let key = match &args.public_key {
         Some(path) => Some(read_public_key(path)?),
         None => None,
     };
-    let report = verify(&args.dir, key.as_ref().map(|k| &k[..]), &args.options)?;
-    writeln!(out, "{report}").map_err(|source| ReadError::Io {
+    let key = key.as_ref().map(|k| &k[..]);
+    let until = expect.expect_until.as_deref().map(expect::parse_until).transpose()?;
+    let witnesses = match &expect.witness {
+        Some(source) => witness::read_witnesses(source, key)?,
+        None => Vec::new(),
+    };
+    let expected = Expected { witnesses, until };
+    let report = verify_expecting(&args.dir, key, &args.options, &expected)?;
+
+    let mut text = format!("{report}\n");
+    match &report.last_checkpoint {
+        Some(c) => text.push_str(&format!("last checkpoint: {c}\n")),
+        None => text.push_str("last checkpoint: none (nothing shows where the trail should end)\n"),
+    }
+    if let Some(newest) = expected.witnesses.iter().max_by_key(|w| w.seq) {
+        let line = match report.witnessed {
+            1 => format!("witness: checkpoint seq {} of {}", newest.seq, newest.time),
+            n => format!(
+                "witnesses: {n} checkpoints, the newest seq {} of {},",
+                newest.seq, newest.time
+            ),
+        };
+        text.push_str(&format!("{line} in the trail, unchanged\n"));
+    }
+    if let Some(until) = until {
+        text.push_str(&format!(
+            "expected until {}: shown by the last checkpoint\n",
+            expect::show(until)
+        ));
+    }
+    out.write_all(text.as_bytes()).map_err(|source| ReadError::Io {
         path: PathBuf::from("<stdout>"),
         source,
     })?;
@@ -203,18 +274,34 @@ struct Head<'a> {
 /// Verifies the trail in `dir`. `public_key` is the raw 32-byte Ed25519 key; without it the
 /// chain is checked but checkpoint signatures cannot be.
 pub fn verify(dir: &Path, public_key: Option<&[u8]>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    verify_expecting(dir, public_key, opts, &Expected::default())
+}
+
+/// [`verify`], and then what the auditor knows from outside the trail must hold too: every
+/// witnessed checkpoint is in it, unchanged, and its last checkpoint shows the gateway ran
+/// until `expected.until` (see `expect`).
+pub fn verify_expecting(
+    dir: &Path,
+    public_key: Option<&[u8]>,
+    opts: &VerifyOptions,
+    expected: &Expected,
+) -> Result<Report, VerifyError> {
     let files = read::list_files(dir)?;
     let file_count = files.len();
     let mut lines = Lines::new(files);
+    let mut witnesses: Vec<&Witness> = expected.witnesses.iter().collect();
+    witnesses.sort_by_key(|w| w.seq);
     let mut chain = Chain {
         key: public_key.map(|k| (UnparsedPublicKey::new(&ED25519, k), key_id(k))),
         prev_hash: GENESIS,
         next_seq: 1,
         records: 0,
         checkpoints: 0,
-        last_checkpoint_seq: None,
+        last_checkpoint: None,
         last: None,
         file_first_seq: None,
+        witnesses,
+        witnessed: 0,
     };
     while let Some(item) = lines.next_item()? {
         match item {
@@ -224,27 +311,30 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>, opts: &VerifyOptions) -> Re
             Item::Line { pos, bytes, terminated } => chain.check_line(pos, bytes, terminated)?,
         }
     }
-    chain.finish(file_count, opts)
+    chain.finish(file_count, opts, expected)
 }
 
 // === impl Chain ===
 
 /// The verifier's state between lines.
-struct Chain<'k> {
+struct Chain<'k, 'e> {
     key: Option<(UnparsedPublicKey<&'k [u8]>, String)>,
     /// Hex of the previous record's hash (as written in the trail).
     prev_hash: [u8; 64],
     next_seq: u64,
     records: u64,
     checkpoints: u64,
-    last_checkpoint_seq: Option<u64>,
+    last_checkpoint: Option<LastCheckpoint>,
     /// (file, line) of the last record, to name it if the tail is unsealed.
     last: Option<(String, u64)>,
     /// The number in the current file's name, until its first record has been checked.
     file_first_seq: Option<u64>,
+    /// Witnessed checkpoints by `seq`; those before `witnessed` have been found.
+    witnesses: Vec<&'e Witness>,
+    witnessed: usize,
 }
 
-impl Chain<'_> {
+impl Chain<'_, '_> {
     fn check_line(&mut self, pos: Position<'_>, line: &[u8], terminated: bool) -> Result<(), VerifyError> {
         let broken = |seq: Option<u64>, problem: String| {
             VerifyError::Broken(Broken {
@@ -322,7 +412,13 @@ impl Chain<'_> {
         if head.event == "checkpoint" {
             self.check_checkpoint(&head).map_err(|p| broken(Some(seq), p))?;
             self.checkpoints += 1;
-            self.last_checkpoint_seq = Some(seq);
+            let time = head.time.unwrap_or_default();
+            let last = self.last_checkpoint.get_or_insert_with(LastCheckpoint::default);
+            last.set(seq, time, head.next_due, &pos.file.name, pos.line);
+        }
+        while let Some(w) = self.witnesses.get(self.witnessed).filter(|w| w.seq == seq) {
+            expect::check_witnessed(w, head.event, &computed).map_err(|p| broken(Some(seq), p))?;
+            self.witnessed += 1;
         }
 
         self.prev_hash = computed;
@@ -371,14 +467,16 @@ impl Chain<'_> {
             .map_err(|_| "checkpoint signature is not valid for the given public key".to_string())
     }
 
-    fn finish(self, files: usize, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    fn finish(self, files: usize, opts: &VerifyOptions, expected: &Expected) -> Result<Report, VerifyError> {
         let last_seq = self.next_seq - 1;
+        expect::check_reached(self.witnesses.get(self.witnessed).copied(), last_seq)?;
+        let last_checkpoint_seq = self.last_checkpoint.as_ref().map(|c| c.seq);
         let mut unsealed_tail = None;
         if self.key.is_some() {
-            let sealed = self.last_checkpoint_seq.unwrap_or(0);
+            let sealed = last_checkpoint_seq.unwrap_or(0);
             if sealed < last_seq {
                 let n = last_seq - sealed;
-                let problem = match self.last_checkpoint_seq {
+                let problem = match last_checkpoint_seq {
                     Some(at) => {
                         format!("unsealed tail: {n} records after the last checkpoint (seq {at})")
                     }
@@ -398,6 +496,7 @@ impl Chain<'_> {
                 unsealed_tail = Some(n);
             }
         }
+        expect::check_until(expected.until, self.last_checkpoint.as_ref())?;
         Ok(Report {
             records: self.records,
             files,
@@ -405,6 +504,8 @@ impl Chain<'_> {
             signatures_checked: self.key.is_some(),
             last_seq,
             unsealed_tail,
+            last_checkpoint: self.last_checkpoint,
+            witnessed: self.witnessed,
         })
     }
 }
