@@ -18,6 +18,8 @@ use crate::config::{self, Durability};
 
 /// How often an unhealthy writer tries again when nothing new arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// A `checkpoint_interval` of 0 would have an idle writer sign without end.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// One record to write: what the caller encoded, before it has a `seq`, `time` or chain link.
 pub(super) trait Record {
@@ -115,7 +117,7 @@ impl Trail {
             durability: cfg.durability,
             rotate_bytes: cfg.rotate_bytes,
             checkpoint_every: cfg.checkpoint_every,
-            checkpoint_interval: cfg.checkpoint_interval,
+            checkpoint_interval: cfg.checkpoint_interval.max(MIN_CHECKPOINT_INTERVAL),
             signer,
             reserve,
             segment: r.segment,
@@ -123,7 +125,7 @@ impl Trail {
                 next_seq: r.next_seq,
                 head: r.head,
                 unsigned: u64::from(r.unsigned_records),
-                checkpoint_due: Instant::now().checked_add(cfg.checkpoint_interval),
+                checkpoint_due: Instant::now().checked_add(cfg.checkpoint_interval.max(MIN_CHECKPOINT_INTERVAL)),
             },
             clock,
             needs_repair: false,
