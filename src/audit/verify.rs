@@ -21,7 +21,6 @@
 //! place.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -32,10 +31,14 @@ use serde::Deserialize;
 use super::checkpoint;
 use super::read::{self, Item, Lines, Position, ReadError};
 
+mod command;
 pub mod expect;
+mod key;
 pub mod witness;
 
+pub use command::{run, run_expecting};
 pub use expect::{Expected, LastCheckpoint};
+pub use key::{key_id, parse_public_key_pem, read_public_key};
 pub use witness::Witness;
 
 /// `,"hash":"` + 64 hex + `"}`: the fixed-length end of every line.
@@ -152,100 +155,6 @@ impl VerifyError {
             VerifyError::Read(_) | VerifyError::BadKey(_) | VerifyError::Unusable(_) => 2,
         }
     }
-}
-
-/// The command: verifies `args.dir`, writes the "intact: …" line and the last checkpoint's
-/// to `out`. main.rs prints an error to stderr and exits with [`VerifyError::exit_code`].
-pub fn run(args: &VerifyArgs, out: &mut impl Write) -> Result<Report, VerifyError> {
-    run_expecting(args, &ExpectArgs::default(), out)
-}
-
-/// [`run`], with `--witness` and `--expect-until`:
-///
-/// ```text
-/// intact: 48211 records, 3 files, 5 checkpoints verified, last seq 48211
-/// last checkpoint: seq 48211 at 2026-11-22T05:08:59.123456Z, the next due by 2026-11-22T05:09:59.123456Z
-/// witness: checkpoint seq 48000 of 2026-11-22T05:07:02.000102Z in the trail, unchanged
-/// expected until 2026-11-22T05:09:00Z: shown by the last checkpoint
-/// ```
-pub fn run_expecting(args: &VerifyArgs, expect: &ExpectArgs, out: &mut impl Write) -> Result<Report, VerifyError> {
-    let key = match &args.public_key {
-        Some(path) => Some(read_public_key(path)?),
-        None => None,
-    };
-    let key = key.as_ref().map(|k| &k[..]);
-    let until = expect.expect_until.as_deref().map(expect::parse_until).transpose()?;
-    let witnesses = match &expect.witness {
-        Some(source) => witness::read_witnesses(source, key)?,
-        None => Vec::new(),
-    };
-    let expected = Expected { witnesses, until };
-    let report = verify_expecting(&args.dir, key, &args.options, &expected)?;
-
-    let mut text = format!("{report}\n");
-    match &report.last_checkpoint {
-        Some(c) => text.push_str(&format!("last checkpoint: {c}\n")),
-        None => text.push_str("last checkpoint: none (nothing shows where the trail should end)\n"),
-    }
-    if let Some(newest) = expected.witnesses.iter().max_by_key(|w| w.seq) {
-        let line = match report.witnessed {
-            1 => format!("witness: checkpoint seq {} of {}", newest.seq, newest.time),
-            n => format!(
-                "witnesses: {n} checkpoints, the newest seq {} of {},",
-                newest.seq, newest.time
-            ),
-        };
-        text.push_str(&format!("{line} in the trail, unchanged\n"));
-    }
-    if let Some(until) = until {
-        text.push_str(&format!(
-            "expected until {}: shown by the last checkpoint\n",
-            expect::show(until)
-        ));
-    }
-    out.write_all(text.as_bytes()).map_err(|source| ReadError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })?;
-    Ok(report)
-}
-
-/// Reads a PEM `PUBLIC KEY` (Ed25519 SubjectPublicKeyInfo) and returns the raw 32-byte key.
-pub fn read_public_key(path: &Path) -> Result<[u8; 32], VerifyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| VerifyError::BadKey(format!("cannot read public key {}: {e}", path.display())))?;
-    parse_public_key_pem(&text).map_err(|why| VerifyError::BadKey(format!("public key {}: {why}", path.display())))
-}
-
-/// The Ed25519 SubjectPublicKeyInfo DER prefix (RFC 8410): SEQUENCE { SEQUENCE { OID
-/// 1.3.101.112 }, BIT STRING (33 bytes) }. Checking it whole rejects RSA/EC keys with a clear
-/// message instead of a signature mismatch later.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-
-pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], String> {
-    let begin = "-----BEGIN PUBLIC KEY-----";
-    let end = "-----END PUBLIC KEY-----";
-    let start = text.find(begin).ok_or("not a PEM \"PUBLIC KEY\" file")? + begin.len();
-    let stop = text[start..]
-        .find(end)
-        .ok_or("PEM \"PUBLIC KEY\" block has no END line")?
-        + start;
-    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("bad base64 in PEM: {e}"))?;
-    if der.len() != 44 || der[..12] != ED25519_SPKI_PREFIX {
-        return Err("not an Ed25519 public key".into());
-    }
-    let mut raw = [0u8; 32];
-    raw.copy_from_slice(&der[12..]);
-    Ok(raw)
-}
-
-/// `key_id` as the writer computes it: the first 16 hex digits of SHA-256(raw public key).
-pub fn key_id(raw_public_key: &[u8]) -> String {
-    let d = digest::digest(&digest::SHA256, raw_public_key);
-    crate::hex(&d.as_ref()[..8])
 }
 
 /// The fields verification needs, borrowed from the line. Unknown fields are skipped (but still
@@ -542,22 +451,5 @@ mod tests {
         let upper = line.replace('a', "A");
         assert_eq!(hash_tail(upper.as_bytes()), None);
         assert_eq!(hash_tail(b"{}"), None);
-    }
-
-    #[test]
-    fn pem_keys_parse_and_others_are_refused() {
-        use ring::signature::{Ed25519KeyPair, KeyPair};
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let mut der = ED25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(pair.public_key().as_ref());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
-        assert_eq!(parse_public_key_pem(&pem).unwrap(), pair.public_key().as_ref());
-        assert!(parse_public_key_pem("hello").is_err());
-        let short = pem.replace(&b64, &b64[..20]);
-        assert!(parse_public_key_pem(&short).is_err());
-        assert_eq!(key_id(&[0u8; 32]).len(), 16);
     }
 }
