@@ -210,7 +210,8 @@ fn describe_limit(l: &crate::config::ClassLimit) -> String {
 /// The auditor's commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole trail: chain, sequence, checkpoints. Exit 0 intact, 1 broken, 2 unusable.
+    /// Check the whole trail: chain, sequence, checkpoints. Exit 0 intact, 1 broken or cut
+    /// short, 2 unusable.
     Verify {
         dir: PathBuf,
         /// Ed25519 public key (PEM) to check checkpoint signatures and a sealed tail.
@@ -219,7 +220,18 @@ pub enum AuditCommand {
         /// With --public-key: accept records after the last checkpoint (a live trail).
         #[arg(long)]
         allow_unsealed_tail: bool,
+        /// A file written by `caregate audit witness` (one witness a line): the trail must
+        /// still hold each witnessed checkpoint, unchanged. (A URL is not supported yet.)
+        #[arg(long, value_name = "FILE|URL")]
+        witness: Option<String>,
+        /// The gateway is known to have run until TIME (RFC 3339, or a date: its first instant,
+        /// UTC): the last checkpoint's next_due must not be before it.
+        #[arg(long, value_name = "TIME")]
+        expect_until: Option<String>,
     },
+    /// Print the trail's newest checkpoint as a witness (one JSON line), to keep elsewhere
+    /// (from cron); `audit verify --witness FILE` then proves the trail still holds it.
+    Witness { dir: PathBuf },
     /// One row per request (access and completion joined), filtered.
     Query {
         dir: PathBuf,
@@ -289,13 +301,16 @@ pub fn audit(cmd: AuditCommand) -> u8 {
             dir,
             public_key,
             allow_unsealed_tail,
+            witness,
+            expect_until,
         } => {
             let args = verify::VerifyArgs {
                 dir,
                 public_key,
                 options: verify::VerifyOptions { allow_unsealed_tail },
             };
-            match verify::run(&args, &mut out) {
+            let expect = verify::ExpectArgs { witness, expect_until };
+            match verify::run_expecting(&args, &expect, &mut out) {
                 Ok(_) => 0,
                 Err(e) => {
                     let _ = out.flush();
@@ -304,6 +319,13 @@ pub fn audit(cmd: AuditCommand) -> u8 {
                 }
             }
         }
+        AuditCommand::Witness { dir } => match verify::witness::run(&dir, &mut out) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("caregate audit witness: {e}");
+                e.exit_code()
+            }
+        },
         AuditCommand::Query { dir, filters, format } => {
             let result = filters.parse().and_then(|filters| {
                 let format = format.parse()?;

@@ -14,7 +14,7 @@ mod writer;
 
 #[doc(hidden)]
 pub use chain::encode_event;
-pub use checkpoint::{checkpoint_message, key_id};
+pub use checkpoint::{checkpoint_message, checkpoint_message_v1, key_id, CHECKPOINT_V1, CHECKPOINT_V2};
 pub use record::Event;
 pub use writer::{AuditLog, AuditStats};
 

@@ -55,8 +55,9 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(files)
 }
 
-/// Makes the audit folder (0700) if it does not exist.
-fn create_dir(dir: &Path) -> io::Result<()> {
+/// Makes the audit folder (0700) if it does not exist. The writer calls it before it takes the
+/// folder's lock, and [`recover`] only after.
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         let mode = fs::metadata(dir)?.permissions().mode();
         if mode & 0o077 != 0 {
@@ -130,10 +131,12 @@ pub(crate) fn probe(dir: &Path) -> io::Result<()> {
 }
 
 /// Finds where the trail in `dir` ends: the newest file, cut back to its last complete line,
-/// and that line's `seq` and `hash`. Creates the folder and the first file for a new trail.
+/// and that line's `seq` and `hash`. Creates the first file for a new trail.
+///
+/// It may cut files, so the caller must hold the folder's lock (made by [`create_dir`]): on a
+/// trail another writer is appending to, its last line may be a write in progress.
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, AuditError> {
     let damaged = |path: &Path, why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
-    create_dir(dir)?;
     let files = list(dir)?;
     let Some((newest_first, _)) = files.last().cloned() else {
         return Ok(Recovered {

@@ -5,16 +5,22 @@
 //! the line ends in `,"hash":"<64 hex>"}` and is JSON; its `seq` is the next one (deleted,
 //! inserted, reordered lines, a missing file); the first record of a file has the `seq` its name
 //! says; its `hash` is SHA-256 over `prev ‖ "\n" ‖ body` (a changed byte); `prev` is the previous
-//! record's hash; a checkpoint's `chain_head`, `key_id` and Ed25519 signature. With a public key a
+//! record's hash; a checkpoint's `chain_head`, `key_id` and Ed25519 signature (over the v2 message,
+//! or v1 for a checkpoint without `next_due`: see `checkpoint`). With a public key a
 //! trail must end in a checkpoint: a running gateway seals its trail periodically and at shutdown,
 //! so records after the last checkpoint may have been cut off or rewritten unseen.
+//!
+//! That cannot tell a trail cut right after an earlier checkpoint (its newest files deleted):
+//! it ends sealed too. What the auditor knows from outside can (`expect`): a witness of a later
+//! checkpoint (`witness`, `--witness`), or a time the gateway is known to have run until
+//! (`--expect-until`), against the last checkpoint's signed `next_due`. `audit verify` prints
+//! the last checkpoint's seq and time either way.
 //!
 //! Speed matters (trails of hundreds of millions of records): nothing is allocated per line
 //! beyond the reader's line buffer, fields are borrowed, and the hash is fed from the line in
 //! place.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -22,15 +28,24 @@ use ring::digest;
 use ring::signature::{UnparsedPublicKey, ED25519};
 use serde::Deserialize;
 
+use super::checkpoint;
 use super::read::{self, Item, Lines, Position, ReadError};
+
+mod command;
+pub mod expect;
+mod key;
+pub mod witness;
+
+pub use command::{run, run_expecting};
+pub use expect::{Expected, LastCheckpoint};
+pub use key::{key_id, parse_public_key_pem, read_public_key};
+pub use witness::Witness;
 
 /// `,"hash":"` + 64 hex + `"}`: the fixed-length end of every line.
 const HASH_TAIL: usize = 9 + 64 + 2;
 const HASH_KEY: &[u8] = br#","hash":""#;
 /// `prev` of seq 1.
 const GENESIS: [u8; 64] = [b'0'; 64];
-/// Domain separation for checkpoint signatures (agreed with the writer).
-const CHECKPOINT_CONTEXT: &str = "caregate-checkpoint-v1";
 
 /// Options of `caregate audit verify`.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +63,13 @@ pub struct VerifyArgs {
     pub options: VerifyOptions,
 }
 
+/// `[--witness FILE|URL] [--expect-until TIME]`, as given on the command line (see `expect`).
+#[derive(Debug, Clone, Default)]
+pub struct ExpectArgs {
+    pub witness: Option<String>,
+    pub expect_until: Option<String>,
+}
+
 /// An intact trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -59,6 +81,10 @@ pub struct Report {
     pub last_seq: u64,
     /// Records after the last checkpoint, when accepted by `allow_unsealed_tail`.
     pub unsealed_tail: Option<u64>,
+    /// Where the trail shows the gateway ran until (see `expect`).
+    pub last_checkpoint: Option<LastCheckpoint>,
+    /// Witnessed checkpoints found in the trail, unchanged.
+    pub witnessed: usize,
 }
 
 impl fmt::Display for Report {
@@ -107,74 +133,28 @@ pub enum VerifyError {
     /// The trail reads but is not whole: exit 1.
     #[error("{0}")]
     Broken(Broken),
+    /// The trail is whole, but ends before a witnessed checkpoint or before the time it was
+    /// expected to run until: exit 1.
+    #[error("cut short: {0}")]
+    Cut(String),
     /// The trail or the key could not be read at all: exit 2.
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("{0}")]
     BadKey(String),
+    /// A witness or `--expect-until` that cannot be used: exit 2.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl VerifyError {
-    /// SPEC §2: 1 names a bad record; 2 is input that could not be checked at all.
+    /// SPEC §2: 1 names a bad record (or a cut); 2 is input that could not be checked at all.
     pub fn exit_code(&self) -> u8 {
         match self {
-            VerifyError::Broken(_) => 1,
-            VerifyError::Read(_) | VerifyError::BadKey(_) => 2,
+            VerifyError::Broken(_) | VerifyError::Cut(_) => 1,
+            VerifyError::Read(_) | VerifyError::BadKey(_) | VerifyError::Unusable(_) => 2,
         }
     }
-}
-
-/// The command: verifies `args.dir`, writes the "intact: …" line to `out`. main.rs prints an
-/// error to stderr and exits with [`VerifyError::exit_code`].
-pub fn run(args: &VerifyArgs, out: &mut impl Write) -> Result<Report, VerifyError> {
-    let key = match &args.public_key {
-        Some(path) => Some(read_public_key(path)?),
-        None => None,
-    };
-    let report = verify(&args.dir, key.as_ref().map(|k| &k[..]), &args.options)?;
-    writeln!(out, "{report}").map_err(|source| ReadError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })?;
-    Ok(report)
-}
-
-/// Reads a PEM `PUBLIC KEY` (Ed25519 SubjectPublicKeyInfo) and returns the raw 32-byte key.
-pub fn read_public_key(path: &Path) -> Result<[u8; 32], VerifyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| VerifyError::BadKey(format!("cannot read public key {}: {e}", path.display())))?;
-    parse_public_key_pem(&text).map_err(|why| VerifyError::BadKey(format!("public key {}: {why}", path.display())))
-}
-
-/// The Ed25519 SubjectPublicKeyInfo DER prefix (RFC 8410): SEQUENCE { SEQUENCE { OID
-/// 1.3.101.112 }, BIT STRING (33 bytes) }. Checking it whole rejects RSA/EC keys with a clear
-/// message instead of a signature mismatch later.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-
-pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], String> {
-    let begin = "-----BEGIN PUBLIC KEY-----";
-    let end = "-----END PUBLIC KEY-----";
-    let start = text.find(begin).ok_or("not a PEM \"PUBLIC KEY\" file")? + begin.len();
-    let stop = text[start..]
-        .find(end)
-        .ok_or("PEM \"PUBLIC KEY\" block has no END line")?
-        + start;
-    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("bad base64 in PEM: {e}"))?;
-    if der.len() != 44 || der[..12] != ED25519_SPKI_PREFIX {
-        return Err("not an Ed25519 public key".into());
-    }
-    let mut raw = [0u8; 32];
-    raw.copy_from_slice(&der[12..]);
-    Ok(raw)
-}
-
-/// `key_id` as the writer computes it: the first 16 hex digits of SHA-256(raw public key).
-pub fn key_id(raw_public_key: &[u8]) -> String {
-    let d = digest::digest(&digest::SHA256, raw_public_key);
-    crate::hex(&d.as_ref()[..8])
 }
 
 /// The fields verification needs, borrowed from the line. Unknown fields are skipped (but still
@@ -186,8 +166,14 @@ struct Head<'a> {
     event: &'a str,
     #[serde(borrow)]
     prev: &'a str,
+    /// Every record's; a checkpoint (v2) signs it.
+    #[serde(borrow, default)]
+    time: Option<&'a str>,
     #[serde(borrow, default)]
     chain_head: Option<&'a str>,
+    /// A v2 checkpoint's; a v1 checkpoint has none.
+    #[serde(borrow, default)]
+    next_due: Option<&'a str>,
     #[serde(borrow, default)]
     key_id: Option<&'a str>,
     #[serde(borrow, default)]
@@ -197,18 +183,34 @@ struct Head<'a> {
 /// Verifies the trail in `dir`. `public_key` is the raw 32-byte Ed25519 key; without it the
 /// chain is checked but checkpoint signatures cannot be.
 pub fn verify(dir: &Path, public_key: Option<&[u8]>, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    verify_expecting(dir, public_key, opts, &Expected::default())
+}
+
+/// [`verify`], and then what the auditor knows from outside the trail must hold too: every
+/// witnessed checkpoint is in it, unchanged, and its last checkpoint shows the gateway ran
+/// until `expected.until` (see `expect`).
+pub fn verify_expecting(
+    dir: &Path,
+    public_key: Option<&[u8]>,
+    opts: &VerifyOptions,
+    expected: &Expected,
+) -> Result<Report, VerifyError> {
     let files = read::list_files(dir)?;
     let file_count = files.len();
     let mut lines = Lines::new(files);
+    let mut witnesses: Vec<&Witness> = expected.witnesses.iter().collect();
+    witnesses.sort_by_key(|w| w.seq);
     let mut chain = Chain {
         key: public_key.map(|k| (UnparsedPublicKey::new(&ED25519, k), key_id(k))),
         prev_hash: GENESIS,
         next_seq: 1,
         records: 0,
         checkpoints: 0,
-        last_checkpoint_seq: None,
+        last_checkpoint: None,
         last: None,
         file_first_seq: None,
+        witnesses,
+        witnessed: 0,
     };
     while let Some(item) = lines.next_item()? {
         match item {
@@ -218,27 +220,30 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>, opts: &VerifyOptions) -> Re
             Item::Line { pos, bytes, terminated } => chain.check_line(pos, bytes, terminated)?,
         }
     }
-    chain.finish(file_count, opts)
+    chain.finish(file_count, opts, expected)
 }
 
 // === impl Chain ===
 
 /// The verifier's state between lines.
-struct Chain<'k> {
+struct Chain<'k, 'e> {
     key: Option<(UnparsedPublicKey<&'k [u8]>, String)>,
     /// Hex of the previous record's hash (as written in the trail).
     prev_hash: [u8; 64],
     next_seq: u64,
     records: u64,
     checkpoints: u64,
-    last_checkpoint_seq: Option<u64>,
+    last_checkpoint: Option<LastCheckpoint>,
     /// (file, line) of the last record, to name it if the tail is unsealed.
     last: Option<(String, u64)>,
     /// The number in the current file's name, until its first record has been checked.
     file_first_seq: Option<u64>,
+    /// Witnessed checkpoints by `seq`; those before `witnessed` have been found.
+    witnesses: Vec<&'e Witness>,
+    witnessed: usize,
 }
 
-impl Chain<'_> {
+impl Chain<'_, '_> {
     fn check_line(&mut self, pos: Position<'_>, line: &[u8], terminated: bool) -> Result<(), VerifyError> {
         let broken = |seq: Option<u64>, problem: String| {
             VerifyError::Broken(Broken {
@@ -316,7 +321,13 @@ impl Chain<'_> {
         if head.event == "checkpoint" {
             self.check_checkpoint(&head).map_err(|p| broken(Some(seq), p))?;
             self.checkpoints += 1;
-            self.last_checkpoint_seq = Some(seq);
+            let time = head.time.unwrap_or_default();
+            let last = self.last_checkpoint.get_or_insert_with(LastCheckpoint::default);
+            last.set(seq, time, head.next_due, &pos.file.name, pos.line);
+        }
+        while let Some(w) = self.witnesses.get(self.witnessed).filter(|w| w.seq == seq) {
+            expect::check_witnessed(w, head.event, &computed).map_err(|p| broken(Some(seq), p))?;
+            self.witnessed += 1;
         }
 
         self.prev_hash = computed;
@@ -353,19 +364,28 @@ impl Chain<'_> {
         let signature = base64::engine::general_purpose::STANDARD
             .decode(signature)
             .map_err(|_| "checkpoint signature is not base64")?;
-        let message = format!("{CHECKPOINT_CONTEXT}\n{}\n{chain_head}\n", head.seq);
-        key.verify(message.as_bytes(), &signature)
+        // v2 signs the time and next_due too; a record without next_due is v1 (an older trail).
+        let message = match head.next_due {
+            Some(next_due) => {
+                let time = head.time.ok_or("checkpoint without time")?;
+                checkpoint::checkpoint_message(head.seq, chain_head, time, next_due)
+            }
+            None => checkpoint::checkpoint_message_v1(head.seq, chain_head),
+        };
+        key.verify(&message, &signature)
             .map_err(|_| "checkpoint signature is not valid for the given public key".to_string())
     }
 
-    fn finish(self, files: usize, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    fn finish(self, files: usize, opts: &VerifyOptions, expected: &Expected) -> Result<Report, VerifyError> {
         let last_seq = self.next_seq - 1;
+        expect::check_reached(self.witnesses.get(self.witnessed).copied(), last_seq)?;
+        let last_checkpoint_seq = self.last_checkpoint.as_ref().map(|c| c.seq);
         let mut unsealed_tail = None;
         if self.key.is_some() {
-            let sealed = self.last_checkpoint_seq.unwrap_or(0);
+            let sealed = last_checkpoint_seq.unwrap_or(0);
             if sealed < last_seq {
                 let n = last_seq - sealed;
-                let problem = match self.last_checkpoint_seq {
+                let problem = match last_checkpoint_seq {
                     Some(at) => {
                         format!("unsealed tail: {n} records after the last checkpoint (seq {at})")
                     }
@@ -385,6 +405,7 @@ impl Chain<'_> {
                 unsealed_tail = Some(n);
             }
         }
+        expect::check_until(expected.until, self.last_checkpoint.as_ref())?;
         Ok(Report {
             records: self.records,
             files,
@@ -392,6 +413,8 @@ impl Chain<'_> {
             signatures_checked: self.key.is_some(),
             last_seq,
             unsealed_tail,
+            last_checkpoint: self.last_checkpoint,
+            witnessed: self.witnessed,
         })
     }
 }
@@ -428,22 +451,5 @@ mod tests {
         let upper = line.replace('a', "A");
         assert_eq!(hash_tail(upper.as_bytes()), None);
         assert_eq!(hash_tail(b"{}"), None);
-    }
-
-    #[test]
-    fn pem_keys_parse_and_others_are_refused() {
-        use ring::signature::{Ed25519KeyPair, KeyPair};
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let mut der = ED25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(pair.public_key().as_ref());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
-        assert_eq!(parse_public_key_pem(&pem).unwrap(), pair.public_key().as_ref());
-        assert!(parse_public_key_pem("hello").is_err());
-        let short = pem.replace(&b64, &b64[..20]);
-        assert!(parse_public_key_pem(&short).is_err());
-        assert_eq!(key_id(&[0u8; 32]).len(), 16);
     }
 }

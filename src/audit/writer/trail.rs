@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::audit::chain::{self, Clock, HashHex, GENESIS};
-use crate::audit::checkpoint::Signer;
+use crate::audit::checkpoint::{self, Signer};
 use crate::audit::segment::{self, Segment};
 use crate::audit::AuditError;
 use crate::config::{self, Durability};
 
 /// How often an unhealthy writer tries again when nothing new arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// A `checkpoint_interval` of 0 would have an idle writer sign without end.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// One record to write: what the caller encoded, before it has a `seq`, `time` or chain link.
 pub(super) trait Record {
@@ -59,8 +61,10 @@ struct Chain {
     head: HashHex,
     /// Data records since the last checkpoint.
     unsigned: u64,
-    /// When the first of those was written: the interval checkpoint is due from then.
-    unsigned_since: Option<Instant>,
+    /// When the next checkpoint is due: `checkpoint_interval` after the last one (or after
+    /// open), records or not, as that checkpoint's `next_due` promised the auditor. `None` for
+    /// an interval too long to count.
+    checkpoint_due: Option<Instant>,
 }
 
 pub(super) struct Trail {
@@ -89,24 +93,22 @@ pub(super) struct Trail {
 }
 
 impl Trail {
-    /// Opens (or continues) the trail in `cfg.dir`: cuts a torn last line off, finds the
-    /// chain's head, and takes the folder's lock.
+    /// Opens (or continues) the trail in `cfg.dir`: makes the folder if need be, takes its
+    /// lock, and only then cuts a torn last line off and finds the chain's head. In that order:
+    /// on a folder another caregate writes to, the "torn" line may be its write in progress,
+    /// and a refused second writer must leave every byte as it found it.
     pub(super) fn open(cfg: &config::Audit, signer: Option<Signer>, meters: Arc<Meters>) -> Result<Trail, AuditError> {
-        let r = segment::recover(&cfg.dir)?;
+        segment::create_dir(&cfg.dir)?;
         let lock = lock_trail(&cfg.dir)?;
+        let r = segment::recover(&cfg.dir)?;
         let mut clock = Clock::default();
         let reserve = signer.as_ref().map_or(0, |s| {
-            // The longest checkpoint line: seq at its widest.
+            // The longest checkpoint line: seq at its widest (times are all of one width).
             let mut line = Vec::new();
             let time = clock.next();
-            chain::encode(
-                &mut line,
-                u64::MAX,
-                time.as_str(),
-                "checkpoint",
-                &s.fields(u64::MAX, GENESIS),
-                GENESIS,
-            );
+            let time = time.as_str();
+            let fields = s.fields(u64::MAX, GENESIS, time, time);
+            chain::encode(&mut line, u64::MAX, time, "checkpoint", &fields, GENESIS);
             line.len() as u64
         });
         Ok(Trail {
@@ -115,7 +117,7 @@ impl Trail {
             durability: cfg.durability,
             rotate_bytes: cfg.rotate_bytes,
             checkpoint_every: cfg.checkpoint_every,
-            checkpoint_interval: cfg.checkpoint_interval,
+            checkpoint_interval: cfg.checkpoint_interval.max(MIN_CHECKPOINT_INTERVAL),
             signer,
             reserve,
             segment: r.segment,
@@ -123,7 +125,7 @@ impl Trail {
                 next_seq: r.next_seq,
                 head: r.head,
                 unsigned: u64::from(r.unsigned_records),
-                unsigned_since: r.unsigned_records.then(Instant::now),
+                checkpoint_due: Instant::now().checked_add(cfg.checkpoint_interval.max(MIN_CHECKPOINT_INTERVAL)),
             },
             clock,
             needs_repair: false,
@@ -144,18 +146,13 @@ impl Trail {
         self.durability == Durability::Fsync
     }
 
-    /// When to come back with nothing to write: an interval checkpoint, or a retry while
-    /// unhealthy.
+    /// When to come back with nothing to write: the interval checkpoint, or, while unhealthy,
+    /// the next retry (which writes a checkpoint that fell due meanwhile).
     pub(super) fn wakeup(&self) -> Option<Instant> {
-        let checkpoint = match (&self.signer, self.chain.unsigned_since) {
-            (Some(_), Some(since)) => since.checked_add(self.checkpoint_interval),
-            _ => None,
-        };
-        let retry = (!self.meters.healthy.load(Ordering::Acquire)).then(|| self.last_attempt + RETRY_EVERY);
-        match (checkpoint, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if !self.meters.healthy.load(Ordering::Acquire) {
+            return Some(self.last_attempt + RETRY_EVERY);
         }
+        self.signer.as_ref().and(self.chain.checkpoint_due)
     }
 
     /// Written and not synced, under `fsync` durability: to sync once the queue falls quiet.
@@ -163,13 +160,13 @@ impl Trail {
         self.unsynced && self.syncs()
     }
 
+    /// The interval checkpoint is due: write one, even with no new record to sign.
     pub(super) fn interval_due(&self) -> bool {
-        self.signer.is_some()
-            && self
-                .chain
-                .unsigned_since
-                .and_then(|since| since.checked_add(self.checkpoint_interval))
-                .is_some_and(|due| Instant::now() >= due)
+        self.checkpoint_due(&self.chain)
+    }
+
+    fn checkpoint_due(&self, chain: &Chain) -> bool {
+        self.signer.is_some() && chain.checkpoint_due.is_some_and(|due| Instant::now() >= due)
     }
 
     /// Nothing to write: sync what a fire-and-forget batch left unsynced, or, while unhealthy,
@@ -185,7 +182,9 @@ impl Trail {
     }
 
     /// Writes `batch` in order, each record under the next `seq`, with the checkpoints that fall
-    /// due (and, when `closing`, the one that signs the trail's last records), and syncs when
+    /// due (every `checkpoint_every` records, at rotation, every `checkpoint_interval` whether
+    /// or not records came, and, when `closing`, the one that signs the trail's last records),
+    /// and syncs when
     /// `sync`. `written` hears of each run of records once it is on disk (synced, if `sync` or
     /// when rotation finishes a file under `fsync`), with their seqs: at every rotation and at
     /// the end.
@@ -202,10 +201,9 @@ impl Trail {
     ) -> Result<(), (io::Error, usize)> {
         self.last_attempt = Instant::now();
         let mut done = 0;
-        let checkpoint = closing || self.interval_due();
         let mut buffers = std::mem::take(&mut self.buffers);
         let result = match self.repair_if_needed() {
-            Ok(()) => self.write_batch(batch, &mut done, checkpoint, sync, &mut buffers, &mut written),
+            Ok(()) => self.write_batch(batch, &mut done, closing, sync, &mut buffers, &mut written),
             Err(e) => Err(e),
         };
         buffers.recycle();
@@ -220,7 +218,7 @@ impl Trail {
         &mut self,
         batch: &mut [R],
         done: &mut usize,
-        checkpoint: bool,
+        closing: bool,
         sync: bool,
         Buffers { buf, line, seqs }: &mut Buffers,
         written: &mut impl FnMut(&mut [R], &[u64]),
@@ -257,13 +255,21 @@ impl Trail {
             work.next_seq += 1;
             work.head = hash;
             work.unsigned += 1;
-            work.unsigned_since.get_or_insert_with(Instant::now);
             i += 1;
             if work.unsigned >= self.checkpoint_every {
                 self.add_checkpoint(&mut work, buf);
             }
         }
-        if checkpoint && work.unsigned > 0 {
+        if (closing && work.unsigned > 0) || self.checkpoint_due(&work) {
+            // Nothing unsigned: the file's last record is a checkpoint, and the room kept for
+            // one may be spent. A checkpoint that does not fit starts the next file.
+            let used = self.segment.len + buf.len() as u64;
+            if work.unsigned == 0 && used > 0 && used + self.reserve > self.rotate_bytes {
+                self.flush(buf, &work, self.syncs())?;
+                written(&mut batch[*done..], &seqs[*done..]);
+                *done = batch.len();
+                self.segment = segment::create(&self.dir, work.next_seq)?;
+            }
             self.add_checkpoint(&mut work, buf);
         }
         if !buf.is_empty() || sync {
@@ -278,7 +284,8 @@ impl Trail {
     fn add_checkpoint(&mut self, work: &mut Chain, buf: &mut Vec<u8>) {
         let Some(signer) = &self.signer else { return };
         let time = self.clock.next();
-        let fields = signer.fields(work.next_seq, work.head.as_str());
+        let next_due = checkpoint::next_due(time.as_str(), self.checkpoint_interval);
+        let fields = signer.fields(work.next_seq, work.head.as_str(), time.as_str(), &next_due);
         work.head = chain::encode(
             buf,
             work.next_seq,
@@ -289,7 +296,7 @@ impl Trail {
         );
         work.next_seq += 1;
         work.unsigned = 0;
-        work.unsigned_since = None;
+        work.checkpoint_due = Instant::now().checked_add(self.checkpoint_interval);
     }
 
     /// One write and, when `sync`, one fdatasync; then `work` is the chain.

@@ -68,13 +68,15 @@ fn interval_checkpoint_signs_records_when_idle() {
     log.append(lifecycle("start"));
     wait_written(&log, 2);
     let records = verify(&cfg.dir).concat();
-    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["event"], "lifecycle");
     verify_checkpoint(&records[1], &public);
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
         .block_on(log.close())
         .unwrap();
-    // Nothing new since the interval checkpoint: close adds none.
-    assert_eq!(all(&verify(&cfg.dir)).len(), 2);
+    // Nothing new since the interval checkpoint: close adds none of its own. (Idle, the writer
+    // still signs every interval, so more checkpoints may have come meanwhile.)
+    let records = verify(&cfg.dir).concat();
+    assert!(records[1..].iter().all(|r| r["event"] == "checkpoint"));
 }

@@ -211,7 +211,8 @@ fn verify_checkpoint(record: &Value, public: &[u8]) {
     let sig = base64::engine::general_purpose::STANDARD
         .decode(record["signature"].as_str().unwrap())
         .unwrap();
-    let message = format!("caregate-checkpoint-v1\n{seq}\n{head}\n");
+    let (time, next_due) = (record["time"].as_str().unwrap(), record["next_due"].as_str().unwrap());
+    let message = format!("caregate-checkpoint-v2\n{seq}\n{head}\n{time}\n{next_due}\n");
     UnparsedPublicKey::new(&ED25519, public)
         .verify(message.as_bytes(), &sig)
         .expect("checkpoint signature");
