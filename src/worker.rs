@@ -188,24 +188,39 @@ mod tests {
             .expect("a syscw line")
     }
 
-    /// A request arming a long deadline (and dropping it) must not make the worker wake itself.
+    /// Registers `timer` with the worker's time driver (its first poll), while it is not due.
+    async fn register(mut timer: Pin<&mut tokio::time::Sleep>) {
+        std::future::poll_fn(move |cx| {
+            assert!(timer.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// A request arming a long deadline (and dropping it) must not make the worker wake itself
+    /// while an earlier timer is pending, as one always is on a busy worker (its connections'
+    /// idle and header timeouts).
     #[test]
     fn arming_a_long_deadline_does_not_wake_the_worker() {
         let workers = Workers::start(1).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         workers.spawn(async move {
-            // Let the driver run its timers once, as a busy worker does all the time.
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Pending throughout, and earlier than every deadline below.
+            let earlier = tokio::time::sleep(Duration::from_secs(10));
+            tokio::pin!(earlier);
+            register(earlier.as_mut()).await;
+            // The driver learns when it is next due only when it parks and runs its timers, and
+            // this sleep ends after it has, with `earlier` on the wheel. (Waiting on the
+            // worker's own anchor was a race: when the thread woke late, the anchor's first tick
+            // and the sleep fell due in the same turn, the driver found no timer left pending,
+            // and every deadline armed before it parked again woke it.)
+            tokio::time::sleep(Duration::from_millis(1)).await;
             let before = writes_by_this_thread();
             for _ in 0..100 {
                 let deadline = tokio::time::sleep(Duration::from_secs(30));
                 tokio::pin!(deadline);
-                // The first poll registers it; dropping it unregisters it.
-                std::future::poll_fn(|cx| {
-                    assert!(deadline.as_mut().poll(cx).is_pending());
-                    Poll::Ready(())
-                })
-                .await;
+                // Registered, then unregistered as it drops.
+                register(deadline.as_mut()).await;
             }
             let _ = tx.send(writes_by_this_thread() - before);
         });

@@ -111,18 +111,25 @@ impl Postboxes {
 
     /// Hands `mail` to worker `i`'s postbox, or answers directly when it has none (any more).
     pub(super) fn deliver(&self, i: usize, mail: Mail) {
+        // Counted before the send, and taken back if it fails: once sent, the worker may answer
+        // its tasks, and a test hear from them, before this thread counts anything.
         #[cfg(test)]
         let buffers = mail.spent.len();
+        #[cfg(test)]
+        {
+            self.delivered.fetch_add(1, Ordering::SeqCst);
+            self.returned.fetch_add(buffers, Ordering::SeqCst);
+        }
         let sent = match self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(i) {
             Some(Some(b)) => b.mail.send(mail).map_err(|e| e.0),
             _ => Err(mail),
         };
-        #[cfg(test)]
-        if sent.is_ok() {
-            self.delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.returned.fetch_add(buffers, std::sync::atomic::Ordering::SeqCst);
-        }
         if let Err(mail) = sent {
+            #[cfg(test)]
+            {
+                self.delivered.fetch_sub(1, Ordering::SeqCst);
+                self.returned.fetch_sub(buffers, Ordering::SeqCst);
+            }
             mail.deliver_here();
         }
     }
