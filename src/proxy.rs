@@ -165,7 +165,9 @@ async fn forward(
         .parse()
         .map_err(|_| Rejection::BadRequest("the request target is not valid"))?;
     let body = match body {
-        RequestBody::Streaming(b) => grant.shape(Counted::new(b, tally.clone())).boxed_unsync(),
+        RequestBody::Streaming(b) => grant
+            .shape(Counted::new(headers::CleanTrailers::new(b), tally.clone()))
+            .boxed_unsync(),
         RequestBody::Inspected(b) => grant.shape(Counted::new(b, tally.clone())).boxed_unsync(),
     };
     let upstream = &snap.upstreams[route.upstream];

@@ -428,3 +428,68 @@ fn config_errors_name_their_key() {
         assert!(!msg.contains('\n'), "one sentence: {msg}");
     }
 }
+
+/// A request trailer could forge what the head was checked for (identity, `Ssp-*`, `Host`):
+/// those names never pass, others do, by one rule for HTTP/1 and HTTP/2.
+#[tokio::test]
+async fn request_trailers_never_forge_what_the_head_was_checked_for() {
+    use http_body_util::{BodyExt as _, StreamBody};
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let gw = Gw::standard(&pki, &up).await;
+    let trust = pki.client("RXC");
+    let check = |what: &str| {
+        let seen = up.seen().pop().expect("forwarded");
+        assert_eq!(seen.body_len, 5, "{what}");
+        let t = seen.trailers.unwrap_or_default();
+        assert_eq!(
+            t.get("x-checksum").map(|v| v.to_str().unwrap()),
+            Some("abc"),
+            "{what}: {t:?}"
+        );
+        for name in ["x-client-org", "ssp-from", "host", "x-forwarded-host"] {
+            assert!(!t.contains_key(name), "{what}: {name} passed as a trailer");
+        }
+    };
+
+    let head = "POST /files/t HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                Trailer: X-Client-Org, Ssp-From, Host, X-Forwarded-Host, X-Checksum\r\nConnection: close\r\n\r\n";
+    let body = "5\r\nhello\r\n0\r\nX-Client-Org: A81001\r\nSsp-From: 1\r\nHost: evil\r\n\
+                X-Forwarded-Host: admin\r\nX-Checksum: abc\r\n\r\n";
+    let a = gw.raw(&trust, format!("{head}{body}").as_bytes()).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    check("HTTP/1.1");
+
+    let tls = gw.connect(Some(&trust), &[b"h2"]).await.unwrap();
+    type Frames = StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>>,
+    >;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Frames>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    for (k, v) in [
+        ("x-client-org", "A81001"),
+        ("ssp-from", "1"),
+        ("x-forwarded-host", "admin"),
+        ("x-checksum", "abc"),
+    ] {
+        trailers.insert(k, v.parse().unwrap());
+    }
+    let frames = vec![
+        Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"hello"))),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ];
+    let req = http::Request::post("https://localhost/files/t")
+        .header("trailer", "x-client-org, ssp-from, x-forwarded-host, x-checksum")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await;
+    check("HTTP/2");
+}

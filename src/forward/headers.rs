@@ -118,6 +118,69 @@ pub fn on_refusal(headers: &mut HeaderMap, request_id: HeaderValue) {
     headers.insert(X_REQUEST_ID, request_id);
 }
 
+/// Whether a request trailer may go on: never a name the gateway sets, checks or strips from
+/// the head (identity and override headers, hop-by-hop ones, `Ssp-*`, `Host`, `Authorization`,
+/// framing), which a trailer could otherwise forge after the head was checked. One rule for
+/// HTTP/1 and HTTP/2.
+fn trailer_allowed(name: &HeaderName) -> bool {
+    const CHECKED: [HeaderName; 6] = [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::TRAILER,
+    ];
+    !(HOP_BY_HOP.contains(name)
+        || IDENTITY_HEADERS.contains(name)
+        || CHECKED.contains(name)
+        || name.as_str().starts_with("ssp-"))
+}
+
+pin_project_lite::pin_project! {
+    /// A request body on its way upstream, its trailers cleaned of names that must not pass.
+    pub struct CleanTrailers<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> CleanTrailers<B> {
+    pub fn new(inner: B) -> Self {
+        CleanTrailers { inner }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for CleanTrailers<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = self.project().inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(mut frame))) = polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                let doomed: Vec<HeaderName> = trailers.keys().filter(|n| !trailer_allowed(n)).cloned().collect();
+                for name in doomed {
+                    trailers.remove(name);
+                }
+            }
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Removes hop-by-hop headers, those the `Connection` header names, and `also`.
 ///
 /// One look at the names present first: most messages carry none of these, and removing a
@@ -192,6 +255,23 @@ mod tests {
         let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    #[test]
+    fn trailers_never_carry_what_the_head_was_checked_for() {
+        for name in [
+            "x-client-org",
+            "ssp-from",
+            "host",
+            "authorization",
+            "x-forwarded-host",
+            "connection",
+        ] {
+            assert!(!trailer_allowed(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["x-checksum", "server-timing"] {
+            assert!(trailer_allowed(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

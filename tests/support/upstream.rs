@@ -23,6 +23,8 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body_sha: String,
+    /// The request's trailers, if it had any.
+    pub trailers: Option<http::HeaderMap>,
     /// When the upstream was told an audit dir: whether this request's `access` record was
     /// already on disk when the request arrived.
     pub access_on_disk: Option<bool>,
@@ -140,20 +142,27 @@ async fn answer(
     if path.starts_with("/slow") {
         std::future::pending::<()>().await;
     }
-    let record = |body_len, body_sha| Seen {
+    let record = |body_len, body_sha, trailers| Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         headers: parts.headers.clone(),
         body_len,
         body_sha,
+        trailers,
         access_on_disk,
     };
     if path == "/echo" {
-        seen.lock().unwrap().push(record(0, String::new()));
+        seen.lock().unwrap().push(record(0, String::new(), None));
         return Response::new(body.map_err(std::io::Error::other).boxed());
     }
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    seen.lock().unwrap().push(record(bytes.len(), sha(&bytes)));
+    let (bytes, trailers) = match body.collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
+    seen.lock().unwrap().push(record(bytes.len(), sha(&bytes), trailers));
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
         // Streamed in 64 KiB frames so large bodies never sit in memory.
         let chunks = futures_util::stream::iter((0..n).step_by(65536).map(move |start| {
