@@ -61,7 +61,7 @@ impl RouteTable {
         for (i, r) in routes.iter().enumerate() {
             match first_segment(&r.prefix) {
                 "" => any_segment.push(i),
-                seg => by_segment.entry(seg.into()).or_default().push(i),
+                seg => by_segment.entry(seg.to_ascii_lowercase().into()).or_default().push(i),
             }
         }
         for list in by_segment.values_mut() {
@@ -82,8 +82,18 @@ impl RouteTable {
 
     /// As `find`, for Spine Secure Proxy-style addressing (`/https://<provider>/…`): only
     /// routes naming that `provider_host` match, and only they.
+    ///
+    /// Prefixes match ASCII case-insensitively: FHIR servers (HAPI among them) read
+    /// `/fhir/patient` as `/fhir/Patient`, so it must meet the `/fhir/Patient` route's rules,
+    /// not slip past them into a looser `/fhir/` one.
     pub fn find_for(&self, host: Option<&str>, provider: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        let candidates = self.by_segment.get(first_segment(path)).unwrap_or(&self.any_segment);
+        let seg = first_segment(path);
+        let candidates = if seg.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_segment.get(seg.to_ascii_lowercase().as_str())
+        } else {
+            self.by_segment.get(seg)
+        };
+        let candidates = candidates.unwrap_or(&self.any_segment);
         candidates.iter().map(|&i| &self.routes[i]).find(|r| {
             prefix_matches(&r.prefix, path)
                 && r.config.provider_host.as_deref() == provider
@@ -106,11 +116,12 @@ impl RouteTable {
 /// `/fhir/` matches `/fhir/…`; `/fhir` matches `/fhir`, `/fhir/…` and `/fhir?…` but not
 /// `/fhirx`, so a prefix never leaks into a sibling path.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if !path.starts_with(prefix) {
+    let (p, q) = (prefix.as_bytes(), path.as_bytes());
+    if !(q.len() >= p.len() && q[..p.len()].eq_ignore_ascii_case(p)) {
         // `/fhir/` also serves `/fhir` itself.
-        return prefix.ends_with('/') && path.len() + 1 == prefix.len() && prefix.starts_with(path);
+        return prefix.ends_with('/') && q.len() + 1 == p.len() && p[..q.len()].eq_ignore_ascii_case(q);
     }
-    prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+    prefix.ends_with('/') || q.len() == p.len() || q[p.len()] == b'/'
 }
 
 /// `/fhir/Patient` → `fhir`; `/` → ``.
@@ -170,6 +181,11 @@ mod tests {
         assert_eq!(name(Some("b.example"), "/fhir/Observation").as_deref(), Some("fhir-b"));
         assert_eq!(name(None, "/other").as_deref(), Some("root"));
         assert_eq!(name(None, "/fhir").as_deref(), Some("fhir"));
+        // What a case-insensitive FHIR server reads as Patient meets the Patient route.
+        assert_eq!(name(None, "/fhir/patient/9990000018").as_deref(), Some("patient"));
+        assert_eq!(name(None, "/FHIR/PATIENT").as_deref(), Some("patient"));
+        assert_eq!(name(None, "/Fhir/Observation").as_deref(), Some("fhir"));
+        assert_eq!(name(Some("b.example"), "/FHIR/x").as_deref(), Some("fhir-b"));
     }
 
     #[test]
