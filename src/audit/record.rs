@@ -97,13 +97,14 @@ pub struct Clinical {
     /// `Ssp-TraceID` (also in `ssp`), for readers of the first format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
-    /// The Spine Secure Proxy headers as sent.
+    /// The Spine Secure Proxy headers as sent. Boxed, as `token` is: most requests have
+    /// neither, and every request's facts are moved several times on their way to the record.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssp: Option<Ssp>,
+    pub ssp: Option<Box<Ssp>>,
     /// The claims of a GP Connect (or Spine-core style) token, as the SSP requires them to be
     /// logged: recorded, never trusted (only compared with the certificate).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<Token>,
+    pub token: Option<Box<Token>>,
 }
 
 impl Clinical {

@@ -67,7 +67,7 @@ pub(super) fn read(authorization: &[u8], f: &mut Facts) {
         }
     }
     if t != Token::default() {
-        f.clinical.token = Some(t);
+        f.clinical.token = Some(Box::new(t));
     }
 }
 

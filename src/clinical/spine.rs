@@ -33,7 +33,7 @@ pub(super) fn headers(f: &mut Facts, headers: &HeaderMap) {
     }
     f.clinical.trace_id.clone_from(&ssp.trace_id);
     f.spine_interaction.clone_from(&ssp.interaction);
-    f.clinical.ssp = Some(ssp);
+    f.clinical.ssp = Some(Box::new(ssp));
 }
 
 /// What a GP Connect interaction ID asks for.

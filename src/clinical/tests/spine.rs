@@ -165,12 +165,12 @@ fn ssp_headers_are_recorded() {
     let f = parse(&Method::GET, "/fhir/Patient/9990000018", None, &h);
     assert_eq!(
         f.clinical.ssp,
-        Some(crate::audit::record::Ssp {
+        Some(Box::new(crate::audit::record::Ssp {
             from: Some("200000000101".into()),
             to: Some("918999198993".into()),
             interaction: Some("urn:nhs:names:services:gpconnect:fhir:rest:read:patient-1".into()),
             trace_id: Some("09a01679-2564-0fb4-5129-aecc81ea2706".into()),
-        })
+        }))
     );
     assert_eq!(
         f.clinical.trace_id.as_deref(),
@@ -183,10 +183,10 @@ fn ssp_headers_are_recorded() {
     let f = parse(&Method::GET, "/", None, &h);
     assert_eq!(
         f.clinical.ssp,
-        Some(crate::audit::record::Ssp {
+        Some(Box::new(crate::audit::record::Ssp {
             from: Some("200000000101".into()),
             ..Default::default()
-        })
+        }))
     );
     assert_eq!(f.clinical.trace_id, None);
     assert_eq!(parse(&Method::GET, "/", None, &HeaderMap::new()).clinical.ssp, None);

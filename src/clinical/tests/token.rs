@@ -15,7 +15,7 @@ fn bearer(payload: &str) -> HeaderMap {
 
 fn token_of(path: &str, payload: &str) -> (Facts, Token) {
     let f = parse(&Method::GET, path, None, &bearer(payload));
-    let t = f.clinical.token.clone().expect("a token");
+    let t = *f.clinical.token.clone().expect("a token");
     (f, t)
 }
 
