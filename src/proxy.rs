@@ -83,6 +83,10 @@ pub async fn handle(
     };
     // The body, where it may name a patient, is read before the record is made.
     let admitted = match admit::admit(snap.rules(), &inbound, &mut access) {
+        Ok(a) if !admit::body::must_read(&parts, &body, &a.route.config, &mut access) => {
+            Ok((a, RequestBody::Streaming(body)))
+        }
+        // The body may name a patient: read it now.
         Ok(mut a) => {
             let l = &snap.config.listener;
             let bounds = Bounds {
@@ -91,8 +95,9 @@ pub async fn handle(
                 cap: l.max_inspect_bytes,
                 deadline: l.header_timeout,
             };
-            let inspected = admit::body::inspect(&parts, body, bounds, &mut a.facts, &mut access).await;
-            inspected.map(|body| (a, body))
+            // Boxed: only the few requests whose body is read carry its state.
+            let read = Box::pin(admit::body::read(&parts, body, bounds, &mut a.facts, &mut access)).await;
+            read.map(|body| (a, body))
         }
         Err(r) => Err(r),
     };

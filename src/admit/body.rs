@@ -43,24 +43,32 @@ pub struct Bounds<'a> {
     pub deadline: Duration,
 }
 
-/// Reads the body if the route inspects bodies and this one may name a patient, adds what it
-/// names to `access.clinical`, and says in `access.body_inspected` whether it was read.
-pub async fn inspect(
+/// Whether this request's body must be read before its record is made: the body may name a
+/// patient and the route inspects bodies. Says in `access.body_inspected` what was decided for
+/// a body that could name a patient. Cheap, and all a request without a body ever costs here.
+pub fn must_read(parts: &Parts, body: &Incoming, route: &config::Route, access: &mut record::Access) -> bool {
+    if body.is_end_stream() || !clinical::inspectable(content_type(parts)) {
+        return false;
+    }
+    access.body_inspected = Some(route.inspect_body);
+    route.inspect_body
+}
+
+fn content_type(parts: &Parts) -> Option<&[u8]> {
+    parts.headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes())
+}
+
+/// Reads a body [`must_read`] chose, adds what it names to `facts` and `access.clinical`, and
+/// runs the checks on what the request names again with it.
+pub async fn read(
     parts: &Parts,
     body: Incoming,
     bounds: Bounds<'_>,
     facts: &mut Facts,
     access: &mut record::Access,
 ) -> Result<RequestBody, Rejection> {
-    let content_type = parts.headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
-    if body.is_end_stream() || !clinical::inspectable(content_type) {
-        return Ok(RequestBody::Streaming(body));
-    }
+    let content_type = content_type(parts);
     let route = bounds.route;
-    access.body_inspected = Some(route.inspect_body);
-    if !route.inspect_body {
-        return Ok(RequestBody::Streaming(body));
-    }
     let limit = route.inspect_body_limit;
     let announced = body.size_hint().exact();
     if announced.is_some_and(|n| n > limit) {
