@@ -259,6 +259,9 @@ pub struct FilterArgs {
     until: Option<String>,
     #[arg(long)]
     request_id: Option<String>,
+    /// The client's own X-Request-Id.
+    #[arg(long)]
+    client_request_id: Option<String>,
 }
 
 impl FilterArgs {
@@ -272,6 +275,7 @@ impl FilterArgs {
             since: self.since.as_deref().map(query::parse_since).transpose()?,
             until: self.until.as_deref().map(query::parse_until).transpose()?,
             request_id: self.request_id,
+            client_request_id: self.client_request_id,
         })
     }
 }

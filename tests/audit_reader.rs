@@ -475,7 +475,7 @@ fn query_formats() {
     let table = run(Format::Table);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 9, "{table}");
-    assert!(lines[0].starts_with("time  ") && lines[0].contains("request_id") && lines[0].ends_with("study_uid"));
+    assert!(lines[0].starts_with("time  ") && lines[0].contains("request_id") && lines[0].ends_with("studies"));
     // Aligned: request_id starts at the same column on every line.
     let col = lines[0].find("request_id").unwrap();
     assert!(lines[1..].iter().all(|l| l[col..].starts_with('r')), "{table}");

@@ -17,7 +17,7 @@ mod join;
 mod output;
 
 pub use filters::{parse_since, parse_until, Decision, Filters};
-pub use join::{for_each_row, Row};
+pub use join::{for_each_entry, for_each_row, Entry, LifecycleLine, Row, SystemEvent, SystemRecord};
 pub use output::{query, Format};
 
 use std::io::Write;

@@ -43,9 +43,11 @@ impl FromStr for Decision {
 pub struct Filters {
     /// ODS code of the client organisation.
     pub org: Option<String>,
-    /// NHS number (spaces are ignored: people write `999 000 0034`).
+    /// A patient the request named anywhere: an NHS number (spaces are ignored: people write
+    /// `999 000 0034`) in `nhs_number` or `nhs_numbers`, or another id in `patient_ids`, whole
+    /// (`system|value`) or by its value alone.
     pub patient: Option<String>,
-    /// DICOM study instance UID.
+    /// DICOM study instance UID: `study_uid` or any of `study_uids`.
     pub study: Option<String>,
     /// Route name.
     pub route: Option<String>,
@@ -55,7 +57,52 @@ pub struct Filters {
     /// Access time < this (exclusive). Parse with [`parse_until`], which makes a date mean the
     /// whole of that day and a timestamp inclusive.
     pub until: Option<OffsetDateTime>,
+    /// caregate's own request id.
     pub request_id: Option<String>,
+    /// The client's own `X-Request-Id` (`client_request_id`): searchable, never a key, so
+    /// two requests that sent the same one are two rows.
+    pub client_request_id: Option<String>,
+}
+
+impl Filters {
+    /// Whether any filter but the time bounds is given: records other than requests
+    /// (`tls_rejected`, `lifecycle`) match only the time bounds.
+    pub fn names_requests(&self) -> bool {
+        self.org.is_some()
+            || self.patient.is_some()
+            || self.study.is_some()
+            || self.route.is_some()
+            || self.decision.is_some()
+            || self.request_id.is_some()
+            || self.client_request_id.is_some()
+    }
+}
+
+/// `--patient` as given and without whitespace, prepared once for the loop.
+pub(super) struct Patient {
+    raw: String,
+    compact: String,
+}
+
+impl Patient {
+    pub(super) fn new(given: &str) -> Patient {
+        Patient {
+            raw: given.trim().to_string(),
+            compact: given.chars().filter(|c| !c.is_whitespace()).collect(),
+        }
+    }
+
+    /// An NHS number is compared without spaces; a patient id also by the value of its
+    /// `system|value` unless the wanted id names a system itself.
+    fn is(&self, have: &str, id: bool) -> bool {
+        if have == self.compact || have == self.raw {
+            return true;
+        }
+        id && !self.raw.contains('|')
+            && have
+                .rsplit_once('|')
+                .is_some_and(|(_, v)| v == self.raw || v == self.compact)
+    }
 }
 
 /// `--since`: RFC 3339, or a date meaning its first instant (UTC).
@@ -83,8 +130,8 @@ fn parse_bound(s: &str, flag: &str, until: bool) -> Result<OffsetDateTime, Query
     Ok(if until { start + Duration::days(1) } else { start })
 }
 
-/// Whether the record passes every filter given; `patient` is the NHS number without spaces.
-pub(super) fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<bool, String> {
+/// Whether the record passes every filter given; `patient` is [`Filters::patient`] prepared.
+pub(super) fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&Patient>) -> Result<bool, String> {
     fn eq(want: &Option<String>, have: Option<&Str<'_>>) -> bool {
         want.as_deref().is_none_or(|w| have.is_some_and(|h| *h.0 == *w))
     }
@@ -93,8 +140,11 @@ pub(super) fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) ->
     let ok = eq(&f.org, client_org)
         && eq(&f.route, env.route.as_ref())
         && eq(&f.request_id, env.request_id.as_ref())
-        && eq(&f.study, clinical.and_then(|c| c.study_uid.as_ref()))
-        && patient.is_none_or(|p| clinical.and_then(|c| c.nhs_number.as_ref()).is_some_and(|n| *n.0 == *p))
+        && eq(&f.client_request_id, env.client_request_id.as_ref())
+        && f.study
+            .as_deref()
+            .is_none_or(|s| clinical.is_some_and(|c| c.names_study(s)))
+        && patient.is_none_or(|p| clinical.is_some_and(|c| c.names_patient(p)))
         && f.decision
             .is_none_or(|d| env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str()));
     if !ok || (f.since.is_none() && f.until.is_none()) {
@@ -142,11 +192,13 @@ impl std::ops::Deref for Str<'_> {
 pub(super) struct Envelope<'a> {
     pub(super) seq: u64,
     #[serde(borrow)]
-    time: Str<'a>,
+    pub(super) time: Str<'a>,
     #[serde(borrow)]
     pub(super) event: Str<'a>,
     #[serde(borrow, default)]
     pub(super) request_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    client_request_id: Option<Str<'a>>,
     #[serde(borrow, default)]
     route: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -157,6 +209,9 @@ pub(super) struct Envelope<'a> {
     client: Option<EnvClient<'a>>,
     #[serde(borrow, default)]
     clinical: Option<EnvClinical<'a>>,
+    /// The record's own hash: the exported AuditEvent's id.
+    #[serde(borrow, default)]
+    pub(super) hash: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -170,7 +225,70 @@ struct EnvClinical<'a> {
     #[serde(borrow, default)]
     nhs_number: Option<Str<'a>>,
     #[serde(borrow, default)]
+    nhs_numbers: Few<'a>,
+    #[serde(borrow, default)]
+    patient_ids: Few<'a>,
+    #[serde(borrow, default)]
     study_uid: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    study_uids: Few<'a>,
+}
+
+impl EnvClinical<'_> {
+    fn names_patient(&self, p: &Patient) -> bool {
+        self.nhs_number.as_ref().is_some_and(|n| p.is(n, false))
+            || self.nhs_numbers.iter().any(|n| p.is(n, false))
+            || self.patient_ids.iter().any(|id| p.is(id, true))
+    }
+
+    fn names_study(&self, uid: &str) -> bool {
+        self.study_uid.as_deref() == Some(uid) || self.study_uids.iter().any(|s| s == uid)
+    }
+}
+
+/// Inline room in [`Few`]: requests naming more patients or studies than this are rare.
+const FEW: usize = 4;
+
+/// A list of strings borrowed from the line (`nhs_numbers`, `patient_ids`, `study_uids`): the
+/// first [`FEW`] inline, so that matching a record allocates nothing in the common case.
+#[derive(Default)]
+pub(super) struct Few<'a> {
+    head: [Option<Str<'a>>; FEW],
+    rest: Vec<Str<'a>>,
+}
+
+impl Few<'_> {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.head
+            .iter()
+            .map_while(|s| s.as_deref())
+            .chain(self.rest.iter().map(|s| &**s))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Few<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Few<'a>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Few<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Few<'de>, A::Error> {
+                let mut few = Few::default();
+                let mut i = 0;
+                while let Some(s) = seq.next_element::<Str<'de>>()? {
+                    match few.head.get_mut(i) {
+                        Some(slot) => *slot = Some(s),
+                        None => few.rest.push(s),
+                    }
+                    i += 1;
+                }
+                Ok(few)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 #[cfg(test)]

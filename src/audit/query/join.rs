@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::filters::{matches, Envelope};
+use super::filters::{matches, Envelope, Patient};
 use super::{Filters, QueryError};
 use crate::audit::read::{self, Item, Lines};
-use crate::audit::record::{Access, Client, Clinical, Complete, Request, Word};
+use crate::audit::record::{Access, Client, Clinical, Complete, Request, TlsRejected, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -24,6 +24,47 @@ pub struct Row {
     pub access: Access,
     /// `None` when the trail holds no completion (the gateway stopped mid-request).
     pub complete: Option<Complete>,
+    /// The access record's `hash` (unique in the trail and beyond): the AuditEvent's id.
+    #[serde(skip)]
+    pub hash: String,
+    /// The `time` of the completion record.
+    #[serde(skip)]
+    pub completed: Option<String>,
+}
+
+/// What `audit export --all-events` reads besides requests.
+// Rows pass straight through to the writer: boxing them would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Request(Row),
+    /// A record of the gateway itself or of a refused handshake.
+    System(SystemRecord),
+}
+
+/// A `tls_rejected` or `lifecycle` record.
+#[derive(Debug, Clone)]
+pub struct SystemRecord {
+    pub seq: u64,
+    pub time: String,
+    pub hash: String,
+    pub event: SystemEvent,
+}
+
+#[derive(Debug, Clone)]
+pub enum SystemEvent {
+    TlsRejected(TlsRejected),
+    Lifecycle(LifecycleLine),
+}
+
+/// A `lifecycle` record as read back: `instance` is written from SPEC §8 on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleLine {
+    pub action: String,
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// Streams the trail and calls `emit` once per matching request. Shared by query and export.
@@ -32,10 +73,23 @@ pub fn for_each_row(
     filters: &Filters,
     mut emit: impl FnMut(Row) -> Result<(), QueryError>,
 ) -> Result<u64, QueryError> {
-    let patient: Option<String> = filters
-        .patient
-        .as_ref()
-        .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect());
+    for_each_entry(dir, filters, false, |entry| match entry {
+        Entry::Request(row) => emit(row),
+        Entry::System(_) => Ok(()),
+    })
+}
+
+/// Streams the trail and calls `emit` once per matching request and, with `system`, once per
+/// `tls_rejected` and `lifecycle` record within the time bounds (when no filter but those is
+/// given: the others name requests). A `lifecycle` `start` comes after the rows it cut off.
+pub fn for_each_entry(
+    dir: &Path,
+    filters: &Filters,
+    system: bool,
+    mut emit: impl FnMut(Entry) -> Result<(), QueryError>,
+) -> Result<u64, QueryError> {
+    let system = system && !filters.names_requests();
+    let patient = filters.patient.as_deref().map(Patient::new);
     let mut lines = Lines::new(read::list_files(dir)?);
     // request_id → seq, and seq → row: the second orders rows for eviction and flushing.
     let mut pending_ids: HashMap<Arc<str>, u64> = HashMap::new();
@@ -45,12 +99,12 @@ pub fn for_each_row(
     let flush_all = |pending: &mut BTreeMap<u64, Row>,
                      ids: &mut HashMap<Arc<str>, u64>,
                      emitted: &mut u64,
-                     emit: &mut dyn FnMut(Row) -> Result<(), QueryError>|
+                     emit: &mut dyn FnMut(Entry) -> Result<(), QueryError>|
      -> Result<(), QueryError> {
         ids.clear();
         while let Some((_, row)) = pending.pop_first() {
             *emitted += 1;
-            emit(row)?;
+            emit(Entry::Request(row))?;
         }
         Ok(())
     };
@@ -68,17 +122,18 @@ pub fn for_each_row(
             serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an audit record: {e}")))?;
         match &*env.event.0 {
             "access" => {
-                if !matches(&env, filters, patient.as_deref()).map_err(malformed)? {
+                if !matches(&env, filters, patient.as_ref()).map_err(malformed)? {
                     continue;
                 }
                 let line: AccessLine =
                     serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an access record: {e}")))?;
-                let row = line.into_row(env.seq);
+                let row = line.into_row(env.seq, env.hash.as_deref().unwrap_or_default());
+                // Joined by caregate's own request_id only, never the client's.
                 if let Some(old) = pending_ids.insert(row.access.request_id.clone(), row.seq) {
                     // A reused request_id: emit the earlier one rather than lose it.
                     if let Some(old) = pending.remove(&old) {
                         emitted += 1;
-                        emit(old)?;
+                        emit(Entry::Request(old))?;
                     }
                 }
                 pending.insert(row.seq, row);
@@ -86,7 +141,7 @@ pub fn for_each_row(
                     if let Some((_, oldest)) = pending.pop_first() {
                         pending_ids.remove(&oldest.access.request_id);
                         emitted += 1;
-                        emit(oldest)?;
+                        emit(Entry::Request(oldest))?;
                     }
                 }
             }
@@ -101,13 +156,31 @@ pub fn for_each_row(
                     serde_json::from_slice(bytes).map_err(|e| malformed(format!("not a complete record: {e}")))?;
                 if let Some(mut row) = pending.remove(&seq) {
                     row.complete = Some(complete);
+                    row.completed = Some(String::from(&*env.time));
                     emitted += 1;
-                    emit(row)?;
+                    emit(Entry::Request(row))?;
                 }
             }
-            // A gateway (re)start: whatever is pending was cut off by a crash and never completes.
-            "lifecycle" if env.action.as_deref() == Some("start") => {
-                flush_all(&mut pending, &mut pending_ids, &mut emitted, &mut emit)?
+            "lifecycle" | "tls_rejected" => {
+                // A gateway (re)start: whatever is pending was cut off by a crash and never completes.
+                if env.action.as_deref() == Some("start") {
+                    flush_all(&mut pending, &mut pending_ids, &mut emitted, &mut emit)?;
+                }
+                if system && matches(&env, filters, None).map_err(malformed)? {
+                    let event = if &*env.event == "lifecycle" {
+                        serde_json::from_slice(bytes).map(SystemEvent::Lifecycle)
+                    } else {
+                        serde_json::from_slice(bytes).map(SystemEvent::TlsRejected)
+                    };
+                    let event = event.map_err(|e| malformed(format!("not a {} record: {e}", &*env.event)))?;
+                    emitted += 1;
+                    emit(Entry::System(SystemRecord {
+                        seq: env.seq,
+                        time: String::from(&*env.time),
+                        hash: env.hash.as_deref().unwrap_or_default().to_string(),
+                        event,
+                    }))?;
+                }
             }
             _ => {}
         }
@@ -122,6 +195,8 @@ pub fn for_each_row(
 struct AccessLine {
     time: String,
     request_id: Arc<str>,
+    #[serde(default)]
+    client_request_id: Option<String>,
     client: Client,
     request: Request,
     #[serde(default)]
@@ -134,16 +209,18 @@ struct AccessLine {
     rule: Option<Arc<str>>,
     #[serde(default)]
     clinical: Clinical,
+    #[serde(default)]
+    body_inspected: Option<bool>,
 }
 
 impl AccessLine {
-    fn into_row(self, seq: u64) -> Row {
+    fn into_row(self, seq: u64, hash: &str) -> Row {
         Row {
             seq,
             time: self.time,
             access: Access {
                 request_id: self.request_id,
-                client_request_id: None,
+                client_request_id: self.client_request_id,
                 client: self.client,
                 request: self.request,
                 route: self.route,
@@ -152,9 +229,11 @@ impl AccessLine {
                 reason: self.reason,
                 rule: self.rule,
                 clinical: self.clinical,
-                body_inspected: None,
+                body_inspected: self.body_inspected,
             },
             complete: None,
+            hash: hash.to_string(),
+            completed: None,
         }
     }
 }
