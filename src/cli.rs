@@ -231,6 +231,9 @@ pub enum AuditCommand {
         format: String,
         #[command(flatten)]
         filters: FilterArgs,
+        /// Also refused handshakes (tls_rejected) and the gateway's starts, stops and reloads.
+        #[arg(long)]
+        all_events: bool,
     },
 }
 
@@ -311,14 +314,26 @@ pub fn audit(cmd: AuditCommand) -> u8 {
             });
             query_exit(result, "query")
         }
-        AuditCommand::Export { dir, format, filters } => {
+        AuditCommand::Export {
+            dir,
+            format,
+            filters,
+            all_events,
+        } => {
             if format != "fhir" {
                 eprintln!("caregate audit export: --format must be fhir, not {format:?}");
                 return 2;
             }
-            let result = filters
-                .parse()
-                .and_then(|filters| export::run(&export::ExportArgs { dir, filters }, &mut out));
+            let result = filters.parse().and_then(|filters| {
+                export::run(
+                    &export::ExportArgs {
+                        dir,
+                        filters,
+                        all_events,
+                    },
+                    &mut out,
+                )
+            });
             query_exit(result, "export")
         }
     };
