@@ -13,22 +13,25 @@ const BALP_ENTITY_TYPE: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/Bas
 const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
 const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
 
-/// One request as an AuditEvent.
+/// One request as an AuditEvent; its id is the access record's hash when the row carries its
+/// provenance (rows of [`crate::audit::query::for_each_entry`] do), else `seq-N`.
 pub fn audit_event(row: &Row) -> Value {
     let a = &row.access;
     let class = classify(a);
     let (outcome, outcome_desc) = outcome(row);
+    let hash = row.provenance.as_ref().map_or("", |p| &p.hash);
+    let completed = row.provenance.as_ref().and_then(|p| p.completed.as_deref());
     let mut period = json!({ "start": row.time });
-    if let Some(end) = &row.completed {
+    if let Some(end) = completed {
         period["end"] = json!(end);
     }
     let mut event = json!({
         "resourceType": "AuditEvent",
-        "id": event_id(&row.hash, row.seq),
+        "id": event_id(hash, row.seq),
         "type": event_type(&class),
         "action": class.action,
         "period": period,
-        "recorded": row.completed.as_deref().unwrap_or(&row.time),
+        "recorded": completed.unwrap_or(&row.time),
         "outcome": outcome,
         "agent": agents(a, &class),
         "source": source(),
