@@ -247,6 +247,9 @@ pub enum AuditCommand {
         format: String,
         #[command(flatten)]
         filters: FilterArgs,
+        /// Also refused handshakes (tls_rejected) and the gateway's starts, stops and reloads.
+        #[arg(long)]
+        all_events: bool,
     },
 }
 
@@ -275,6 +278,9 @@ pub struct FilterArgs {
     until: Option<String>,
     #[arg(long)]
     request_id: Option<String>,
+    /// The client's own X-Request-Id.
+    #[arg(long)]
+    client_request_id: Option<String>,
 }
 
 impl FilterArgs {
@@ -288,6 +294,7 @@ impl FilterArgs {
             since: self.since.as_deref().map(query::parse_since).transpose()?,
             until: self.until.as_deref().map(query::parse_until).transpose()?,
             request_id: self.request_id,
+            client_request_id: self.client_request_id,
         })
     }
 }
@@ -333,14 +340,26 @@ pub fn audit(cmd: AuditCommand) -> u8 {
             });
             query_exit(result, "query")
         }
-        AuditCommand::Export { dir, format, filters } => {
+        AuditCommand::Export {
+            dir,
+            format,
+            filters,
+            all_events,
+        } => {
             if format != "fhir" {
                 eprintln!("caregate audit export: --format must be fhir, not {format:?}");
                 return 2;
             }
-            let result = filters
-                .parse()
-                .and_then(|filters| export::run(&export::ExportArgs { dir, filters }, &mut out));
+            let result = filters.parse().and_then(|filters| {
+                export::run(
+                    &export::ExportArgs {
+                        dir,
+                        filters,
+                        all_events,
+                    },
+                    &mut out,
+                )
+            });
             query_exit(result, "export")
         }
     };

@@ -474,7 +474,7 @@ fn query_formats() {
     let table = run(Format::Table);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 9, "{table}");
-    assert!(lines[0].starts_with("time  ") && lines[0].contains("request_id") && lines[0].ends_with("study_uid"));
+    assert!(lines[0].starts_with("time  ") && lines[0].contains("request_id") && lines[0].ends_with("studies"));
     // Aligned: request_id starts at the same column on every line.
     let col = lines[0].find("request_id").unwrap();
     assert!(lines[1..].iter().all(|l| l[col..].starts_with('r')), "{table}");
@@ -503,6 +503,7 @@ fn export_fhir_audit_events() {
     let args = ExportArgs {
         dir: dir.path().into(),
         filters: Filters::default(),
+        all_events: false,
     };
     assert_eq!(export::run(&args, &mut out).unwrap(), 8);
     let events: Vec<Value> = String::from_utf8(out)
@@ -510,19 +511,25 @@ fn export_fhir_audit_events() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let by_id = |id: &str| events.iter().find(|e| e["id"] == id).unwrap();
-    for e in &events {
-        assert_eq!(e["resourceType"], "AuditEvent");
-        assert_eq!(e["type"]["code"], "rest");
-        assert_eq!(e["source"]["observer"]["display"], "caregate");
-        assert!(e["recorded"].as_str().unwrap().starts_with("2026-11-2"));
-        let xreq = e["entity"]
-            .as_array()
-            .unwrap()
+    let xrequest = |e: &Value| {
+        let entities = e["entity"].as_array().unwrap();
+        let x = entities
             .iter()
             .find(|x| x["type"]["display"] == "X-Request-Id")
             .unwrap();
-        assert_eq!(xreq["what"]["identifier"]["value"], e["id"]);
+        x["what"]["identifier"]["value"].as_str().unwrap().to_string()
+    };
+    let by_id = |id: &str| events.iter().find(|e| xrequest(e) == id).unwrap();
+    for e in &events {
+        assert_eq!(e["resourceType"], "AuditEvent");
+        // r2 lists a study's series: a DICOMweb (QIDO) query.
+        let ty = if xrequest(e) == "r2" { "110112" } else { "rest" };
+        assert_eq!(e["type"]["code"], ty);
+        assert_eq!(e["source"]["observer"]["display"], "caregate");
+        assert!(e["recorded"].as_str().unwrap().starts_with("2026-11-2"));
+        // The id is the access record's hash, not a request id.
+        let id = e["id"].as_str().unwrap();
+        assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
     let r1 = by_id("r1");
     assert_eq!((r1["action"].as_str(), r1["outcome"].as_str()), (Some("R"), Some("0")));
@@ -536,11 +543,11 @@ fn export_fhir_audit_events() {
     assert_eq!(client["who"]["display"], "Org A81001");
     assert_eq!(client["requestor"], true);
     assert_eq!(client["network"]["address"], "10.0.0.7");
-    assert!(r1["agent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["who"]["identifier"]["value"] == "G1234567"));
+    // The generator writes its practitioner as `clinical.token_practitioner`, a name of no
+    // record format: no user agent. (tests/fhir_export.rs has users from `clinical.token`.)
+    assert_eq!(r1["agent"].as_array().unwrap().len(), 2);
+    // A read: the client receives the data (Destination), the server sends it (Source).
+    assert_eq!(client["type"]["coding"][0]["code"], "110152");
     let patient = r1["entity"]
         .as_array()
         .unwrap()
@@ -569,7 +576,12 @@ fn export_fhir_audit_events() {
     let q = base64::engine::general_purpose::STANDARD
         .decode(query_entity["query"].as_str().unwrap())
         .unwrap();
-    assert_eq!(q, b"patient=9990000034&code=1,2");
+    // BALP: the raw request, base64; the query string as sent in the description.
+    assert_eq!(
+        q,
+        b"GET epr.example.nhs.uk/fhir/Observation?patient=9990000034&code=1,2"
+    );
+    assert_eq!(query_entity["description"], "patient=9990000034&code=1,2");
     assert_eq!(by_id("r4")["subtype"][0]["code"], "search-type");
 
     // Filters apply as for query.

@@ -1,37 +1,83 @@
 //! `caregate audit export --format fhir`: each request as a FHIR R4 `AuditEvent`, one per line
-//! (NDJSON, as FHIR bulk data uses), shaped like IHE BALP (Basic Audit Log Patterns) RESTful
-//! events so that a national audit repository or any FHIR server can take them in.
+//! (NDJSON, as FHIR bulk data uses), shaped like IHE BALP (Basic Audit Log Patterns) so that a
+//! national audit repository or any FHIR server can take them in; with `--all-events`, refused
+//! handshakes and the gateway's own starts, stops and reloads too, as ATNA (DICOM PS3.15) codes
+//! them.
+//!
+//! | request | `action` | `subtype` | client agent | server agent |
+//! | --- | --- | --- | --- | --- |
+//! | FHIR read, vread, history-instance, capabilities | R | the restful-interaction | Destination 110152 | Source 110153 |
+//! | FHIR search (GET, `_search`), history-type/-system | E | the restful-interaction | Source 110153 | Destination 110152 |
+//! | FHIR operation (`$name`, also a Spine `…:operation:name-1`) | E | `operation`, `$name` | Source | Destination |
+//! | FHIR create / update, patch / delete | C / U / D | the restful-interaction | Source | Destination |
+//! | DICOMweb retrieve (WADO-RS) | R | — (`type` DCM 110103) | Destination | Source |
+//! | DICOMweb search (QIDO-RS) | E | — (`type` DCM 110112) | Source | Destination |
+//! | DICOMweb store (STOW-RS) / delete | C (PUT: U) / D | — (`type` DCM 110103) | Source | Destination |
+//!
+//! A Spine-labelled request (`Ssp-InteractionID`) takes the interaction its label names
+//! (`…:rest:read:…` a read, `…:rest:search:…` a search, `…:rest:cancel:…` an update), and the
+//! label itself as a further `subtype` coding. Entities: a patient (type 1 Person, role 1 Patient)
+//! for every NHS number and every other patient id the record holds; the FHIR resource (type 2,
+//! role 4) when the path names one; a study (type 2, role 3, identifier type DCM 110180) for
+//! every DICOM study; for searches and operations the request itself (role 24 Query, `query`
+//! the base64 of `METHOD host/path?query` as BALP's examples record it, `description` the query
+//! string); and caregate's `X-Request-Id` (BALP `XrequestId`), with the client's own id and the
+//! `Ssp-TraceID` as details. `outcome`: see [`request::outcome`]. The id of every event is the
+//! `hash` of the record it comes from: valid as a FHIR id, unique, and a pointer into the trail.
+//!
+//! BALP's PatientRead and PatientQuery allow one patient per event and ask for one event per
+//! patient; this export writes one event per request with one entity per patient, so a
+//! request naming several patients conforms to BALP's Read and Query profiles, not to their
+//! Patient variants.
+
+mod classify;
+mod request;
+mod system;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::query::{for_each_row, Filters, QueryError, Row};
+use super::query::{for_each_entry, Entry, Filters, QueryError};
+
+pub use classify::{classify, Class, Protocol};
+pub use request::audit_event;
+pub use system::system_event;
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
-const BALP_ENTITY_TYPE: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType";
 
-/// What `caregate audit export DIR --format fhir [filters]` needs.
+/// What `caregate audit export DIR --format fhir [filters] [--all-events]` needs.
 #[derive(Debug, Clone)]
 pub struct ExportArgs {
     pub dir: PathBuf,
     pub filters: Filters,
+    /// Also `tls_rejected` and `lifecycle` records (within `--since`/`--until`; any other
+    /// filter names requests and leaves them out).
+    pub all_events: bool,
 }
 
-/// The command: writes one AuditEvent per matching request; returns how many. Errors (and exit
-/// codes) are those of `audit query`.
+/// The command: writes one AuditEvent per matching request (and record, with `all_events`);
+/// returns how many. Errors (and exit codes) are those of `audit query`.
 pub fn run(args: &ExportArgs, out: &mut impl Write) -> Result<u64, QueryError> {
-    export_fhir(&args.dir, &args.filters, out)
+    export(&args.dir, &args.filters, args.all_events, out)
 }
 
+/// The requests only.
 pub fn export_fhir(dir: &Path, filters: &Filters, out: &mut impl Write) -> Result<u64, QueryError> {
+    export(dir, filters, false, out)
+}
+
+pub fn export(dir: &Path, filters: &Filters, all_events: bool, out: &mut impl Write) -> Result<u64, QueryError> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-    let n = for_each_row(dir, filters, |row| {
-        serde_json::to_writer(&mut out, &audit_event(&row)).map_err(std::io::Error::from)?;
+    let n = for_each_entry(dir, filters, all_events, |entry| {
+        let event = match entry {
+            Entry::Request(row) => audit_event(&row),
+            Entry::System(record) => system_event(&record),
+        };
+        serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
         Ok(())
     })?;
@@ -39,189 +85,82 @@ pub fn export_fhir(dir: &Path, filters: &Filters, out: &mut impl Write) -> Resul
     Ok(n)
 }
 
-/// One request as a BALP-shaped AuditEvent.
-pub fn audit_event(row: &Row) -> Value {
-    let a = &row.access;
-    let c = &a.clinical;
-    let method = &*a.request.method;
-    let (outcome, outcome_desc) = outcome(row);
+// === shared by the event kinds ===
 
-    let mut client = json!({
-        "type": { "coding": [{ "system": DCM, "code": "110153", "display": "Source Role ID" }] },
-        "who": {
-            "identifier": {
-                "system": "https://fhir.nhs.uk/Id/ods-organization-code",
-                "value": a.client.org.as_deref().unwrap_or("unknown"),
-            },
-        },
-        "requestor": true,
-        "network": { "address": a.client.ip, "type": "2" },
-    });
-    if let Some(name) = &a.client.org_name {
-        client["who"]["display"] = json!(name);
-    }
-    if let Some(subject) = &a.client.subject {
-        // The certificate subject names the calling system within the organisation.
-        client["altId"] = json!(subject);
-    }
-    let mut server = json!({
-        "type": { "coding": [{ "system": DCM, "code": "110152", "display": "Destination Role ID" }] },
-        "who": { "display": "caregate" },
-        "requestor": false,
-    });
-    if let Some(host) = &a.request.host {
-        server["network"] = json!({ "address": host, "type": "1" });
-    }
-    let mut agents = vec![client, server];
-    if let Some(practitioner) = c.token.as_ref().and_then(|t| t.practitioner.as_ref()) {
-        // From a GP Connect token: recorded as the user the client system acted for.
-        agents.push(json!({
-            "type": { "coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "code": "IRCP", "display": "information recipient",
-            }] },
-            "who": { "identifier": { "value": practitioner } },
-            "requestor": true,
-        }));
-    }
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({ "system": system, "code": code, "display": display })
+}
 
-    let mut entities = Vec::new();
-    if let Some(nhs) = &c.nhs_number {
-        entities.push(json!({
-            "what": { "identifier": { "system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs } },
-            "type": { "system": ENTITY_TYPE, "code": "1", "display": "Person" },
-            "role": { "system": OBJECT_ROLE, "code": "1", "display": "Patient" },
-        }));
-    }
-    if let (Some(ty), Some(id)) = (&c.fhir_type, &c.fhir_id) {
-        entities.push(json!({
-            "what": { "reference": format!("{ty}/{id}") },
-            "type": { "system": ENTITY_TYPE, "code": "2", "display": "System Object" },
-            "role": { "system": OBJECT_ROLE, "code": "4", "display": "Domain Resource" },
-        }));
-    }
-    if let Some(study) = &c.study_uid {
-        entities.push(json!({
-            "what": { "identifier": { "system": "urn:dicom:uid", "value": format!("urn:oid:{study}") } },
-            "type": { "system": ENTITY_TYPE, "code": "2", "display": "System Object" },
-            "role": { "system": OBJECT_ROLE, "code": "3", "display": "Report" },
-            "description": "DICOM study",
-        }));
-    }
-    entities.push(json!({
-        "what": { "identifier": { "value": a.request_id } },
-        "type": { "system": BALP_ENTITY_TYPE, "code": "XrequestId", "display": "X-Request-Id" },
-    }));
-    if let Some(query) = a.request.query.as_deref().filter(|q| !q.is_empty()) {
-        entities.push(json!({
-            "type": { "system": ENTITY_TYPE, "code": "2", "display": "System Object" },
-            "role": { "system": OBJECT_ROLE, "code": "24", "display": "Query" },
-            "query": base64::engine::general_purpose::STANDARD.encode(query),
-        }));
-    }
+/// A CodeableConcept of one coding.
+fn concept(system: &str, code: &str, display: &str) -> Value {
+    json!({ "coding": [coding(system, code, display)] })
+}
 
-    let mut event = json!({
-        "resourceType": "AuditEvent",
-        "id": a.request_id,
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest", "display": "Restful Operation",
-        },
-        "subtype": [{
-            "system": "http://hl7.org/fhir/restful-interaction",
-            "code": interaction(row),
+fn dcm(code: &str, display: &str) -> Value {
+    coding(DCM, code, display)
+}
+
+/// The AuditEvent id: the record's hash (64 hex digits fit FHIR's `[A-Za-z0-9\-\.]{1,64}`), or
+/// `seq-N` for a record without a usable one.
+fn event_id(hash: &str, seq: u64) -> String {
+    let ok = (1..=64).contains(&hash.len())
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        hash.to_string()
+    } else {
+        format!("seq-{seq}")
+    }
+}
+
+/// caregate, which observed and recorded every event.
+fn source() -> Value {
+    json!({
+        "observer": { "display": "caregate" },
+        "type": [{
+            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+            "code": "4", "display": "Application Server",
         }],
-        "action": action(method),
-        "recorded": row.time,
-        "outcome": outcome,
-        "agent": agents,
-        "source": {
-            "observer": { "display": "caregate" },
-            "type": [{
-                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                "code": "4", "display": "Application Server",
-            }],
-        },
-        "entity": entities,
-    });
-    if let Some(desc) = outcome_desc {
-        event["outcomeDesc"] = json!(desc);
-    }
-    event
+    })
 }
 
-/// C/R/U/D/E from the HTTP method, as BALP maps the RESTful interactions.
-fn action(method: &str) -> &'static str {
-    match method {
-        "POST" => "C",
-        "GET" | "HEAD" => "R",
-        "PUT" | "PATCH" => "U",
-        "DELETE" => "D",
-        _ => "E",
+/// A network address as FHIR types it: `2` an IP address, `1` a machine name.
+fn network(address: &str) -> Value {
+    let ip = address.parse::<std::net::IpAddr>().is_ok()
+        || address
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    json!({ "address": address, "type": if ip { "2" } else { "1" } })
+}
+
+/// `system|value` as a FHIR Identifier; a value alone (or a system FHIR would refuse as a URI)
+/// keeps the whole text as the value.
+fn identifier(text: &str) -> Value {
+    match text.split_once('|') {
+        Some((system, value)) if is_uri(system) && !value.trim().is_empty() => {
+            json!({ "system": system, "value": value })
+        }
+        _ => json!({ "value": text }),
     }
 }
 
-/// FHIR restful-interaction code: the recorded FHIR interaction when it is one, else from the
-/// method (a Spine interaction ID such as `urn:nhs:names:services:…` is not a FHIR code).
-fn interaction(row: &Row) -> &str {
-    const CODES: &[&str] = &[
-        "read",
-        "vread",
-        "update",
-        "patch",
-        "delete",
-        "history",
-        "history-instance",
-        "history-type",
-        "history-system",
-        "create",
-        "search",
-        "search-type",
-        "search-system",
-        "capabilities",
-        "transaction",
-        "batch",
-        "operation",
-    ];
-    let c = &row.access.clinical;
-    if let Some(i) = c.interaction.as_deref() {
-        if let Some(code) = CODES.iter().find(|code| **code == i) {
-            return code;
+/// `system|code` as a CodeableConcept; anything else as its text.
+fn concept_of(text: &str) -> Value {
+    match text.split_once('|') {
+        Some((system, code)) if is_uri(system) && is_code(code) => {
+            json!({ "coding": [{ "system": system, "code": code }] })
         }
-        if i.starts_with('$') {
-            return "operation";
-        }
-    }
-    match &*row.access.request.method {
-        "GET" | "HEAD" if c.fhir_id.is_some() => "read",
-        "GET" | "HEAD" => "search-type",
-        "POST" => "create",
-        "PUT" => "update",
-        "PATCH" => "patch",
-        "DELETE" => "delete",
-        _ => "operation",
+        _ => json!({ "text": text }),
     }
 }
 
-/// BALP outcome: 0 success, 4 minor failure (refused, client error, client gone), 8 serious
-/// failure (upstream error, timeout, 5xx); the reason goes in outcomeDesc unless it is `allowed`.
-fn outcome(row: &Row) -> (&'static str, Option<String>) {
-    let a = &row.access;
-    let reason = (a.reason != "allowed").then(|| a.reason.to_string());
-    match &row.complete {
-        Some(done) => {
-            let code = if done.status >= 500 || matches!(&*done.outcome, "upstream_error" | "timeout") {
-                "8"
-            } else if done.status >= 400 || done.outcome == "client_aborted" || a.decision == "deny" {
-                "4"
-            } else {
-                "0"
-            };
-            let desc = reason.or_else(|| (done.outcome != "ok").then(|| done.outcome.to_string()));
-            (code, desc)
-        }
-        None if a.decision == "deny" => ("4", reason),
-        // Allowed but never completed: the gateway stopped mid-request.
-        None => ("8", Some("no completion recorded".into())),
-    }
+fn is_uri(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_whitespace) && s.contains(':')
+}
+
+/// FHIR's `code`: no leading, trailing or double whitespace.
+fn is_code(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with(char::is_whitespace) && !s.ends_with(char::is_whitespace) && !s.contains("  ")
 }

@@ -9,15 +9,16 @@
 //!
 //! Query reads records; it does not check the chain — that is `audit verify`'s job.
 //!
-//! `filters` holds what a row must match and the borrowed view of a line it is matched on,
-//! `join` the streaming join, `output` the table, JSON and CSV writers.
+//! `filters` holds what a row must match, `envelope` the borrowed view of a line it is matched
+//! on, `join` the streaming join, `output` the table, JSON and CSV writers.
 
+mod envelope;
 mod filters;
 mod join;
 mod output;
 
 pub use filters::{parse_since, parse_until, Decision, Filters};
-pub use join::{for_each_row, Row};
+pub use join::{for_each_entry, for_each_row, Entry, LifecycleLine, Provenance, Row, SystemEvent, SystemRecord};
 pub use output::{query, Format};
 
 use std::io::Write;

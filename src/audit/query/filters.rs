@@ -1,13 +1,12 @@
-//! What a row must match: the filters as given on the command line, and the borrowed view of
-//! each line (`Envelope`) they are tested against before anything is copied.
+//! What a row must match: the filters as given on the command line, tested on the borrowed
+//! view of each line ([`Envelope`]) before anything is copied.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime};
 
+use super::envelope::{Envelope, Str};
 use super::QueryError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +42,11 @@ impl FromStr for Decision {
 pub struct Filters {
     /// ODS code of the client organisation.
     pub org: Option<String>,
-    /// NHS number (spaces are ignored: people write `999 000 0034`).
+    /// A patient the request named anywhere: an NHS number (spaces are ignored: people write
+    /// `999 000 0034`) in `nhs_number` or `nhs_numbers`, or another id in `patient_ids`, whole
+    /// (`system|value`) or by its value alone.
     pub patient: Option<String>,
-    /// DICOM study instance UID.
+    /// DICOM study instance UID: `study_uid` or any of `study_uids`.
     pub study: Option<String>,
     /// Route name.
     pub route: Option<String>,
@@ -55,7 +56,52 @@ pub struct Filters {
     /// Access time < this (exclusive). Parse with [`parse_until`], which makes a date mean the
     /// whole of that day and a timestamp inclusive.
     pub until: Option<OffsetDateTime>,
+    /// caregate's own request id.
     pub request_id: Option<String>,
+    /// The client's own `X-Request-Id` (`client_request_id`): searchable, never a key, so
+    /// two requests that sent the same one are two rows.
+    pub client_request_id: Option<String>,
+}
+
+impl Filters {
+    /// Whether any filter but the time bounds is given: records other than requests
+    /// (`tls_rejected`, `lifecycle`) match only the time bounds.
+    pub fn names_requests(&self) -> bool {
+        self.org.is_some()
+            || self.patient.is_some()
+            || self.study.is_some()
+            || self.route.is_some()
+            || self.decision.is_some()
+            || self.request_id.is_some()
+            || self.client_request_id.is_some()
+    }
+}
+
+/// `--patient` as given and without whitespace, prepared once for the loop.
+pub(super) struct Patient {
+    raw: String,
+    compact: String,
+}
+
+impl Patient {
+    pub(super) fn new(given: &str) -> Patient {
+        Patient {
+            raw: given.trim().to_string(),
+            compact: given.chars().filter(|c| !c.is_whitespace()).collect(),
+        }
+    }
+
+    /// An NHS number is compared without spaces; a patient id (`id`) also by the value of its
+    /// `system|value` unless the wanted id names a system itself.
+    pub(super) fn is(&self, have: &str, id: bool) -> bool {
+        if have == self.compact || have == self.raw {
+            return true;
+        }
+        id && !self.raw.contains('|')
+            && have
+                .rsplit_once('|')
+                .is_some_and(|(_, v)| v == self.raw || v == self.compact)
+    }
 }
 
 /// `--since`: RFC 3339, or a date meaning its first instant (UTC).
@@ -83,94 +129,23 @@ fn parse_bound(s: &str, flag: &str, until: bool) -> Result<OffsetDateTime, Query
     Ok(if until { start + Duration::days(1) } else { start })
 }
 
-/// Whether the record passes every filter given; `patient` is the NHS number without spaces.
-pub(super) fn matches(env: &Envelope<'_>, f: &Filters, patient: Option<&str>) -> Result<bool, String> {
+/// Whether the record passes every filter given. Patient, study and client request id were
+/// matched while the line was read (see [`Envelope::read`]).
+pub(super) fn matches(env: &Envelope<'_>, f: &Filters) -> Result<bool, String> {
     fn eq(want: &Option<String>, have: Option<&Str<'_>>) -> bool {
-        want.as_deref().is_none_or(|w| have.is_some_and(|h| *h.0 == *w))
+        want.as_deref().is_none_or(|w| have.is_some_and(|h| **h == *w))
     }
-    let client_org = env.client.as_ref().and_then(|c| c.org.as_ref());
-    let clinical = env.clinical.as_ref();
-    let ok = eq(&f.org, client_org)
+    let ok = env.named_all()
+        && eq(&f.org, env.org.as_ref())
         && eq(&f.route, env.route.as_ref())
         && eq(&f.request_id, env.request_id.as_ref())
-        && eq(&f.study, clinical.and_then(|c| c.study_uid.as_ref()))
-        && patient.is_none_or(|p| clinical.and_then(|c| c.nhs_number.as_ref()).is_some_and(|n| *n.0 == *p))
         && f.decision
-            .is_none_or(|d| env.decision.as_ref().is_some_and(|h| *h.0 == *d.as_str()));
+            .is_none_or(|d| env.decision.as_ref().is_some_and(|h| **h == *d.as_str()));
     if !ok || (f.since.is_none() && f.until.is_none()) {
         return Ok(ok);
     }
-    let time = OffsetDateTime::parse(&env.time.0, &Rfc3339).map_err(|e| format!("bad time {:?}: {e}", env.time.0))?;
+    let time = OffsetDateTime::parse(&env.time, &Rfc3339).map_err(|e| format!("bad time {:?}: {e}", &*env.time))?;
     Ok(f.since.is_none_or(|s| time >= s) && f.until.is_none_or(|u| time < u))
-}
-
-// === borrowed views of a line ===
-
-/// A string borrowed from the line unless it holds JSON escapes. (`Cow<str>` always copies
-/// through serde's derive, and `&str` fails on escapes.)
-pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Str<'a>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl std::ops::Deref for Str<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// What every line is filtered on, borrowed: a non-matching record costs a parse and nothing
-/// else.
-#[derive(Deserialize)]
-pub(super) struct Envelope<'a> {
-    pub(super) seq: u64,
-    #[serde(borrow)]
-    time: Str<'a>,
-    #[serde(borrow)]
-    pub(super) event: Str<'a>,
-    #[serde(borrow, default)]
-    pub(super) request_id: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    route: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    decision: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    pub(super) action: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    client: Option<EnvClient<'a>>,
-    #[serde(borrow, default)]
-    clinical: Option<EnvClinical<'a>>,
-}
-
-#[derive(Deserialize)]
-struct EnvClient<'a> {
-    #[serde(borrow, default)]
-    org: Option<Str<'a>>,
-}
-
-#[derive(Deserialize)]
-struct EnvClinical<'a> {
-    #[serde(borrow, default)]
-    nhs_number: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    study_uid: Option<Str<'a>>,
 }
 
 #[cfg(test)]

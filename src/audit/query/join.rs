@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::filters::{matches, Envelope};
+use super::envelope::{line_hash, Envelope, Wanted};
+use super::filters::{matches, Patient};
 use super::{Filters, QueryError};
 use crate::audit::read::{self, Item, Lines};
-use crate::audit::record::{Access, Client, Clinical, Complete, Request, Word};
+use crate::audit::record::{Access, Client, Clinical, Complete, Request, TlsRejected, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -24,36 +25,148 @@ pub struct Row {
     pub access: Access,
     /// `None` when the trail holds no completion (the gateway stopped mid-request).
     pub complete: Option<Complete>,
+    /// Where the row came from, for export: [`for_each_entry`] fills it, [`for_each_row`]
+    /// (query) leaves it `None` and spends nothing on it.
+    #[serde(skip)]
+    pub provenance: Option<Provenance>,
+}
+
+/// The records behind a row, as an AuditEvent needs them.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The access record's `hash` (unique in the trail and beyond): the AuditEvent's id.
+    pub hash: String,
+    /// The `time` of the completion record, when there is one.
+    pub completed: Option<String>,
+}
+
+/// What `audit export --all-events` reads besides requests.
+// Rows pass straight through to the writer: boxing them would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Request(Row),
+    /// A record of the gateway itself or of a refused handshake.
+    System(SystemRecord),
+}
+
+/// A `tls_rejected` or `lifecycle` record.
+#[derive(Debug, Clone)]
+pub struct SystemRecord {
+    pub seq: u64,
+    pub time: String,
+    pub hash: String,
+    pub event: SystemEvent,
+}
+
+#[derive(Debug, Clone)]
+pub enum SystemEvent {
+    TlsRejected(TlsRejected),
+    Lifecycle(LifecycleLine),
+}
+
+/// A `lifecycle` record as read back: `instance` is written from SPEC §8 on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleLine {
+    pub action: String,
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// Streams the trail and calls `emit` once per matching request. Shared by query and export.
 pub fn for_each_row(
     dir: &Path,
     filters: &Filters,
-    mut emit: impl FnMut(Row) -> Result<(), QueryError>,
+    emit: impl FnMut(Row) -> Result<(), QueryError>,
 ) -> Result<u64, QueryError> {
-    let patient: Option<String> = filters
-        .patient
-        .as_ref()
-        .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect());
+    stream(dir, filters, &mut Rows(emit))
+}
+
+/// Streams the trail and calls `emit` once per matching request (with its [`Provenance`])
+/// and, with `system`, once per `tls_rejected` and `lifecycle` record within the time bounds
+/// (when no filter but those is given: the others name requests). A `lifecycle` `start`
+/// comes after the rows it cut off.
+pub fn for_each_entry(
+    dir: &Path,
+    filters: &Filters,
+    system: bool,
+    emit: impl FnMut(Entry) -> Result<(), QueryError>,
+) -> Result<u64, QueryError> {
+    let system = system && !filters.names_requests();
+    stream(dir, filters, &mut Entries { emit, system })
+}
+
+/// Where the stream goes: rows alone (query, at full speed), or entries (export).
+trait Sink {
+    /// Whether rows carry their [`Provenance`].
+    const PROVENANCE: bool;
+    /// Whether `tls_rejected` and `lifecycle` records are wanted.
+    fn system(&self) -> bool;
+    fn row(&mut self, row: Row) -> Result<(), QueryError>;
+    fn record(&mut self, record: SystemRecord) -> Result<(), QueryError>;
+}
+
+struct Rows<F>(F);
+
+impl<F: FnMut(Row) -> Result<(), QueryError>> Sink for Rows<F> {
+    const PROVENANCE: bool = false;
+    fn system(&self) -> bool {
+        false
+    }
+    fn row(&mut self, row: Row) -> Result<(), QueryError> {
+        (self.0)(row)
+    }
+    fn record(&mut self, _: SystemRecord) -> Result<(), QueryError> {
+        Ok(())
+    }
+}
+
+struct Entries<F> {
+    emit: F,
+    system: bool,
+}
+
+impl<F: FnMut(Entry) -> Result<(), QueryError>> Sink for Entries<F> {
+    const PROVENANCE: bool = true;
+    fn system(&self) -> bool {
+        self.system
+    }
+    fn row(&mut self, row: Row) -> Result<(), QueryError> {
+        (self.emit)(Entry::Request(row))
+    }
+    fn record(&mut self, record: SystemRecord) -> Result<(), QueryError> {
+        (self.emit)(Entry::System(record))
+    }
+}
+
+fn stream<S: Sink>(dir: &Path, filters: &Filters, sink: &mut S) -> Result<u64, QueryError> {
+    let patient = filters.patient.as_deref().map(Patient::new);
+    let wanted = Wanted {
+        patient: patient.as_ref(),
+        study: filters.study.as_deref(),
+        client_request_id: filters.client_request_id.as_deref(),
+    };
     let mut lines = Lines::new(read::list_files(dir)?);
     // request_id → seq, and seq → row: the second orders rows for eviction and flushing.
     let mut pending_ids: HashMap<Arc<str>, u64> = HashMap::new();
     let mut pending: BTreeMap<u64, Row> = BTreeMap::new();
     let mut emitted = 0u64;
     // Emits every pending row, oldest first, without a completion.
-    let flush_all = |pending: &mut BTreeMap<u64, Row>,
-                     ids: &mut HashMap<Arc<str>, u64>,
-                     emitted: &mut u64,
-                     emit: &mut dyn FnMut(Row) -> Result<(), QueryError>|
-     -> Result<(), QueryError> {
+    fn flush_all<S: Sink>(
+        pending: &mut BTreeMap<u64, Row>,
+        ids: &mut HashMap<Arc<str>, u64>,
+        emitted: &mut u64,
+        sink: &mut S,
+    ) -> Result<(), QueryError> {
         ids.clear();
         while let Some((_, row)) = pending.pop_first() {
             *emitted += 1;
-            emit(row)?;
+            sink.row(row)?;
         }
         Ok(())
-    };
+    }
 
     while let Some(item) = lines.next_item()? {
         let Item::Line { pos, bytes, .. } = item else {
@@ -64,21 +177,27 @@ pub fn for_each_row(
             line: pos.line,
             why,
         };
-        let env: Envelope<'_> =
-            serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an audit record: {e}")))?;
+        let env = Envelope::read(bytes, wanted).map_err(|e| malformed(format!("not an audit record: {e}")))?;
         match &*env.event.0 {
             "access" => {
-                if !matches(&env, filters, patient.as_deref()).map_err(malformed)? {
+                if !matches(&env, filters).map_err(malformed)? {
                     continue;
                 }
                 let line: AccessLine =
                     serde_json::from_slice(bytes).map_err(|e| malformed(format!("not an access record: {e}")))?;
-                let row = line.into_row(env.seq);
+                let mut row = line.into_row(env.seq);
+                if S::PROVENANCE {
+                    row.provenance = Some(Provenance {
+                        hash: line_hash(bytes).unwrap_or_default().to_string(),
+                        completed: None,
+                    });
+                }
+                // Joined by caregate's own request_id only, never the client's.
                 if let Some(old) = pending_ids.insert(row.access.request_id.clone(), row.seq) {
                     // A reused request_id: emit the earlier one rather than lose it.
                     if let Some(old) = pending.remove(&old) {
                         emitted += 1;
-                        emit(old)?;
+                        sink.row(old)?;
                     }
                 }
                 pending.insert(row.seq, row);
@@ -86,7 +205,7 @@ pub fn for_each_row(
                     if let Some((_, oldest)) = pending.pop_first() {
                         pending_ids.remove(&oldest.access.request_id);
                         emitted += 1;
-                        emit(oldest)?;
+                        sink.row(oldest)?;
                     }
                 }
             }
@@ -101,18 +220,38 @@ pub fn for_each_row(
                     serde_json::from_slice(bytes).map_err(|e| malformed(format!("not a complete record: {e}")))?;
                 if let Some(mut row) = pending.remove(&seq) {
                     row.complete = Some(complete);
+                    if let Some(p) = &mut row.provenance {
+                        p.completed = Some(String::from(&*env.time));
+                    }
                     emitted += 1;
-                    emit(row)?;
+                    sink.row(row)?;
                 }
             }
-            // A gateway (re)start: whatever is pending was cut off by a crash and never completes.
-            "lifecycle" if env.action.as_deref() == Some("start") => {
-                flush_all(&mut pending, &mut pending_ids, &mut emitted, &mut emit)?
+            "lifecycle" | "tls_rejected" => {
+                // A gateway (re)start: whatever is pending was cut off by a crash and never completes.
+                if env.action.as_deref() == Some("start") {
+                    flush_all(&mut pending, &mut pending_ids, &mut emitted, sink)?;
+                }
+                if sink.system() && matches(&env, filters).map_err(malformed)? {
+                    let event = if &*env.event == "lifecycle" {
+                        serde_json::from_slice(bytes).map(SystemEvent::Lifecycle)
+                    } else {
+                        serde_json::from_slice(bytes).map(SystemEvent::TlsRejected)
+                    };
+                    let event = event.map_err(|e| malformed(format!("not a {} record: {e}", &*env.event)))?;
+                    emitted += 1;
+                    sink.record(SystemRecord {
+                        seq: env.seq,
+                        time: String::from(&*env.time),
+                        hash: line_hash(bytes).unwrap_or_default().to_string(),
+                        event,
+                    })?;
+                }
             }
             _ => {}
         }
     }
-    flush_all(&mut pending, &mut pending_ids, &mut emitted, &mut emit)?;
+    flush_all(&mut pending, &mut pending_ids, &mut emitted, sink)?;
     Ok(emitted)
 }
 
@@ -122,6 +261,8 @@ pub fn for_each_row(
 struct AccessLine {
     time: String,
     request_id: Arc<str>,
+    #[serde(default)]
+    client_request_id: Option<String>,
     client: Client,
     request: Request,
     #[serde(default)]
@@ -134,6 +275,8 @@ struct AccessLine {
     rule: Option<Arc<str>>,
     #[serde(default)]
     clinical: Clinical,
+    #[serde(default)]
+    body_inspected: Option<bool>,
 }
 
 impl AccessLine {
@@ -143,7 +286,7 @@ impl AccessLine {
             time: self.time,
             access: Access {
                 request_id: self.request_id,
-                client_request_id: None,
+                client_request_id: self.client_request_id,
                 client: self.client,
                 request: self.request,
                 route: self.route,
@@ -152,9 +295,10 @@ impl AccessLine {
                 reason: self.reason,
                 rule: self.rule,
                 clinical: self.clinical,
-                body_inspected: None,
+                body_inspected: self.body_inspected,
             },
             complete: None,
+            provenance: None,
         }
     }
 }

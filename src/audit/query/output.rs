@@ -70,10 +70,41 @@ fn num(n: Option<impl ToString>) -> Cow<'static, str> {
     n.map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string()))
 }
 
-/// The table's columns: what an auditor scans for.
+/// A list joined with `;`; borrowed when it holds one value (the common case).
+fn list(items: &[String]) -> Cow<'_, str> {
+    match items {
+        [] => Cow::Borrowed(""),
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.join(";")),
+    }
+}
+
+/// Every value of a list field, or its first-format single field when only that was written.
+fn all<'a>(items: &'a [String], first: &'a Option<String>) -> Cow<'a, str> {
+    if items.is_empty() {
+        opt(first)
+    } else {
+        list(items)
+    }
+}
+
+/// Every patient the request named: its NHS numbers, then its other patient ids.
+fn patients(r: &Row) -> Cow<'_, str> {
+    let c = &r.access.clinical;
+    let nhs = all(&c.nhs_numbers, &c.nhs_number);
+    match (nhs.is_empty(), c.patient_ids.is_empty()) {
+        (_, true) => nhs,
+        (true, false) => list(&c.patient_ids),
+        (false, false) => Cow::Owned(format!("{nhs};{}", c.patient_ids.join(";"))),
+    }
+}
+
+/// The table's columns: what an auditor scans for. `patients` and `studies` list every one the
+/// request named, joined with `;`.
 const TABLE_COLUMNS: &[Column] = &[
     ("time", |r| Cow::Borrowed(&r.time)),
     ("request_id", |r| Cow::Borrowed(&r.access.request_id)),
+    ("client_request_id", |r| opt(&r.access.client_request_id)),
     ("org", |r| opt(&r.access.client.org)),
     ("org_name", |r| opt(&r.access.client.org_name)),
     ("method", |r| Cow::Borrowed(&r.access.request.method)),
@@ -85,11 +116,14 @@ const TABLE_COLUMNS: &[Column] = &[
     ("outcome", |r| {
         Cow::Borrowed(r.complete.as_ref().map_or("", |c| &c.outcome))
     }),
-    ("nhs_number", |r| opt(&r.access.clinical.nhs_number)),
-    ("study_uid", |r| opt(&r.access.clinical.study_uid)),
+    ("patients", patients),
+    ("studies", |r| {
+        all(&r.access.clinical.study_uids, &r.access.clinical.study_uid)
+    }),
 ];
 
-/// CSV is for spreadsheets and scripts: the table's columns and the rest of the record.
+/// CSV is for spreadsheets and scripts: the table's columns and the rest of the record. Lists
+/// are joined with `;`; `nhs_number` and `study_uid` stay the first of each for older scripts.
 const CSV_COLUMNS: &[Column] = &[
     ("time", |r| Cow::Borrowed(&r.time)),
     ("seq", |r| Cow::Owned(r.seq.to_string())),
@@ -119,6 +153,26 @@ const CSV_COLUMNS: &[Column] = &[
     ("fhir_type", |r| opt(&r.access.clinical.fhir_type)),
     ("fhir_id", |r| opt(&r.access.clinical.fhir_id)),
     ("interaction", |r| opt(&r.access.clinical.interaction)),
+    // Added with several patients per record; the columns above keep their places.
+    ("client_request_id", |r| opt(&r.access.client_request_id)),
+    ("nhs_numbers", |r| {
+        all(&r.access.clinical.nhs_numbers, &r.access.clinical.nhs_number)
+    }),
+    ("patient_ids", |r| list(&r.access.clinical.patient_ids)),
+    ("study_uids", |r| {
+        all(&r.access.clinical.study_uids, &r.access.clinical.study_uid)
+    }),
+    ("practitioner", |r| {
+        Cow::Borrowed(
+            r.access
+                .clinical
+                .token
+                .as_ref()
+                .and_then(|t| t.practitioner.as_deref())
+                .unwrap_or(""),
+        )
+    }),
+    ("body_inspected", |r| num(r.access.body_inspected)),
 ];
 
 /// One RFC 4180 record: fields with a comma, quote, CR or LF are quoted, quotes doubled; CRLF
