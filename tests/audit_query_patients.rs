@@ -1,6 +1,7 @@
 //! `audit query` with the records of SPEC §8: several patients and studies per request, client
 //! request ids that collide (never a join key), GP Connect tokens; and the outputs that show them.
 
+#[allow(dead_code)] // Each test file uses a part of it.
 #[path = "support/trail_gen.rs"]
 mod trail_gen;
 

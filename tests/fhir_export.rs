@@ -2,6 +2,7 @@
 //! trails through a real FHIR model validator (tests/fhir_validate.py, the `fhir.resources`
 //! package: missing, it fails this test), and BALP's rules as assertions.
 
+#[allow(dead_code)] // Each test file uses a part of it.
 #[path = "support/trail_gen.rs"]
 mod trail_gen;
 

@@ -238,6 +238,7 @@ mod tests {
                 method: method.into(),
                 host: None,
                 path: path.into(),
+                path_params: Vec::new(),
                 query: None,
                 version: "HTTP/1.1".into(),
             },
@@ -311,10 +312,10 @@ mod tests {
             "POST",
             "/gpc/structured",
             Clinical {
-                ssp: Some(Ssp {
+                ssp: Some(Box::new(Ssp {
                     interaction: Some(gpc.into()),
                     ..Ssp::default()
-                }),
+                })),
                 ..Clinical::default()
             },
         ));

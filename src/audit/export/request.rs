@@ -88,7 +88,7 @@ fn agents(a: &Access, class: &Class) -> Vec<Value> {
     } else {
         (SOURCE, DESTINATION)
     };
-    let user = a.clinical.token.as_ref().and_then(user_agent);
+    let user = a.clinical.token.as_deref().and_then(user_agent);
     let mut client = json!({
         "type": { "coding": [dcm(client_role.0, client_role.1)] },
         "who": organisation(&a.client),
