@@ -31,15 +31,16 @@
 //! Patient variants.
 
 mod classify;
+pub mod fhir;
 mod request;
 mod system;
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use super::query::{for_each_entry, Entry, Filters, QueryError};
+use fhir::{Coding, Concept, Identifier, Network, Text};
 
 pub use classify::{classify, Class, Protocol};
 pub use request::audit_event;
@@ -48,6 +49,7 @@ pub use system::system_event;
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const SYSTEM_OBJECT: Coding<'static> = Coding::new(ENTITY_TYPE, "2", "System Object");
 
 /// What `caregate audit export DIR --format fhir [filters] [--all-events]` needs.
 #[derive(Debug, Clone)]
@@ -73,11 +75,10 @@ pub fn export_fhir(dir: &Path, filters: &Filters, out: &mut impl Write) -> Resul
 pub fn export(dir: &Path, filters: &Filters, all_events: bool, out: &mut impl Write) -> Result<u64, QueryError> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let n = for_each_entry(dir, filters, all_events, |entry| {
-        let event = match entry {
-            Entry::Request(row) => audit_event(&row),
-            Entry::System(record) => system_event(&record),
-        };
-        serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from)?;
+        match entry {
+            Entry::Request(row) => request::write(&row, &mut out)?,
+            Entry::System(record) => system::write(&record, &mut out)?,
+        }
         out.write_all(b"\n")?;
         Ok(())
     })?;
@@ -87,72 +88,58 @@ pub fn export(dir: &Path, filters: &Filters, all_events: bool, out: &mut impl Wr
 
 // === shared by the event kinds ===
 
-fn coding(system: &str, code: &str, display: &str) -> Value {
-    json!({ "system": system, "code": code, "display": display })
-}
-
-/// A CodeableConcept of one coding.
-fn concept(system: &str, code: &str, display: &str) -> Value {
-    json!({ "coding": [coding(system, code, display)] })
-}
-
-fn dcm(code: &str, display: &str) -> Value {
-    coding(DCM, code, display)
+const fn dcm(code: &'static str, display: &'static str) -> Coding<'static> {
+    Coding::new(DCM, code, display)
 }
 
 /// The AuditEvent id: the record's hash (64 hex digits fit FHIR's `[A-Za-z0-9\-\.]{1,64}`), or
 /// `seq-N` for a record without a usable one.
-fn event_id(hash: &str, seq: u64) -> String {
+fn event_id(hash: &str, seq: u64) -> Text<'_> {
     let ok = (1..=64).contains(&hash.len())
         && hash
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if ok {
-        hash.to_string()
+        Cow::Borrowed(hash)
     } else {
-        format!("seq-{seq}")
+        Cow::Owned(format!("seq-{seq}"))
     }
 }
 
-/// caregate, which observed and recorded every event.
-fn source() -> Value {
-    json!({
-        "observer": { "display": "caregate" },
-        "type": [{
-            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-            "code": "4", "display": "Application Server",
-        }],
-    })
-}
-
 /// A network address as FHIR types it: `2` an IP address, `1` a machine name.
-fn network(address: &str) -> Value {
+fn network(address: &str) -> Network<'_> {
     let ip = address.parse::<std::net::IpAddr>().is_ok()
         || address
             .strip_prefix('[')
             .and_then(|a| a.strip_suffix(']'))
             .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
-    json!({ "address": address, "type": if ip { "2" } else { "1" } })
+    Network {
+        address,
+        ty: if ip { "2" } else { "1" },
+    }
 }
 
 /// `system|value` as a FHIR Identifier; a value alone (or a system FHIR would refuse as a URI)
 /// keeps the whole text as the value.
-fn identifier(text: &str) -> Value {
+fn identifier(text: &str) -> Identifier<'_> {
     match text.split_once('|') {
-        Some((system, value)) if is_uri(system) && !value.trim().is_empty() => {
-            json!({ "system": system, "value": value })
-        }
-        _ => json!({ "value": text }),
+        Some((system, value)) if is_uri(system) && !value.trim().is_empty() => Identifier::new(Some(system), value),
+        _ => Identifier::new(None, text),
     }
 }
 
 /// `system|code` as a CodeableConcept; anything else as its text.
-fn concept_of(text: &str) -> Value {
+fn concept_of(text: &str) -> Concept<'_> {
     match text.split_once('|') {
-        Some((system, code)) if is_uri(system) && is_code(code) => {
-            json!({ "coding": [{ "system": system, "code": code }] })
-        }
-        _ => json!({ "text": text }),
+        Some((system, code)) if is_uri(system) && is_code(code) => Concept::of(Coding {
+            system: Some(system),
+            code,
+            display: None,
+        }),
+        _ => Concept {
+            coding: Vec::new(),
+            text: Some(text),
+        },
     }
 }
 

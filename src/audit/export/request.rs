@@ -1,54 +1,69 @@
 //! One request (an `access` record joined with its `complete` record) as a BALP-shaped
 //! AuditEvent: the mapping table is in the module above.
 
+use std::borrow::Cow;
+use std::io::Write;
+
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::classify::{classify, Class, Protocol};
-use super::{coding, concept, concept_of, dcm, event_id, identifier, network, source, ENTITY_TYPE, OBJECT_ROLE};
+use super::fhir::{Agent, AuditEvent, Coding, Concept, Detail, Entity, Identifier, Period, Reference, Source, Text};
+use super::{concept_of, dcm, event_id, identifier, network, ENTITY_TYPE, OBJECT_ROLE, SYSTEM_OBJECT};
 use crate::audit::query::Row;
 use crate::audit::record::{Access, Client, Clinical, Token};
 
 const BALP_ENTITY_TYPE: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType";
 const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
 const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+const PERSON: Coding<'static> = Coding::new(ENTITY_TYPE, "1", "Person");
+const PATIENT: Coding<'static> = Coding::new(OBJECT_ROLE, "1", "Patient");
+const REPORT: Coding<'static> = Coding::new(OBJECT_ROLE, "3", "Report");
+const DOMAIN_RESOURCE: Coding<'static> = Coding::new(OBJECT_ROLE, "4", "Domain Resource");
+const QUERY: Coding<'static> = Coding::new(OBJECT_ROLE, "24", "Query");
+const SOURCE_ROLE: Coding<'static> = dcm("110153", "Source Role ID");
+const DESTINATION_ROLE: Coding<'static> = dcm("110152", "Destination Role ID");
 
-/// One request as an AuditEvent; its id is the access record's hash when the row carries its
-/// provenance (rows of [`crate::audit::query::for_each_entry`] do), else `seq-N`.
+/// One request as an AuditEvent, as JSON; its id is the access record's hash when the row
+/// carries its provenance (rows of [`crate::audit::query::for_each_entry`] do), else `seq-N`.
 pub fn audit_event(row: &Row) -> Value {
-    let a = &row.access;
-    let class = classify(a);
-    let (outcome, outcome_desc) = outcome(row);
-    let hash = row.provenance.as_ref().map_or("", |p| &p.hash);
-    let completed = row.provenance.as_ref().and_then(|p| p.completed.as_deref());
-    let mut period = json!({ "start": row.time });
-    if let Some(end) = completed {
-        period["end"] = json!(end);
-    }
-    let mut event = json!({
-        "resourceType": "AuditEvent",
-        "id": event_id(hash, row.seq),
-        "type": event_type(&class),
-        "action": class.action,
-        "period": period,
-        "recorded": completed.unwrap_or(&row.time),
-        "outcome": outcome,
-        "agent": agents(a, &class),
-        "source": source(),
-        "entity": entities(a, &class),
-    });
-    if let Some(subtype) = subtype(&class) {
-        event["subtype"] = subtype;
-    }
-    if let Some(desc) = outcome_desc {
-        event["outcomeDesc"] = json!(desc);
-    }
-    event
+    let class = classify(&row.access);
+    serde_json::to_value(event(row, &class)).expect("an AuditEvent is JSON")
 }
 
-fn event_type(class: &Class) -> Value {
+/// One request as an AuditEvent, written as one line of JSON (without the newline).
+pub(super) fn write(row: &Row, out: &mut impl Write) -> std::io::Result<()> {
+    let class = classify(&row.access);
+    serde_json::to_writer(out, &event(row, &class)).map_err(std::io::Error::from)
+}
+
+fn event<'a>(row: &'a Row, class: &'a Class) -> AuditEvent<'a> {
+    let a = &row.access;
+    let hash = row.provenance.as_ref().map_or("", |p| &p.hash);
+    let completed = row.provenance.as_ref().and_then(|p| p.completed.as_deref());
+    let (outcome, outcome_desc) = outcome(row);
+    AuditEvent {
+        resource_type: "AuditEvent",
+        id: event_id(hash, row.seq),
+        ty: event_type(class),
+        subtype: subtype(class),
+        action: class.action,
+        period: Period {
+            start: &row.time,
+            end: completed,
+        },
+        recorded: completed.unwrap_or(&row.time),
+        outcome,
+        outcome_desc,
+        agent: agents(a, class),
+        source: Source,
+        entity: entities(a, class),
+    }
+}
+
+fn event_type(class: &Class) -> Coding<'static> {
     match (class.protocol, class.interaction) {
-        (Protocol::Fhir, _) => coding(
+        (Protocol::Fhir, _) => Coding::new(
             "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "rest",
             "Restful Operation",
@@ -60,75 +75,77 @@ fn event_type(class: &Class) -> Value {
 
 /// FHIR: the restful-interaction, then the operation's name and the Spine label (codes of no
 /// published system, so without one). DICOMweb: none (the `type` says it).
-fn subtype(class: &Class) -> Option<Value> {
+fn subtype(class: &Class) -> Vec<Coding<'_>> {
     if class.protocol != Protocol::Fhir {
-        return None;
+        return Vec::new();
     }
-    let mut codes = vec![coding(
+    let mut codes = vec![Coding::new(
         "http://hl7.org/fhir/restful-interaction",
         class.interaction,
         class.interaction,
     )];
+    let bare = |code, display| Coding {
+        system: None,
+        code,
+        display: Some(display),
+    };
     if let Some(op) = &class.operation {
-        codes.push(json!({ "code": op, "display": "FHIR operation" }));
+        codes.push(bare(op, "FHIR operation"));
     }
     if let Some(spine) = &class.spine {
-        codes.push(json!({ "code": spine, "display": "Ssp-InteractionID" }));
+        codes.push(bare(spine, "Ssp-InteractionID"));
     }
-    Some(Value::Array(codes))
+    codes
 }
 
 /// The client system (its organisation and certificate), the server it reached, and the user
 /// a token names. Reads make the client the Destination; everything else its Source (BALP).
-fn agents(a: &Access, class: &Class) -> Vec<Value> {
-    const SOURCE: (&str, &str) = ("110153", "Source Role ID");
-    const DESTINATION: (&str, &str) = ("110152", "Destination Role ID");
+fn agents<'a>(a: &'a Access, class: &Class) -> Vec<Agent<'a>> {
     let (client_role, server_role) = if class.is_read() {
-        (DESTINATION, SOURCE)
+        (DESTINATION_ROLE, SOURCE_ROLE)
     } else {
-        (SOURCE, DESTINATION)
+        (SOURCE_ROLE, DESTINATION_ROLE)
     };
     let user = a.clinical.token.as_deref().and_then(user_agent);
-    let mut client = json!({
-        "type": { "coding": [dcm(client_role.0, client_role.1)] },
-        "who": organisation(&a.client),
+    let client = Agent {
+        ty: Concept::of(client_role),
+        who: organisation(&a.client),
+        alt_id: a.client.subject.as_deref(),
         // The user, when a token names one, initiated the request through the client.
-        "requestor": user.is_none(),
-        "network": { "address": a.client.ip, "type": "2" },
-    });
-    if let Some(subject) = &a.client.subject {
-        client["altId"] = json!(subject);
-    }
-    if let Some(fp) = &a.client.fingerprint {
+        requestor: user.is_none(),
         // BALP records the security token used as the agent's policy: here the certificate.
-        client["policy"] = json!([fp]);
-    }
+        policy: a.client.fingerprint.as_deref().into_iter().collect(),
+        network: Some(super::fhir::Network {
+            address: &a.client.ip,
+            ty: "2",
+        }),
+        ..Agent::default()
+    };
     let host = a.request.host.as_deref().map(strip_port);
-    let mut server = json!({
-        "type": { "coding": [dcm(server_role.0, server_role.1)] },
-        "who": { "display": host.or(a.route.as_deref()).unwrap_or("caregate") },
-        "requestor": false,
-    });
-    if let Some(host) = host {
-        server["network"] = network(host);
-    }
+    let server = Agent {
+        ty: Concept::of(server_role),
+        who: Reference::display(host.or(a.route.as_deref()).unwrap_or("caregate")),
+        requestor: false,
+        network: host.map(network),
+        ..Agent::default()
+    };
     let mut agents = vec![client, server];
     agents.extend(user);
     agents
 }
 
-fn organisation(c: &Client) -> Value {
-    let mut who = match &c.org {
-        Some(org) => json!({ "identifier": { "system": ODS, "value": org } }),
-        None => json!({}),
+fn organisation(c: &Client) -> Reference<'_> {
+    let display = match (&c.org_name, &c.org, &c.subject) {
+        (Some(name), _, _) => Some(&**name),
+        (None, None, Some(subject)) => Some(&**subject),
+        (None, None, None) => Some("unidentified client"),
+        (None, Some(_), _) => None,
     };
-    match (&c.org_name, &c.org, &c.subject) {
-        (Some(name), _, _) => who["display"] = json!(name),
-        (None, None, Some(subject)) => who["display"] = json!(subject),
-        (None, None, None) => who["display"] = json!("unidentified client"),
-        (None, Some(_), _) => {}
+    Reference {
+        identifier: c.org.as_deref().map(|org| Identifier::new(Some(ODS), org)),
+        display,
+        ..Reference::default()
     }
-    who
 }
 
 /// `host:port` → `host` (an IPv6 literal keeps its brackets).
@@ -141,83 +158,87 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// The practitioner a GP Connect token names: BALP's user agent (information recipient).
-fn user_agent(t: &Token) -> Option<Value> {
+fn user_agent(t: &Token) -> Option<Agent<'_>> {
     if t.practitioner.is_none() && t.practitioner_name.is_none() {
         return None;
     }
-    let mut who = json!({});
-    if let Some(id) = &t.practitioner {
-        who["identifier"] = identifier(id);
-    }
-    if let Some(name) = &t.practitioner_name {
-        who["display"] = json!(name);
-    }
-    let mut user = json!({
-        "type": concept(
+    Some(Agent {
+        ty: Concept::of(Coding::new(
             "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
             "IRCP",
             "information recipient",
-        ),
-        "who": who,
-        "requestor": true,
-    });
-    if let Some(name) = &t.practitioner_name {
-        user["name"] = json!(name);
-    }
-    if let Some(role) = &t.role {
-        user["role"] = json!([concept_of(role)]);
-    }
-    if let Some(reason) = &t.reason {
-        user["purposeOfUse"] = json!([purpose(reason)]);
-    }
-    Some(user)
+        )),
+        role: t.role.as_deref().map(concept_of).into_iter().collect(),
+        who: Reference {
+            identifier: t.practitioner.as_deref().map(identifier),
+            display: t.practitioner_name.as_deref(),
+            ..Reference::default()
+        },
+        name: t.practitioner_name.as_deref(),
+        requestor: true,
+        purpose_of_use: t.reason.as_deref().map(purpose).into_iter().collect(),
+        ..Agent::default()
+    })
 }
 
 /// GP Connect's `reason_for_request`, kept as text; `directcare` is also HL7's TREAT.
-fn purpose(reason: &str) -> Value {
-    if reason.eq_ignore_ascii_case("directcare") {
-        json!({
-            "coding": [coding("http://terminology.hl7.org/CodeSystem/v3-ActReason", "TREAT", "treatment")],
-            "text": reason,
-        })
+fn purpose(reason: &str) -> Concept<'_> {
+    let coding = if reason.eq_ignore_ascii_case("directcare") {
+        vec![Coding::new(
+            "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+            "TREAT",
+            "treatment",
+        )]
     } else {
-        json!({ "text": reason })
+        Vec::new()
+    };
+    Concept {
+        coding,
+        text: Some(reason),
     }
 }
 
-fn entities(a: &Access, class: &Class) -> Vec<Value> {
+fn entities<'a>(a: &'a Access, class: &Class) -> Vec<Entity<'a>> {
     let c = &a.clinical;
     let mut entities = Vec::new();
     for n in every(&c.nhs_numbers, &c.nhs_number) {
-        entities.push(patient(c, json!({ "system": NHS_NUMBER, "value": n }), n));
+        entities.push(patient(c, Identifier::new(Some(NHS_NUMBER), n), n));
     }
     for id in &c.patient_ids {
         entities.push(patient(c, identifier(id), id));
     }
     if class.protocol == Protocol::Fhir {
         let what = match (&c.fhir_type, &c.fhir_id) {
-            (Some(ty), Some(id)) => Some(json!({ "reference": format!("{ty}/{id}") })),
-            (Some(ty), None) if class.action == "C" => Some(json!({ "type": ty })),
+            (Some(ty), Some(id)) => Some(Reference {
+                reference: Some(Cow::Owned(format!("{ty}/{id}"))),
+                ..Reference::default()
+            }),
+            (Some(ty), None) if class.action == "C" => Some(Reference {
+                ty: Some(ty),
+                ..Reference::default()
+            }),
             _ => None,
         };
-        if let Some(what) = what {
-            entities.push(json!({
-                "what": what,
-                "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
-            }));
+        if what.is_some() {
+            entities.push(Entity {
+                what,
+                ty: Some(SYSTEM_OBJECT),
+                role: Some(DOMAIN_RESOURCE),
+                ..Entity::default()
+            });
         }
     }
     for uid in every(&c.study_uids, &c.study_uid) {
-        entities.push(json!({
-            "what": { "identifier": {
-                "type": { "coding": [dcm("110180", "Study Instance UID")] },
-                "system": "urn:dicom:uid",
-                "value": format!("urn:oid:{uid}"),
-            } },
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "3", "Report"),
-        }));
+        entities.push(Entity {
+            what: Some(Reference::identifier(Identifier {
+                ty: Some(Concept::of(dcm("110180", "Study Instance UID"))),
+                system: Some("urn:dicom:uid"),
+                value: Cow::Owned(format!("urn:oid:{uid}")),
+            })),
+            ty: Some(SYSTEM_OBJECT),
+            role: Some(REPORT),
+            ..Entity::default()
+        });
     }
     if class.is_query() {
         entities.push(query(a));
@@ -234,20 +255,23 @@ fn every<'a>(list: &'a [String], first: &'a Option<String>) -> impl Iterator<Ite
 
 /// A patient (BALP: type 1 Person, role 1 Patient) by identifier; by reference too when the
 /// request addressed that Patient resource.
-fn patient(c: &Clinical, identifier: Value, id: &str) -> Value {
-    let mut what = json!({ "type": "Patient", "identifier": identifier });
-    if c.fhir_type.as_deref() == Some("Patient") && c.fhir_id.as_deref() == Some(id) {
-        what["reference"] = json!(format!("Patient/{id}"));
+fn patient<'a>(c: &Clinical, identifier: Identifier<'a>, id: &str) -> Entity<'a> {
+    let addressed = c.fhir_type.as_deref() == Some("Patient") && c.fhir_id.as_deref() == Some(id);
+    Entity {
+        what: Some(Reference {
+            reference: addressed.then(|| Cow::Owned(format!("Patient/{id}"))),
+            ty: Some("Patient"),
+            identifier: Some(identifier),
+            display: None,
+        }),
+        ty: Some(PERSON),
+        role: Some(PATIENT),
+        ..Entity::default()
     }
-    json!({
-        "what": what,
-        "type": coding(ENTITY_TYPE, "1", "Person"),
-        "role": coding(OBJECT_ROLE, "1", "Patient"),
-    })
 }
 
 /// BALP's query entity: the raw request, base64, and the query string as sent.
-fn query(a: &Access) -> Value {
+fn query(a: &Access) -> Entity<'_> {
     let r = &a.request;
     let mut raw = format!("{} {}{}", r.method, r.host.as_deref().unwrap_or(""), r.path);
     let q = r.query.as_deref().filter(|q| !q.is_empty());
@@ -255,36 +279,36 @@ fn query(a: &Access) -> Value {
         raw.push('?');
         raw.push_str(q);
     }
-    let mut entity = json!({
-        "type": coding(ENTITY_TYPE, "2", "System Object"),
-        "role": coding(OBJECT_ROLE, "24", "Query"),
-        "query": base64::engine::general_purpose::STANDARD.encode(raw),
-    });
-    if let Some(q) = q {
-        entity["description"] = json!(q);
+    Entity {
+        ty: Some(SYSTEM_OBJECT),
+        role: Some(QUERY),
+        description: q,
+        query: Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+        ..Entity::default()
     }
-    entity
 }
 
 /// BALP's transaction entity: caregate's `X-Request-Id`, sent upstream and back to the client.
-fn transaction(a: &Access) -> Value {
-    let mut entity = json!({
-        "what": { "identifier": { "value": a.request_id } },
-        "type": coding(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id"),
-    });
+fn transaction(a: &Access) -> Entity<'_> {
     let c = &a.clinical;
-    let trace = c.ssp.as_ref().and_then(|s| s.trace_id.as_ref()).or(c.trace_id.as_ref());
-    let details: Vec<Value> = [
-        ("client X-Request-Id", a.client_request_id.as_ref()),
+    let trace = c
+        .ssp
+        .as_ref()
+        .and_then(|s| s.trace_id.as_deref())
+        .or(c.trace_id.as_deref());
+    let detail = [
+        ("client X-Request-Id", a.client_request_id.as_deref()),
         ("Ssp-TraceID", trace),
     ]
     .into_iter()
-    .filter_map(|(ty, v)| v.map(|v| json!({ "type": ty, "valueString": v })))
+    .filter_map(|(ty, v)| v.map(|value| Detail { ty, value }))
     .collect();
-    if !details.is_empty() {
-        entity["detail"] = Value::Array(details);
+    Entity {
+        what: Some(Reference::identifier(Identifier::new(None, &*a.request_id))),
+        ty: Some(Coding::new(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id")),
+        detail,
+        ..Entity::default()
     }
-    entity
 }
 
 /// `outcome` (audit-event-outcome) and `outcomeDesc`:
@@ -293,9 +317,9 @@ fn transaction(a: &Access) -> Value {
 /// - `8` serious failure: a 5xx, an upstream error or timeout;
 /// - `12` major failure: caregate itself could not serve (`audit_unavailable`: it failed
 ///   closed), or an allowed request never completed (the gateway stopped mid-request).
-pub fn outcome(row: &Row) -> (&'static str, Option<String>) {
+pub fn outcome(row: &Row) -> (&'static str, Option<Text<'_>>) {
     let a = &row.access;
-    let reason = (a.reason != "allowed").then(|| a.reason.to_string());
+    let reason = (a.reason != "allowed").then(|| Cow::Borrowed(&*a.reason));
     if a.reason == "audit_unavailable" {
         return ("12", reason);
     }
@@ -308,13 +332,13 @@ pub fn outcome(row: &Row) -> (&'static str, Option<String>) {
             } else {
                 "0"
             };
-            let desc = reason.or_else(|| (done.outcome != "ok").then(|| done.outcome.to_string()));
+            let desc = reason.or_else(|| (done.outcome != "ok").then(|| Cow::Borrowed(&*done.outcome)));
             (code, desc)
         }
         None if a.decision == "deny" => ("4", reason),
         None => (
             "12",
-            Some("no completion recorded: the gateway stopped mid-request".into()),
+            Some(Cow::Borrowed("no completion recorded: the gateway stopped mid-request")),
         ),
     }
 }

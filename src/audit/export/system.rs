@@ -11,115 +11,131 @@
 //! A reload swaps certificates, CAs, CRLs and policy: a change of security configuration. The
 //! configuration's SHA-256 is an entity of each lifecycle event.
 
-use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::io::Write;
 
-use super::{dcm, event_id, network, source, ENTITY_TYPE, OBJECT_ROLE};
+use serde_json::Value;
+
+use super::fhir::{Agent, AuditEvent, Coding, Concept, Entity, Identifier, Network, Period, Reference, Source};
+use super::{dcm, event_id, network, OBJECT_ROLE, SYSTEM_OBJECT};
 use crate::audit::query::{LifecycleLine, SystemEvent, SystemRecord};
 use crate::audit::record::TlsRejected;
 
-/// One `tls_rejected` or `lifecycle` record as an AuditEvent.
+/// One `tls_rejected` or `lifecycle` record as an AuditEvent, as JSON.
 pub fn system_event(r: &SystemRecord) -> Value {
-    let mut event = match &r.event {
+    serde_json::to_value(event(r)).expect("an AuditEvent is JSON")
+}
+
+/// One record as an AuditEvent, written as one line of JSON (without the newline).
+pub(super) fn write(r: &SystemRecord, out: &mut impl Write) -> std::io::Result<()> {
+    serde_json::to_writer(out, &event(r)).map_err(std::io::Error::from)
+}
+
+/// What differs between the kinds of record.
+struct Kind<'a> {
+    ty: Coding<'static>,
+    subtype: Option<Coding<'static>>,
+    outcome: &'static str,
+    outcome_desc: &'a str,
+    agent: Vec<Agent<'a>>,
+    entity: Vec<Entity<'a>>,
+}
+
+fn event(r: &SystemRecord) -> AuditEvent<'_> {
+    let k = match &r.event {
         SystemEvent::TlsRejected(t) => tls_rejected(t),
         SystemEvent::Lifecycle(l) => lifecycle(l),
     };
-    event["resourceType"] = json!("AuditEvent");
-    event["id"] = json!(event_id(&r.hash, r.seq));
-    event["action"] = json!("E");
-    event["period"] = json!({ "start": r.time, "end": r.time });
-    event["recorded"] = json!(r.time);
-    event["source"] = source();
-    event
+    AuditEvent {
+        resource_type: "AuditEvent",
+        id: event_id(&r.hash, r.seq),
+        ty: k.ty,
+        subtype: k.subtype.into_iter().collect(),
+        action: "E",
+        period: Period {
+            start: &r.time,
+            end: Some(&r.time),
+        },
+        recorded: &r.time,
+        outcome: k.outcome,
+        outcome_desc: Some(Cow::Borrowed(k.outcome_desc)),
+        agent: k.agent,
+        source: Source,
+        entity: k.entity,
+    }
 }
 
-fn tls_rejected(t: &TlsRejected) -> Value {
+fn tls_rejected(t: &TlsRejected) -> Kind<'_> {
     let c = &t.client;
-    let mut peer = json!({
-        "type": { "coding": [dcm("110153", "Source Role ID")] },
-        "who": { "display": c.subject.as_deref().unwrap_or(&c.ip) },
-        "requestor": true,
-        "network": { "address": c.ip, "type": "2" },
+    let peer = Agent {
+        ty: Concept::of(dcm("110153", "Source Role ID")),
+        who: Reference::display(c.subject.as_deref().unwrap_or(&c.ip)),
+        requestor: true,
+        policy: c.fingerprint.as_deref().into_iter().collect(),
+        network: Some(Network {
+            address: &c.ip,
+            ty: "2",
+        }),
+        ..Agent::default()
+    };
+    let gateway = Agent {
+        ty: Concept::of(dcm("110152", "Destination Role ID")),
+        who: Reference::display(t.sni.as_deref().unwrap_or("caregate")),
+        requestor: false,
+        network: t.sni.as_deref().map(network),
+        ..Agent::default()
+    };
+    let cert = c.fingerprint.as_deref().map(|fp| Entity {
+        what: Some(Reference::identifier(Identifier::new(None, fp))),
+        ty: Some(SYSTEM_OBJECT),
+        role: Some(Coding::new(OBJECT_ROLE, "13", "Security Resource")),
+        name: c.subject.as_deref(),
+        description: Some("client certificate"),
+        ..Entity::default()
     });
-    if let Some(fp) = &c.fingerprint {
-        peer["policy"] = json!([fp]);
+    Kind {
+        ty: dcm("110113", "Security Alert"),
+        subtype: Some(dcm("110126", "Node Authentication")),
+        outcome: "4",
+        outcome_desc: &t.reason,
+        agent: vec![peer, gateway],
+        entity: cert.into_iter().collect(),
     }
-    let mut gateway = json!({
-        "type": { "coding": [dcm("110152", "Destination Role ID")] },
-        "who": { "display": t.sni.as_deref().unwrap_or("caregate") },
-        "requestor": false,
-    });
-    if let Some(sni) = &t.sni {
-        gateway["network"] = network(sni);
-    }
-    let mut event = json!({
-        "type": dcm("110113", "Security Alert"),
-        "subtype": [dcm("110126", "Node Authentication")],
-        "outcome": "4",
-        "outcomeDesc": t.reason,
-        "agent": [peer, gateway],
-    });
-    if let Some(fp) = &c.fingerprint {
-        let mut cert = json!({
-            "what": { "identifier": { "value": fp } },
-            "type": super::coding(ENTITY_TYPE, "2", "System Object"),
-            "role": super::coding(OBJECT_ROLE, "13", "Security Resource"),
-            "description": "client certificate",
-        });
-        if let Some(subject) = &c.subject {
-            cert["name"] = json!(subject);
-        }
-        event["entity"] = json!([cert]);
-    }
-    event
 }
 
-fn lifecycle(l: &LifecycleLine) -> Value {
+fn lifecycle(l: &LifecycleLine) -> Kind<'_> {
+    let activity = dcm("110100", "Application Activity");
+    let security = dcm("110113", "Security Alert");
+    let configuration = dcm("110129", "Security Configuration");
     let (ty, subtype, outcome) = match l.action.as_str() {
-        "start" => (
-            dcm("110100", "Application Activity"),
-            Some(dcm("110120", "Application Start")),
-            "0",
-        ),
-        "stop" => (
-            dcm("110100", "Application Activity"),
-            Some(dcm("110121", "Application Stop")),
-            "0",
-        ),
-        "reload" => (
-            dcm("110113", "Security Alert"),
-            Some(dcm("110129", "Security Configuration")),
-            "0",
-        ),
-        "reload_failed" => (
-            dcm("110113", "Security Alert"),
-            Some(dcm("110129", "Security Configuration")),
-            "4",
-        ),
-        _ => (dcm("110100", "Application Activity"), None, "0"),
+        "start" => (activity, Some(dcm("110120", "Application Start")), "0"),
+        "stop" => (activity, Some(dcm("110121", "Application Stop")), "0"),
+        "reload" => (security, Some(configuration), "0"),
+        "reload_failed" => (security, Some(configuration), "4"),
+        _ => (activity, None, "0"),
     };
-    let mut who = json!({ "display": "caregate" });
-    if let Some(instance) = &l.instance {
-        who["identifier"] = json!({ "value": instance });
-    }
-    let mut event = json!({
-        "type": ty,
-        "outcome": outcome,
-        "outcomeDesc": l.action,
-        "agent": [{
-            "type": { "coding": [dcm("110150", "Application")] },
-            "who": who,
-            "requestor": false,
-        }],
+    let gateway = Agent {
+        ty: Concept::of(dcm("110150", "Application")),
+        who: Reference {
+            identifier: l.instance.as_deref().map(|i| Identifier::new(None, i)),
+            display: Some("caregate"),
+            ..Reference::default()
+        },
+        requestor: false,
+        ..Agent::default()
+    };
+    let config = l.config_sha256.as_deref().map(|sha| Entity {
+        what: Some(Reference::identifier(Identifier::new(None, format!("sha256:{sha}")))),
+        ty: Some(SYSTEM_OBJECT),
+        description: Some("configuration"),
+        ..Entity::default()
     });
-    if let Some(s) = subtype {
-        event["subtype"] = json!([s]);
+    Kind {
+        ty,
+        subtype,
+        outcome,
+        outcome_desc: &l.action,
+        agent: vec![gateway],
+        entity: config.into_iter().collect(),
     }
-    if let Some(sha) = &l.config_sha256 {
-        event["entity"] = json!([{
-            "what": { "identifier": { "value": format!("sha256:{sha}") } },
-            "type": super::coding(ENTITY_TYPE, "2", "System Object"),
-            "description": "configuration",
-        }]);
-    }
-    event
 }
