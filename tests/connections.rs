@@ -135,6 +135,8 @@ async fn a_request_body_that_stops_coming_is_cut_off_and_its_upstream_request_ab
         .find_map(|l| l.strip_prefix("x-request-id: "))
         .unwrap_or_else(|| panic!("no answer with a request id: {text:?}"))
         .to_string();
+    // The upstream request failed for want of its body: the answer, if the client still reads.
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
 
     let done = completion_of(&gw, &id).await;
     assert_eq!(done["outcome"], "client_aborted", "{done}");
