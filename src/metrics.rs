@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Open client connections on each worker thread (`listener.workers`).
     pub worker_connections: Family<WorkerLabels, Gauge>,
     pub in_flight: Gauge,
+    /// Connections closed at once by `listener.max_connections_per_address` (`per_address`, at
+    /// accept) or `max_connections_per_org` (`per_org`, after the handshake).
+    pub connections_refused: Family<ReasonLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub audit_healthy: Gauge,
     pub audit_queue_depth: Gauge,
@@ -88,6 +91,7 @@ impl Default for Metrics {
             active_connections: Gauge::default(),
             worker_connections: Family::default(),
             in_flight: Gauge::default(),
+            connections_refused: Family::default(),
             reloads: Family::default(),
             audit_healthy: Gauge::default(),
             audit_queue_depth: Gauge::default(),
@@ -145,6 +149,11 @@ impl Metrics {
             self.worker_connections.clone(),
         );
         r.register("in_flight_requests", "Requests being served", self.in_flight.clone());
+        r.register(
+            "connections_refused",
+            "Connections closed at once because one address or organisation had too many open",
+            self.connections_refused.clone(),
+        );
         r.register("reloads", "Config reloads by result", self.reloads.clone());
         r.register(
             "audit_healthy",
@@ -220,6 +229,15 @@ impl Metrics {
 
     pub fn tls_rejected(&self, reason: &str) {
         self.tls_rejections
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// `reason`: `per_address` or `per_org`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             })

@@ -1,5 +1,6 @@
-//! Listeners and the life of the gateway: a bounded accept loop (a permit before `accept`),
-//! handshakes under a deadline, connections served by hyper-util, reload, drain.
+//! Listeners and the life of the gateway: a bounded accept loop (a permit before `accept`, a
+//! cap per address), handshakes under a deadline, a cap per organisation, connections served by
+//! hyper-util with deadlines on idle bodies, reload, drain.
 
 use crate::audit::record::{self, Event};
 use crate::audit::AuditLog;
@@ -10,12 +11,15 @@ use crate::state::State;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -155,6 +159,8 @@ async fn accept_loop(
 ) {
     let max = gw.state.load().config.listener.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    let by_address = OpenCounts::<IpAddr>::new();
+    let by_org = OpenCounts::<Arc<str>>::new();
     accepting.store(true, Ordering::Relaxed);
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the backlog.
@@ -174,6 +180,13 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // Before the handshake costs anything: closed at once (the permit goes back with it).
+        let per_address = gw.state.load().config.listener.max_connections_per_address;
+        let Some(address) = by_address.take(peer.ip(), per_address) else {
+            gw.metrics.connection_refused("per_address");
+            tracing::debug!(%peer, "connection closed: listener.max_connections_per_address");
+            continue;
+        };
         // Moved to the worker's runtime on its first poll there.
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
@@ -184,21 +197,15 @@ async fn accept_loop(
         };
         let gw = gw.clone();
         let shutdown = shutdown.clone();
+        let by_org = by_org.clone();
         workers.spawn(async move {
+            // Dropped however the connection ends, a worker stopping at the drain deadline too.
+            let _open = Open::new(&gw, permit, address);
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => return tracing::warn!(%peer, error = %e, "a worker cannot take the connection"),
             };
-            let worker = crate::metrics::WorkerLabels {
-                worker: crate::worker::index() as u64,
-            };
-            let on_worker = gw.metrics.worker_connections.get_or_create(&worker).clone();
-            gw.metrics.active_connections.inc();
-            on_worker.inc();
-            serve_connection(tcp, peer, &gw, shutdown).await;
-            on_worker.dec();
-            gw.metrics.active_connections.dec();
-            drop(permit);
+            serve_connection(tcp, peer, &gw, &by_org, shutdown).await;
         });
     }
     drop(listener);
@@ -222,7 +229,105 @@ async fn accept_loop(
     workers.stop().await;
 }
 
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+/// Open connections per key (an address, an organisation) for the caps on one client's share
+/// of `max_connections`: an entry only while its key has connections open, so at most
+/// `max_connections` entries.
+struct OpenCounts<K>(Mutex<HashMap<K, usize>>);
+
+impl<K: Hash + Eq + Clone> OpenCounts<K> {
+    fn new() -> Arc<Self> {
+        Arc::new(OpenCounts(Mutex::new(HashMap::new())))
+    }
+
+    /// One more connection for `key`, unless it has `max` open already.
+    fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Counted<K>> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// One connection counted against its key until dropped.
+struct Counted<K: Hash + Eq + Clone> {
+    counts: Arc<OpenCounts<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Drop for Counted<K> {
+    fn drop(&mut self) {
+        let mut open = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A connection's hold on the listener: its `max_connections` permit, its address's count, the
+/// connection gauges. Given back on drop, however the connection ends.
+struct Open {
+    active: prometheus_client::metrics::gauge::Gauge,
+    on_worker: prometheus_client::metrics::gauge::Gauge,
+    _permit: OwnedSemaphorePermit,
+    _address: Counted<IpAddr>,
+}
+
+impl Open {
+    fn new(gw: &Gateway, permit: OwnedSemaphorePermit, address: Counted<IpAddr>) -> Open {
+        let worker = crate::metrics::WorkerLabels {
+            worker: crate::worker::index() as u64,
+        };
+        let on_worker = gw.metrics.worker_connections.get_or_create(&worker).clone();
+        let active = gw.metrics.active_connections.clone();
+        active.inc();
+        on_worker.inc();
+        Open {
+            active,
+            on_worker,
+            _permit: permit,
+            _address: address,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.on_worker.dec();
+        self.active.dec();
+    }
+}
+
+/// Ticks of the HTTP/2 body watch; never for HTTP/1.
+async fn tick(watch: &mut Option<tokio::time::Interval>) {
+    match watch {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    gw: &Arc<Gateway>,
+    by_org: &Arc<OpenCounts<Arc<str>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = tcp.set_nodelay(true);
     let state = gw.state.load_full();
     let l = &state.config.listener;
@@ -252,13 +357,33 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
         Ok(i) => Arc::new(i),
         Err(e) => return tls_rejected(gw, peer, note, "other", &e),
     };
+    // A certificate that names no organisation counts as its own (its requests are refused).
+    let org = identity.org.clone().unwrap_or_else(|| identity.fingerprint.clone());
+    let Some(_org_open) = by_org.take(org.clone(), l.max_connections_per_org) else {
+        gw.metrics.connection_refused("per_org");
+        tracing::info!(%peer, %org, "connection closed after the handshake: listener.max_connections_per_org");
+        return;
+    };
     let h2 = session.alpn_protocol() == Some(b"h2");
     // Kept for the reload watch below; the service takes `conn`.
     let who = identity.clone();
     let verified_in = state.generation;
     let mut reloads = gw.generation.subscribe();
-    let (io, framing) = crate::framing::h1::Guarded::new(tls, !h2, l.max_header_bytes, l.header_timeout);
+    let deadlines = crate::framing::h1::Deadlines {
+        header: l.header_timeout,
+        write_idle: l.body_idle_timeout,
+    };
+    let (io, framing) = crate::framing::h1::Guarded::new(tls, !h2, l.max_header_bytes, deadlines);
     let conn = Arc::new(Conn::new(peer, identity, (!h2).then_some(framing)));
+    // HTTP/2 response bodies report their progress, checked every half body_idle_timeout.
+    let body_idle = l.body_idle_timeout;
+    let progress = h2.then(|| Arc::new(crate::body::Progress::default()));
+    let mut body_watch = h2.then(|| {
+        let every = (body_idle / 2).max(Duration::from_millis(10));
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -278,8 +403,9 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
     // ALPN decided the protocol; don't let a client switch to the other one behind it.
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let g = gw.clone();
+    let watched = progress.clone();
     let service = service_fn(move |req| {
-        let (g, conn) = (g.clone(), conn.clone());
+        let (g, conn, watched) = (g.clone(), conn.clone(), watched.clone());
         // Boxed: the request's future is kilobytes, and HTTP/2 runs each stream as a task of
         // its own, whose spawn and completion would otherwise copy all of it several times.
         Box::pin(async move {
@@ -290,7 +416,9 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
                 return Err(CertRevoked);
             }
             drop(now);
-            crate::proxy::handle(g, conn, req).await.map_err(|e| match e {})
+            let handled = crate::body::with_body_idle(body_idle, crate::proxy::handle(g, conn, req)).await;
+            let resp = handled.map_err(|e| match e {})?;
+            Ok(resp.map(|b| crate::body::Watched::new(b, watched)))
         })
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -311,6 +439,12 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, gw: &Arc<Gateway>, m
             _ = shutdown.changed(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
+            }
+            _ = tick(&mut body_watch) => {
+                if progress.as_ref().is_some_and(|p| p.stalled(body_idle)) {
+                    tracing::info!(%peer, "closing an HTTP/2 connection whose client read nothing within listener.body_idle_timeout");
+                    break;
+                }
             }
             Ok(()) = reloads.changed(), if !closing => {
                 if gw.state.load().tls.is_revoked(&who.issuer, &who.serial) {
@@ -350,4 +484,25 @@ fn tls_rejected(
         sni: note.sni,
         reason: reason.to_string(),
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_counts_cap_each_key_and_forget_keys_at_zero() {
+        let counts = OpenCounts::<IpAddr>::new();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = counts.take(a, 2).unwrap();
+        let a2 = counts.take(a, 2).unwrap();
+        assert!(counts.take(a, 2).is_none(), "a third for the same key");
+        let b1 = counts.take(b, 2).unwrap();
+        assert_eq!(counts.keys(), 2);
+        drop(a1);
+        let a3 = counts.take(a, 2).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(counts.keys(), 0, "no entry outlives its connections");
+    }
 }

@@ -125,6 +125,9 @@ fn listener(dir: &Path, case: &Case) -> config::Listener {
         crl_expired: CrlExpired::Refuse,
         session_resumption: false,
         workers: 1,
+        body_idle_timeout: Duration::from_secs(60),
+        max_connections_per_address: 16,
+        max_connections_per_org: 16,
     }
 }
 

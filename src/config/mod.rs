@@ -95,6 +95,14 @@ pub struct Listener {
     /// Threads that serve connections, each with its own runtime and upstream pools; by
     /// default one per CPU.
     pub workers: usize,
+    /// A request body whose client sends nothing, or a response whose client reads nothing, for
+    /// this long is cut off.
+    pub body_idle_timeout: Duration,
+    /// Open connections from one IP address, checked at accept (before the handshake).
+    pub max_connections_per_address: usize,
+    /// Open connections of one organisation (or, for a certificate that names none, of one
+    /// certificate), checked once the handshake has said who it is.
+    pub max_connections_per_org: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -48,6 +48,9 @@ pub(super) struct RawListener {
     pub(super) crl_expired: Option<CrlExpired>,
     pub(super) session_resumption: Option<bool>,
     pub(super) workers: Option<usize>,
+    pub(super) body_idle_timeout: Option<String>,
+    pub(super) max_connections_per_address: Option<usize>,
+    pub(super) max_connections_per_org: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -314,3 +314,36 @@ fn validators_name_their_key() {
         assert!(!e.to_string().contains('\n'), "one sentence: {e}");
     }
 }
+
+#[test]
+fn connection_limits_default_to_shares_of_max_connections() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.listener.body_idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.listener.max_connections_per_address, 5_000);
+    assert_eq!(c.listener.max_connections_per_org, 10_000);
+
+    let small = with("crl_expired", 0, "max_connections = 3\ncrl_expired");
+    let c = load(&small).unwrap();
+    assert_eq!(c.listener.max_connections_per_address, 1, "never below 1");
+    assert_eq!(c.listener.max_connections_per_org, 1);
+
+    let set = with(
+        "crl_expired",
+        0,
+        "body_idle_timeout = \"300ms\"\nmax_connections_per_address = 7\nmax_connections_per_org = 9\ncrl_expired",
+    );
+    let c = load(&set).unwrap();
+    assert_eq!(c.listener.body_idle_timeout, Duration::from_millis(300));
+    assert_eq!(c.listener.max_connections_per_address, 7);
+    assert_eq!(c.listener.max_connections_per_org, 9);
+
+    for bad in [
+        "max_connections_per_address = 0",
+        "max_connections_per_org = 0",
+        "body_idle_timeout = \"0s\"",
+    ] {
+        let e = load(&with("crl_expired", 0, &format!("{bad}\ncrl_expired"))).unwrap_err();
+        let key = bad.split(' ').next().unwrap();
+        assert_eq!(e.key, format!("listener.{key}"), "{bad}");
+    }
+}

@@ -53,17 +53,25 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
     if l.client_ca.is_empty() {
         return Err(KeyError::new("listener.client_ca", "needs at least one CA file"));
     }
+    let max_connections = match l.max_connections {
+        Some(0) => return Err(KeyError::new("listener.max_connections", "must be at least 1")),
+        Some(n) => n,
+        None => 20_000,
+    };
+    // One client may not take every connection: by default a quarter of them per address, half
+    // per organisation.
+    let per = |key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(KeyError::new(key, "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default.max(1)),
+    };
     let listener = Listener {
         bind: addr("listener.bind", &l.bind)?,
         server_cert: base.path(l.server_cert),
         server_key: base.path(l.server_key),
         client_ca: l.client_ca.into_iter().map(|p| base.path(p)).collect(),
         crl: l.crl.into_iter().map(|p| base.path(p)).collect(),
-        max_connections: match l.max_connections {
-            Some(0) => return Err(KeyError::new("listener.max_connections", "must be at least 1")),
-            Some(n) => n,
-            None => 20_000,
-        },
+        max_connections,
         handshake_timeout: dur(
             "listener.handshake_timeout",
             &l.handshake_timeout,
@@ -82,7 +90,25 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
+        body_idle_timeout: dur(
+            "listener.body_idle_timeout",
+            &l.body_idle_timeout,
+            Duration::from_secs(60),
+        )?,
+        max_connections_per_address: per(
+            "listener.max_connections_per_address",
+            l.max_connections_per_address,
+            max_connections / 4,
+        )?,
+        max_connections_per_org: per(
+            "listener.max_connections_per_org",
+            l.max_connections_per_org,
+            max_connections / 2,
+        )?,
     };
+    if listener.body_idle_timeout.is_zero() {
+        return Err(KeyError::new("listener.body_idle_timeout", "must be more than 0"));
+    }
     if listener.max_header_bytes < 8192 {
         return Err(KeyError::new("listener.max_header_bytes", "must be at least 8KiB"));
     }

@@ -3,6 +3,10 @@
 //! `Content-Length`s) before the request reaches us. A boundary proxy must refuse those, so this
 //! IO wrapper reads the same bytes hyper reads, tracks message boundaries, and leaves one
 //! verdict per request head for the pipeline to check, in order.
+//!
+//! The same wrapper keeps the deadlines only the socket can see: a request head (HTTP/1) or the
+//! connection preface (HTTP/2) must arrive within `listener.header_timeout`, and a write the
+//! client does not read for `listener.body_idle_timeout` ends the connection.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -57,6 +61,19 @@ enum State {
     Off,
 }
 
+/// The HTTP/2 client connection preface (RFC 9113 §3.4), without its SETTINGS frame.
+const H2_PREFACE: usize = 24;
+
+/// The deadlines a [`Guarded`] connection keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From a request head's first byte to its end (HTTP/1), or from the handshake to the
+    /// connection preface (HTTP/2).
+    pub header: Duration,
+    /// How long a write may wait for the client to read.
+    pub write_idle: Duration,
+}
+
 pin_project_lite::pin_project! {
     pub struct Guarded<IO> {
         #[pin]
@@ -65,27 +82,81 @@ pin_project_lite::pin_project! {
         verdicts: Arc<Verdicts>,
         max_head: usize,
         header_timeout: Duration,
-        // Armed while a head is being read.
+        // Armed while a head (or the HTTP/2 preface) is being read.
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        // HTTP/2: bytes of the connection preface still to come.
+        preface_left: usize,
+        write_idle: Duration,
+        // Since when writes have been pending (the client is not reading), and the timer that
+        // ends it; made on the first blocked write, moved only when it fires early.
+        write_blocked: Option<tokio::time::Instant>,
+        write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
 impl<IO> Guarded<IO> {
     /// `http1`: track framing (HTTP/2 frames its own messages; the wrapper then only passes
-    /// bytes through).
-    pub fn new(inner: IO, http1: bool, max_head: usize, header_timeout: Duration) -> (Self, Arc<Verdicts>) {
+    /// bytes through, once the preface came in time). Made inside the runtime: an HTTP/2
+    /// connection's preface deadline starts now.
+    pub fn new(inner: IO, http1: bool, max_head: usize, deadlines: Deadlines) -> (Self, Arc<Verdicts>) {
         let verdicts = Arc::new(Verdicts::default());
         let state = if http1 { State::Head(Vec::new()) } else { State::Off };
+        let preface_left = if http1 { 0 } else { H2_PREFACE };
+        let deadline = (!http1).then(|| Box::pin(tokio::time::sleep(deadlines.header)));
         let guarded = Guarded {
             inner,
             state,
             verdicts: verdicts.clone(),
             max_head,
-            header_timeout,
-            deadline: None,
+            header_timeout: deadlines.header,
+            deadline,
+            preface_left,
+            write_idle: deadlines.write_idle,
+            write_blocked: None,
+            write_deadline: None,
         };
         (guarded, verdicts)
     }
+}
+
+/// A write is pending: an error once writes have been for `idle` (else the timer wakes the
+/// task by then, and the next poll of the write comes back here).
+fn write_stalled(
+    since: &mut Option<tokio::time::Instant>,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Duration,
+    cx: &mut Context<'_>,
+) -> Option<io::Error> {
+    let now = tokio::time::Instant::now();
+    let due = *since.get_or_insert(now) + idle;
+    if now >= due {
+        return Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing within listener.body_idle_timeout",
+        ));
+    }
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+    if timer.as_mut().poll(cx).is_ready() {
+        timer.as_mut().reset(due);
+        let _ = timer.as_mut().poll(cx);
+    }
+    None
+}
+
+/// Watches a write's result for a client that stopped reading.
+macro_rules! watch_write {
+    ($this:ident, $cx:ident, $res:expr) => {
+        match $res {
+            Poll::Pending => match write_stalled($this.write_blocked, $this.write_deadline, *$this.write_idle, $cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            ready => {
+                *$this.write_blocked = None;
+                ready
+            }
+        }
+    };
 }
 
 impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
@@ -95,6 +166,14 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
         let res = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &res {
             let new = &buf.filled()[before..];
+            if *this.preface_left > 0 {
+                // HTTP/2: the preface deadline holds until its bytes are in (hyper checks them).
+                *this.preface_left = this.preface_left.saturating_sub(new.len());
+                if *this.preface_left == 0 {
+                    *this.deadline = None;
+                }
+                return res;
+            }
             feed(this.state, this.verdicts, *this.max_head, new);
             let mid_head = matches!(this.state, State::Head(b) if !b.is_empty());
             match (mid_head, this.deadline.is_some()) {
@@ -109,7 +188,7 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
             if d.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "request head not received in time",
+                    "request head or HTTP/2 preface not received in time",
                 )));
             }
         }
@@ -119,20 +198,25 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
 
 impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        watch_write!(this, cx, this.inner.poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        watch_write!(this, cx, this.inner.poll_flush(cx))
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        // The TLS close_notify is a write too.
+        let this = self.project();
+        watch_write!(this, cx, this.inner.poll_shutdown(cx))
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        watch_write!(this, cx, this.inner.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
