@@ -2,6 +2,7 @@
 //! implementation of the chain (SPEC §5), not by the writer's own code. The fixtures and that
 //! check are here; the tests, by subject, in the files below.
 
+mod bounds;
 mod checkpoint;
 mod failure;
 mod flush;
