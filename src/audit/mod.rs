@@ -9,6 +9,7 @@ pub mod export;
 pub mod query;
 pub mod read;
 pub mod record;
+pub mod refusals;
 mod segment;
 pub mod verify;
 mod writer;
