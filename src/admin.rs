@@ -63,7 +63,8 @@ fn answer(gw: &Gateway, accepting: bool, req: &Request<Incoming>) -> Response<Fu
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "alive\n".into()),
         "/readyz" => {
-            let audit_ok = gw.audit.is_healthy();
+            let audit = gw.audit.readiness();
+            let audit_ok = audit.is_ok();
             let draining = gw.draining.load(Ordering::Relaxed);
             let upstreams = !gw.state.load().upstreams.is_empty();
             if audit_ok && accepting && !draining && upstreams {
@@ -73,8 +74,8 @@ fn answer(gw: &Gateway, accepting: bool, req: &Request<Incoming>) -> Response<Fu
                     "draining"
                 } else if !accepting {
                     "not listening yet"
-                } else if !audit_ok {
-                    "audit trail not writable"
+                } else if let Err(why) = audit {
+                    why
                 } else {
                     "no upstreams configured"
                 };

@@ -23,6 +23,8 @@ pub struct Gateway {
     pub generation: watch::Sender<u64>,
     /// Bytes of request bodies held for inspection now (`listener.max_inspect_bytes`).
     pub inspecting: Arc<crate::admit::body::Held>,
+    /// Refused handshakes counted per address, past a budget (`audit::refusals`).
+    pub refusals: Arc<crate::audit::refusals::Refusals>,
 }
 
 impl Gateway {
@@ -34,6 +36,7 @@ impl Gateway {
             metrics: crate::metrics::Metrics::default(),
             generation: watch::Sender::new(0),
             inspecting: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 

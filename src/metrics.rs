@@ -277,6 +277,11 @@ impl Metrics {
             "Audit fsyncs (group commits)",
             ConstCounter::new(audit.fsyncs),
         );
+        r.register(
+            "audit_records_dropped",
+            "tls_rejected and refusals_coalesced records dropped: audit queue full or disk below min_free_bytes",
+            ConstCounter::new(audit.records_dropped),
+        );
         self.render(r)
     }
 

@@ -464,24 +464,43 @@ struct CertRevoked;
 
 /// `error` says what the audit's `reason` cannot: `other` covers a wrong key usage, a name
 /// constraint, a bad encoding… (rustls' words; never a patient identifier).
+///
+/// Nobody is authenticated yet, so this costs the trail a bounded amount: the first
+/// `refusals::PER_SECOND` refusals per address per second are written, the rest counted into
+/// one `refusals_coalesced` record (`audit::refusals`), and what the certificate says is a
+/// bounded summary (`tls::HandshakeNote`).
 fn tls_rejected(
     gw: &Gateway,
     peer: SocketAddr,
     note: crate::tls::HandshakeNote,
-    reason: &str,
+    reason: &'static str,
     error: &dyn std::fmt::Display,
 ) {
     gw.metrics.tls_rejected(reason);
+    let verdict = gw.refusals.admit(peer.ip(), reason);
+    for summary in verdict.summaries {
+        gw.audit.append(summary);
+    }
+    if verdict.start_sweeper {
+        tokio::spawn(gw.refusals.clone().sweeper(gw.audit.clone()));
+    }
+    if !verdict.write {
+        return tracing::debug!(%peer, reason, error = %error, "TLS handshake refused (counted)");
+    }
     tracing::info!(%peer, reason, error = %error, "TLS handshake refused");
+    let (subject, sni) = (note.subject, note.sni);
     gw.audit.append(Event::TlsRejected(record::TlsRejected {
-        client: record::Client {
+        client: record::RejectedClient {
             ip: peer.ip().to_string().into(),
             port: peer.port(),
-            subject: note.subject.map(Into::into),
-            fingerprint: note.fingerprint.map(Into::into),
-            ..Default::default()
+            subject_len: subject.as_ref().and_then(|s| s.whole_len()),
+            subject_sha256: subject.as_ref().and_then(|s| s.sha256()),
+            subject: subject.map(|s| s.text),
+            fingerprint: note.fingerprint,
         },
-        sni: note.sni,
+        sni_len: sni.as_ref().and_then(|s| s.whole_len()),
+        sni_sha256: sni.as_ref().and_then(|s| s.sha256()),
+        sni: sni.map(|s| s.text),
         reason: reason.to_string(),
     }));
 }

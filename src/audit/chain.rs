@@ -47,11 +47,12 @@ impl std::fmt::Debug for HashHex {
     }
 }
 
-/// The event's own members as serde_json writes them, without the surrounding braces.
+/// The event's own members as serde_json writes them, without the surrounding braces, cut so
+/// that the whole line takes at most `max_record_bytes` (see `cut`).
 ///
 /// Done by the caller, not the writer thread, so serialisation runs in parallel on the
 /// runtime's workers and the one thread that owns the files only splices bytes and hashes.
-pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
+pub(crate) fn event_fields(event: &Event, max_record_bytes: u64) -> Result<Vec<u8>, AuditError> {
     thread_local! {
         /// Serialisation happens here and only the result is copied out, at its exact size:
         /// no regrowth, and a small allocation that the allocator's per-thread cache serves.
@@ -64,7 +65,12 @@ pub(crate) fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
         serde_json::to_writer(&mut *json, event)
             .map_err(|e| AuditError::Invalid(format!("cannot serialise {} record: {e}", event.name())))?;
         match json.as_slice() {
-            [b'{', members @ .., b'}'] => Ok(members.to_vec()),
+            [b'{', members @ .., b'}'] => {
+                let budget = usize::try_from(max_record_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(super::cut::envelope(event.name()));
+                Ok(super::cut::fit(members, budget))
+            }
             _ => Err(AuditError::Invalid(format!(
                 "{} record is not a JSON object",
                 event.name()
@@ -99,7 +105,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, time: &str, event: &str, field
 /// writer does minus the I/O; returns its hash. For the benchmark, not a stable interface.
 #[doc(hidden)]
 pub fn encode_event(out: &mut Vec<u8>, seq: u64, event: &Event, prev: &str) -> Result<String, AuditError> {
-    let fields = event_fields(event)?;
+    let fields = event_fields(event, crate::config::DEFAULT_MAX_RECORD_BYTES)?;
     let time = Clock::default().next();
     Ok(encode(out, seq, time.as_str(), event.name(), &fields, prev)
         .as_str()

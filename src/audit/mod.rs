@@ -4,10 +4,12 @@
 
 mod chain;
 mod checkpoint;
+mod cut;
 pub mod export;
 pub mod query;
 pub mod read;
 pub mod record;
+pub mod refusals;
 mod segment;
 pub mod verify;
 mod writer;
@@ -43,4 +45,8 @@ pub enum AuditError {
     Invalid(String),
     #[error("audit signing key: {0}")]
     SigningKey(String),
+    /// Refused at once so as not to wait without end or fill the disk: the queue is full, the
+    /// disk is below `min_free_bytes`, or no answer came within `stall_timeout`.
+    #[error("audit trail unavailable: {0}")]
+    Unavailable(&'static str),
 }

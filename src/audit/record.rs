@@ -20,6 +20,7 @@ pub enum Event {
     Complete(Complete),
     TlsRejected(TlsRejected),
     Lifecycle(Lifecycle),
+    RefusalsCoalesced(RefusalsCoalesced),
 }
 
 impl Event {
@@ -30,6 +31,7 @@ impl Event {
             Event::Complete(_) => "complete",
             Event::TlsRejected(_) => "tls_rejected",
             Event::Lifecycle(_) => "lifecycle",
+            Event::RefusalsCoalesced(_) => "refusals_coalesced",
         }
     }
 }
@@ -233,14 +235,54 @@ pub struct Complete {
     pub outcome: Word,
 }
 
+/// A refused handshake. Everything in it comes from a peer nobody has authenticated, so the
+/// certificate's subject and the SNI are a bounded summary (`tls::HandshakeNote`): at most
+/// 256 bytes, with `<field>_len` and `<field>_sha256` of the whole when cut.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TlsRejected {
-    pub client: Client,
+    pub client: RejectedClient,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_sha256: Option<String>,
     /// `no_certificate`, `unknown_issuer`, `expired`, `not_yet_valid`, `revoked`,
     /// `bad_signature` or `other`.
     pub reason: String,
+}
+
+/// The peer of a refused handshake: its address, and what its certificate (unverified) says.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RejectedClient {
+    pub ip: Arc<str>,
+    pub port: u16,
+    /// RFC 4514, cut to 256 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The whole RFC 4514 subject's length and SHA-256, when `subject` was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// Refused handshakes from one address (or, past the addresses tracked, from `other`) counted
+/// rather than written one by one (`audit::refusals`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RefusalsCoalesced {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub count: u64,
+    /// The first and the last refusal counted.
+    pub since: String,
+    pub until: String,
+    /// How many of each `tls_rejected` reason.
+    pub reasons: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,26 @@
 //! error, cuts the file back to its last good length and leaves the chain where it was on disk:
 //! no caller ever sees `Ok` for a record that is not durable. The writer retries on every
 //! append and at least once a second.
+//!
+//! # Filling the disk is not a way in (issue 19)
+//!
+//! Nothing a client sends can make the trail, the queue or the wait for either unbounded:
+//! - every record is at most `max_record_bytes` (8 KiB): longer fields are cut where events
+//!   are serialised (`chain::event_fields`, `cut`), keeping `<field>_len` and `<field>_sha256`;
+//! - the queue holds at most `max_queue_records` (100,000) and `max_queue_bytes` (64 MiB): a
+//!   durable append past that fails at once (503 `audit_unavailable`), a sheddable record
+//!   (`tls_rejected`, `refusals_coalesced`) past half of it is dropped, counted in
+//!   `records_dropped` and logged (at most once a second); completions and lifecycle records
+//!   are always taken (one completion per access admitted: never more than requests in
+//!   flight);
+//! - below `min_free_bytes` (256 MiB) free in the trail's file system (`space`, looked at
+//!   once a second), durable appends fail at once and sheddable records are dropped, while
+//!   completions, lifecycle records and checkpoints are still written: no trail is cut off
+//!   mid-request;
+//! - a durable append unanswered within `stall_timeout` (10 s) fails; its record is withdrawn
+//!   if still queued (if a hung write already holds it, it may yet be written, with no
+//!   completion, as after a crash). While a write or sync has taken longer than that, the
+//!   log is not ready (`readiness`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,6 +67,7 @@ mod commit;
 mod faults;
 mod postbox;
 mod queue;
+mod space;
 #[cfg(test)]
 mod tests;
 mod thread;
@@ -54,7 +75,8 @@ mod trail;
 
 use batch::{Pending, Scribe};
 use postbox::Postboxes;
-use queue::Queue;
+use queue::{Bound, Queue, Refused};
+use space::Space;
 use trail::{Meters, Trail};
 
 /// Numbers for `/metrics`.
@@ -68,6 +90,9 @@ pub struct AuditStats {
     /// Duration of the latest fsync.
     pub last_fsync_seconds: f64,
     pub healthy: bool,
+    /// Sheddable records (`tls_rejected`, `refusals_coalesced`) dropped since open: past half
+    /// the queue's bound, or below `min_free_bytes`.
+    pub records_dropped: u64,
 }
 
 /// Handle to the one writer that owns the audit files. Cheap to clone; when the last clone is
@@ -85,11 +110,67 @@ struct Handle {
     meters: Arc<Meters>,
     /// Where answers for tasks on worker threads are delivered.
     postboxes: Arc<Postboxes>,
+    max_record_bytes: u64,
+    stall_timeout: std::time::Duration,
+    space: Space,
+    /// When a drop was last logged (seconds since the epoch), so that a flood logs once a second.
+    drop_logged: std::sync::atomic::AtomicU64,
+    clock: Arc<StallClock>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.queue.handles_gone();
+        self.clock.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Wakes the durable appends still waiting a few times per `stall_timeout`, from a thread of
+/// its own (the writer's may be the one that hangs), so that they can give up in time on any
+/// executor, with or without tokio's timer.
+#[derive(Default)]
+struct StallClock {
+    tick: tokio::sync::Notify,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl StallClock {
+    fn start(stall_timeout: std::time::Duration) -> std::io::Result<Arc<StallClock>> {
+        let clock = Arc::new(StallClock::default());
+        let every = (stall_timeout / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+        let ticking = clock.clone();
+        std::thread::Builder::new()
+            .name("audit-stall-clock".into())
+            .spawn(move || {
+                while !ticking.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    ticking.tick.notify_waiters();
+                }
+            })?;
+        Ok(clock)
+    }
+
+    /// The writer's answer, or `None` if none came within `timeout`; either way `done` is
+    /// dropped on return, which is how the queue knows who stopped waiting.
+    async fn wait(
+        &self,
+        done: oneshot::Receiver<Result<u64, AuditError>>,
+        timeout: std::time::Duration,
+    ) -> Option<Result<u64, AuditError>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut done = std::pin::pin!(done);
+        loop {
+            // This clock's tick, not tokio's timer: it works on any executor.
+            let tick = self.tick.notified();
+            tokio::select! {
+                biased;
+                answer = &mut done => return Some(answer.unwrap_or(Err(AuditError::Closed))),
+                () = tick => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+        }
     }
 }
 
@@ -108,7 +189,11 @@ impl AuditLog {
         // before close() is answered.
         let trail = Trail::open(cfg, signer, meters.clone())?;
         let postboxes = Arc::new(Postboxes::default());
-        let queue = Arc::new(Queue::new(Scribe::new(trail, postboxes.clone())));
+        let bound = Bound {
+            records: cfg.max_queue_records,
+            bytes: cfg.max_queue_bytes,
+        };
+        let queue = Arc::new(Queue::new(Scribe::new(trail, postboxes.clone()), bound));
         let (thread_queue, thread_meters, durability) = (queue.clone(), meters.clone(), cfg.durability);
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -119,6 +204,11 @@ impl AuditLog {
                 queue,
                 meters,
                 postboxes,
+                max_record_bytes: cfg.max_record_bytes,
+                stall_timeout: cfg.stall_timeout,
+                space: Space::new(&cfg.dir, cfg.min_free_bytes),
+                drop_logged: Default::default(),
+                clock: StallClock::start(cfg.stall_timeout)?,
             }),
         })
     }
@@ -132,7 +222,11 @@ impl AuditLog {
 
     /// [`AuditLog::append_durable`], answering the record's `seq`.
     async fn append_seq(&self, event: Event) -> Result<u64, AuditError> {
-        let fields = chain::event_fields(&event)?;
+        let h = &*self.handle;
+        if h.space.low() {
+            return Err(AuditError::Unavailable("the audit disk is below audit.min_free_bytes"));
+        }
+        let fields = chain::event_fields(&event, h.max_record_bytes)?;
         let (reply, done) = oneshot::channel();
         let worker = crate::worker::current();
         let pending = Pending {
@@ -141,7 +235,6 @@ impl AuditLog {
             reply: Some(reply),
             worker,
         };
-        let h = &*self.handle;
         if h.durability == Durability::Flush {
             // On a worker, its postbox task commits at the end of the round (see `postbox`);
             // it cannot run before this record is queued, on this same thread.
@@ -153,24 +246,74 @@ impl AuditLog {
         } else {
             h.queue.enqueue(pending)?;
         }
-        done.await.unwrap_or(Err(AuditError::Closed))
+        if let Some(answer) = h.clock.wait(done, h.stall_timeout).await {
+            return answer;
+        }
+        // Given up: the record, if still queued, is nobody's any more (its receiver is gone).
+        h.queue.withdraw_abandoned();
+        tracing::error!(stall_timeout = ?h.stall_timeout, "no answer from the audit writer in time; refusing");
+        Err(AuditError::Unavailable(
+            "no answer from the audit writer within audit.stall_timeout",
+        ))
     }
 
     /// Appends `event` without waiting (completions, TLS rejections): ordered after everything
     /// appended before it.
+    ///
+    /// Sheddable records (`tls_rejected`, `refusals_coalesced`) are dropped and counted past
+    /// half the queue's bound or below `min_free_bytes`; others are always queued.
     pub fn append(&self, event: Event) {
+        let h = &*self.handle;
         let name = event.name();
-        let sent = chain::event_fields(&event).and_then(|fields| {
-            self.handle.queue.enqueue(Pending {
-                event: name,
-                fields,
-                reply: None,
-                worker: crate::worker::current(),
-            })
-        });
-        if let Err(error) = sent {
-            tracing::error!(event = name, %error, "audit record dropped");
+        if batch::is_sheddable(name) && h.space.low() {
+            return self.dropped(name, "the audit disk is below audit.min_free_bytes");
         }
+        let fields = match chain::event_fields(&event, h.max_record_bytes) {
+            Ok(fields) => fields,
+            Err(error) => return tracing::error!(event = name, %error, "audit record dropped"),
+        };
+        let sent = h.queue.enqueue(Pending {
+            event: name,
+            fields,
+            reply: None,
+            worker: crate::worker::current(),
+        });
+        match sent {
+            Ok(()) => {}
+            Err(Refused::Full) => self.dropped(name, "the audit queue is full"),
+            Err(Refused::Closed) => tracing::error!(event = name, error = %AuditError::Closed, "audit record dropped"),
+        }
+    }
+
+    /// Counts a dropped sheddable record, and says so in the log at most once a second.
+    fn dropped(&self, event: &'static str, why: &'static str) {
+        let h = &*self.handle;
+        let total = h.meters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if h.drop_logged.swap(now, Ordering::Relaxed) != now {
+            tracing::error!(event, why, dropped_since_start = total, "audit records dropped");
+        }
+    }
+
+    /// `Ok` when the log takes records now, else why not (for `/readyz`): the disk refuses
+    /// writes, is below `min_free_bytes`, or a write or sync has hung past `stall_timeout`.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let h = &*self.handle;
+        if !self.is_healthy() {
+            return Err("audit trail not writable");
+        }
+        if h.space.low() {
+            return Err("audit disk below audit.min_free_bytes");
+        }
+        if h.meters.io_for() > h.stall_timeout {
+            return Err("audit writer stalled (audit.stall_timeout)");
+        }
+        if h.queue.depth() >= h.queue.bound().records || h.queue.bytes() >= h.queue.bound().bytes {
+            return Err("audit queue full");
+        }
+        Ok(())
     }
 
     /// The task that delivers the writer's answers to tasks on worker `i`, and makes that
@@ -210,6 +353,7 @@ impl AuditLog {
             fsyncs: h.meters.fsyncs.load(Ordering::Relaxed),
             last_fsync_seconds: h.meters.last_fsync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             healthy: h.meters.healthy.load(Ordering::Acquire),
+            records_dropped: h.meters.dropped.load(Ordering::Relaxed),
         }
     }
 

@@ -231,7 +231,33 @@ pub struct Audit {
     pub signing_key: Option<PathBuf>,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    /// No record is longer than this: longer string and list fields are cut, keeping a prefix,
+    /// `<field>_len` and `<field>_sha256` (`audit::cut`).
+    pub max_record_bytes: u64,
+    /// Below this much free space in `dir`, new durable records are refused (503, not ready);
+    /// completions and checkpoints are still written.
+    pub min_free_bytes: u64,
+    /// A durable append not answered within this fails (503), and `/readyz` reports not
+    /// ready while a write or sync has taken longer.
+    pub stall_timeout: Duration,
+    /// The writer's queue: at most this many records…
+    pub max_queue_records: u64,
+    /// …and this many bytes of encoded fields.
+    pub max_queue_bytes: u64,
 }
+
+/// `audit.max_record_bytes`: 8 KiB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 8 << 10;
+/// `audit.min_free_bytes`: 256 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
+/// `audit.stall_timeout`: 10 s.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `audit.max_queue_records`: 100,000.
+pub const DEFAULT_MAX_QUEUE_RECORDS: u64 = 100_000;
+/// `audit.max_queue_bytes`: 64 MiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 << 20;
+/// The smallest `audit.max_record_bytes`: room for any record cut to its summary.
+pub const MIN_MAX_RECORD_BYTES: u64 = 1 << 10;
 
 impl Audit {
     /// Defaults for an audit trail in `dir` (used by tests and tools that write trails).
@@ -243,6 +269,11 @@ impl Audit {
             signing_key: None,
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_queue_records: DEFAULT_MAX_QUEUE_RECORDS,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
         }
     }
 }

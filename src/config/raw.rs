@@ -189,6 +189,11 @@ pub(super) struct RawAudit {
     pub(super) signing_key: Option<PathBuf>,
     pub(super) checkpoint_every: Option<u64>,
     pub(super) checkpoint_interval: Option<String>,
+    pub(super) max_record_bytes: Option<String>,
+    pub(super) min_free_bytes: Option<String>,
+    pub(super) stall_timeout: Option<String>,
+    pub(super) max_queue_records: Option<u64>,
+    pub(super) max_queue_bytes: Option<String>,
 }
 
 /// One sentence from a TOML error: the key serde stopped at, what it said, and the line.

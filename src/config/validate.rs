@@ -188,9 +188,38 @@ fn audit(a: RawAudit, base: &Base) -> Result<Audit, KeyError> {
             &a.checkpoint_interval,
             Duration::from_secs(60),
         )?,
+        max_record_bytes: size(
+            "audit.max_record_bytes",
+            &a.max_record_bytes,
+            super::DEFAULT_MAX_RECORD_BYTES,
+        )?,
+        min_free_bytes: size("audit.min_free_bytes", &a.min_free_bytes, super::DEFAULT_MIN_FREE_BYTES)?,
+        stall_timeout: dur("audit.stall_timeout", &a.stall_timeout, super::DEFAULT_STALL_TIMEOUT)?,
+        max_queue_records: match a.max_queue_records {
+            Some(0) => return Err(KeyError::new("audit.max_queue_records", "must be at least 1")),
+            Some(n) => n,
+            None => super::DEFAULT_MAX_QUEUE_RECORDS,
+        },
+        max_queue_bytes: size(
+            "audit.max_queue_bytes",
+            &a.max_queue_bytes,
+            super::DEFAULT_MAX_QUEUE_BYTES,
+        )?,
     };
     if audit.rotate_bytes < 4096 {
         return Err(KeyError::new("audit.rotate_bytes", "must be at least 4KiB"));
+    }
+    if audit.max_record_bytes < super::MIN_MAX_RECORD_BYTES {
+        return Err(KeyError::new("audit.max_record_bytes", "must be at least 1KiB"));
+    }
+    if audit.max_queue_bytes < audit.max_record_bytes {
+        return Err(KeyError::new(
+            "audit.max_queue_bytes",
+            "must be at least audit.max_record_bytes",
+        ));
+    }
+    if audit.stall_timeout.is_zero() {
+        return Err(KeyError::new("audit.stall_timeout", "must be more than 0s"));
     }
     Ok(audit)
 }

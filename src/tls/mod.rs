@@ -246,12 +246,59 @@ pub fn serial_key(serial_hex: &str) -> &str {
 /// What the handshake learnt about the peer, kept for the `tls_rejected` record. Filled by the
 /// verifier and resolver below, which rustls calls synchronously inside the accept future's poll,
 /// so a task-local scoped around that future is the connection's own slot.
+///
+/// Nothing here is verified (the handshake may be refused for that very reason), so what comes
+/// from the peer is kept only as a [`Summary`]: a certificate can carry a subject of tens of
+/// kilobytes, and a refused handshake costs the peer nothing.
 #[derive(Debug, Default, Clone)]
 pub struct HandshakeNote {
-    pub sni: Option<String>,
-    pub subject: Option<String>,
+    pub sni: Option<Summary>,
+    /// The certificate's subject (RFC 4514).
+    pub subject: Option<Summary>,
+    /// `sha256:<hex>` of the certificate: bounded, and names it exactly.
     pub fingerprint: Option<String>,
     pub reason: Option<&'static str>,
+}
+
+/// Text from an unauthenticated peer, bounded: at most [`Summary::KEEP`] bytes of it, and when
+/// it was longer, its whole length and SHA-256 (hex), so the record still says what was sent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    /// `Some((length in bytes, SHA-256 hex))` of the whole when `text` is cut.
+    pub cut: Option<(u64, String)>,
+}
+
+impl Summary {
+    pub const KEEP: usize = 256;
+
+    pub fn of(whole: &str) -> Summary {
+        if whole.len() <= Summary::KEEP {
+            return Summary {
+                text: whole.to_string(),
+                cut: None,
+            };
+        }
+        let mut end = Summary::KEEP;
+        while !whole.is_char_boundary(end) {
+            end -= 1;
+        }
+        let sha = crate::hex(ring::digest::digest(&ring::digest::SHA256, whole.as_bytes()).as_ref());
+        Summary {
+            text: whole[..end].to_string(),
+            cut: Some((whole.len() as u64, sha)),
+        }
+    }
+
+    /// The whole text's length in bytes, when cut.
+    pub fn whole_len(&self) -> Option<u64> {
+        self.cut.as_ref().map(|c| c.0)
+    }
+
+    /// The whole text's SHA-256 (hex), when cut.
+    pub fn sha256(&self) -> Option<String> {
+        self.cut.as_ref().map(|c| c.1.clone())
+    }
 }
 
 tokio::task_local! {
@@ -301,7 +348,7 @@ struct NoteSni(Arc<CertifiedKey>);
 impl ResolvesServerCert for NoteSni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(sni) = hello.server_name() {
-            note(|n| n.sni = Some(sni.to_string()));
+            note(|n| n.sni = Some(Summary::of(sni)));
         }
         Some(self.0.clone())
     }
@@ -339,7 +386,9 @@ impl ClientCertVerifier for KeyUsageVerifier {
                 "sha256:{}",
                 crate::hex(ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref())
             ));
-            n.subject = parsed.as_ref().map(|c| crate::identity::rfc4514(c.subject()));
+            n.subject = parsed
+                .as_ref()
+                .map(|c| Summary::of(&crate::identity::rfc4514(c.subject())));
         });
         let result = self
             .inner
@@ -383,5 +432,22 @@ impl ClientCertVerifier for KeyUsageVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Summary;
+
+    #[test]
+    fn a_summary_keeps_256_bytes_and_the_length_and_sha256_of_the_rest() {
+        assert_eq!(Summary::of("CN=gp").text, "CN=gp");
+        assert_eq!(Summary::of("CN=gp").cut, None);
+        let long = format!("CN={}", "é".repeat(30_000));
+        let s = Summary::of(&long);
+        assert!(s.text.len() <= Summary::KEEP && long.starts_with(&s.text));
+        assert_eq!(s.whole_len(), Some(long.len() as u64));
+        let sha = crate::hex(ring::digest::digest(&ring::digest::SHA256, long.as_bytes()).as_ref());
+        assert_eq!(s.sha256(), Some(sha));
     }
 }

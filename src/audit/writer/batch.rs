@@ -35,6 +35,26 @@ impl Pending {
     pub(super) fn awaited(&self) -> bool {
         self.reply.is_some()
     }
+
+    /// A fire-and-forget record that an unauthenticated peer can cause (`tls_rejected`,
+    /// `refusals_coalesced`): dropped, and counted, rather than queued past half the queue's
+    /// bound or written below `min_free_bytes`. Completions and lifecycle records are never
+    /// dropped: each completion follows an access that was admitted, so there are never more
+    /// of them than requests in flight.
+    pub(super) fn sheddable(&self) -> bool {
+        !self.awaited() && is_sheddable(self.event)
+    }
+
+    /// What this record holds the queue's byte bound to.
+    pub(super) fn queued_bytes(&self) -> u64 {
+        // The vector and the rest of the struct, besides the members.
+        self.fields.len() as u64 + 64
+    }
+}
+
+/// See [`Pending::sheddable`].
+pub(super) fn is_sheddable(event: &str) -> bool {
+    matches!(event, "tls_rejected" | "refusals_coalesced")
 }
 
 impl Record for Pending {

@@ -52,6 +52,34 @@ pub(super) struct Queue {
     closed_cleanly: AtomicBool,
     /// Records appended and not yet taken into a batch.
     depth: AtomicU64,
+    /// Their bytes (`Pending::queued_bytes`).
+    bytes: AtomicU64,
+    bound: Bound,
+}
+
+/// How much may wait in the queue (`audit.max_queue_records`, `audit.max_queue_bytes`). A
+/// durable record past it is refused at once; a sheddable one past half of it is dropped;
+/// completions and lifecycle records are always taken (see `Pending::sheddable`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bound {
+    pub(super) records: u64,
+    pub(super) bytes: u64,
+}
+
+/// Why a record was not queued.
+pub(super) enum Refused {
+    Closed,
+    /// Past the bound.
+    Full,
+}
+
+impl From<Refused> for AuditError {
+    fn from(r: Refused) -> AuditError {
+        match r {
+            Refused::Closed => AuditError::Closed,
+            Refused::Full => AuditError::Unavailable("the audit queue is full"),
+        }
+    }
 }
 
 /// Records waiting for the writer, and what the writer thread is doing.
@@ -98,6 +126,8 @@ impl TrailGuard<'_> {
         debug_assert!(spare.is_empty());
         let items = std::mem::replace(&mut self.queue.state().items, spare);
         self.queue.depth.fetch_sub(items.len() as u64, Ordering::Relaxed);
+        let bytes = items.iter().map(Pending::queued_bytes).sum();
+        self.queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
         Some((scribe, items))
     }
 
@@ -108,7 +138,7 @@ impl TrailGuard<'_> {
 }
 
 impl Queue {
-    pub(super) fn new(scribe: Scribe) -> Queue {
+    pub(super) fn new(scribe: Scribe, bound: Bound) -> Queue {
         Queue {
             trail: Mutex::new(Some(scribe)),
             state: Mutex::default(),
@@ -116,6 +146,8 @@ impl Queue {
             closed: AtomicBool::default(),
             closed_cleanly: AtomicBool::default(),
             depth: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            bound,
         }
     }
 
@@ -140,19 +172,66 @@ impl Queue {
         self.closed.load(Ordering::Acquire)
     }
 
+    pub(super) fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// Bytes queued (`Pending::queued_bytes`).
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether `pending` may join the queue now (see [`Bound`]); called under the queue's
+    /// lock, which is what makes depth and bytes move together.
+    fn admits(&self, pending: &Pending) -> bool {
+        let (records, bytes) = match (pending.awaited(), pending.sheddable()) {
+            (true, _) => (self.bound.records, self.bound.bytes),
+            (false, true) => (self.bound.records / 2, self.bound.bytes / 2),
+            (false, false) => return true,
+        };
+        self.depth() < records && self.bytes() + pending.queued_bytes() <= bytes
+    }
+
+    /// Queues `pending` (taking its place in the counts), unless closed or past the bound.
+    fn push(&self, q: &mut State, pending: Pending) -> Result<(), Refused> {
+        if q.stopped {
+            return Err(Refused::Closed);
+        }
+        if !self.admits(&pending) {
+            return Err(Refused::Full);
+        }
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(pending.queued_bytes(), Ordering::Relaxed);
+        q.items.push(pending);
+        Ok(())
+    }
+
+    /// A durable append gave up waiting (`audit.stall_timeout`): its record, if still queued,
+    /// is not to be written (nobody will be told it was, and its request was refused).
+    pub(super) fn withdraw_abandoned(&self) {
+        let mut q = self.state();
+        let before = q.items.len();
+        let mut bytes = 0;
+        q.items.retain(|p| {
+            let gone = p.reply.as_ref().is_some_and(|r| r.is_closed());
+            if gone {
+                bytes += p.queued_bytes();
+            }
+            !gone
+        });
+        self.depth.fetch_sub((before - q.items.len()) as u64, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// Queues `pending` for the writer, waking its thread only when it waits for this kind of
     /// record.
-    pub(super) fn enqueue(&self, pending: Pending) -> Result<(), AuditError> {
+    pub(super) fn enqueue(&self, pending: Pending) -> Result<(), Refused> {
         if self.is_closed() {
-            return Err(AuditError::Closed);
+            return Err(Refused::Closed);
         }
         let durable = pending.awaited();
         let mut q = self.state();
-        if q.stopped {
-            return Err(AuditError::Closed);
-        }
-        q.items.push(pending);
-        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.push(&mut q, pending)?;
         if q.idle || (durable && q.lingering) {
             q.idle = false;
             q.lingering = false;
@@ -169,11 +248,7 @@ impl Queue {
             return Err(AuditError::Closed);
         }
         let mut q = self.state();
-        if q.stopped {
-            return Err(AuditError::Closed);
-        }
-        q.items.push(pending);
-        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.push(&mut q, pending)?;
         Ok(claim && !std::mem::replace(&mut q.committing, true))
     }
 
@@ -293,6 +368,7 @@ impl Queue {
         let mut lost = 0;
         for p in q.items.drain(..) {
             self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(p.queued_bytes(), Ordering::Relaxed);
             match p.reply {
                 Some(reply) => drop(reply.send(Err(AuditError::Closed))),
                 None => lost += 1,

@@ -40,6 +40,37 @@ pub(super) struct Meters {
     /// Every fsync's duration, 0.1 ms to 0.8 s (one observation per group commit, not per
     /// record).
     pub(super) fsync_durations: Histogram,
+    /// Sheddable records dropped (see `Pending::sheddable`).
+    pub(super) dropped: AtomicU64,
+    /// When the write or sync under way began (nanoseconds since `epoch`, plus one); 0 when
+    /// none is: a hung disk shows as one that began long ago (`audit.stall_timeout`).
+    io_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Meters {
+    /// How long the write or sync under way has taken so far.
+    pub(super) fn io_for(&self) -> Duration {
+        match self.io_since.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => self.epoch.elapsed().saturating_sub(Duration::from_nanos(since - 1)),
+        }
+    }
+
+    /// Marks a write or sync as under way until the guard's drop.
+    fn io(&self) -> IoGuard<'_> {
+        let since = self.epoch.elapsed().as_nanos() as u64 + 1;
+        self.io_since.store(since, Ordering::Release);
+        IoGuard(self)
+    }
+}
+
+struct IoGuard<'a>(&'a Meters);
+
+impl Drop for IoGuard<'_> {
+    fn drop(&mut self) {
+        self.0.io_since.store(0, Ordering::Release);
+    }
 }
 
 impl Default for Meters {
@@ -50,6 +81,9 @@ impl Default for Meters {
             fsyncs: AtomicU64::default(),
             last_fsync_nanos: AtomicU64::default(),
             fsync_durations: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            dropped: AtomicU64::default(),
+            io_since: AtomicU64::default(),
+            epoch: Instant::now(),
         }
     }
 }
@@ -301,6 +335,8 @@ impl Trail {
 
     /// One write and, when `sync`, one fdatasync; then `work` is the chain.
     fn flush(&mut self, buf: &mut Vec<u8>, work: &Chain, sync: bool) -> io::Result<()> {
+        let meters = self.meters.clone();
+        let _io = meters.io();
         if !buf.is_empty() {
             #[cfg(test)]
             super::faults::of(&self.dir).before_write(&self.segment.file, &buf[..])?;
@@ -320,6 +356,8 @@ impl Trail {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        let meters = self.meters.clone();
+        let _io = meters.io();
         let started = Instant::now();
         self.segment.file.sync_data()?;
         self.unsynced = false;

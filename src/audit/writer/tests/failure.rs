@@ -88,7 +88,11 @@ async fn full_disk_fails_closed_and_recovers_when_space_returns() {
     let Some(mount) = Tmpfs::mount(tmp.path(), "256k") else {
         return;
     };
-    let cfg = cfg(&mount.0);
+    // The disk's own refusal is what is tested here, not `min_free_bytes` (see `bounds`).
+    let cfg = config::Audit {
+        min_free_bytes: 0,
+        ..cfg(&mount.0)
+    };
     let log = AuditLog::open(&cfg).unwrap();
     log.append_seq(lifecycle("start")).await.unwrap();
 

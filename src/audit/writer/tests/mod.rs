@@ -2,6 +2,7 @@
 //! implementation of the chain (SPEC §5), not by the writer's own code. The fixtures and that
 //! check are here; the tests, by subject, in the files below.
 
+mod bounds;
 mod checkpoint;
 mod failure;
 mod flush;
@@ -17,7 +18,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use serde_json::Value;
 
 use super::*;
-use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, Request, TlsRejected};
+use crate::audit::record::{Access, Client, Clinical, Complete, Lifecycle, RejectedClient, Request, TlsRejected};
 use crate::config::Durability;
 
 // === Waiting ===
@@ -109,12 +110,14 @@ fn complete(i: usize) -> Event {
 
 fn tls_rejected() -> Event {
     Event::TlsRejected(TlsRejected {
-        client: Client {
+        client: RejectedClient {
             ip: "10.9.9.9".into(),
             port: 1,
             ..Default::default()
         },
         sni: None,
+        sni_len: None,
+        sni_sha256: None,
         reason: "no_certificate".into(),
     })
 }
