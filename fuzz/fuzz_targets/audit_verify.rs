@@ -59,7 +59,9 @@ fuzz_target!(|input: &[u8]| {
             Some(b) => (b, &b"\n"[..]),
             None => (line, &b""[..]),
         };
-        let body = String::from_utf8_lossy(body).replace("@PREV@", &prev).replace("@HEAD@", &prev);
+        let body = String::from_utf8_lossy(body)
+            .replace("@PREV@", &prev)
+            .replace("@HEAD@", &prev);
         let Some(body) = body.strip_suffix('}') else {
             out.extend_from_slice(line);
             continue;

@@ -22,11 +22,18 @@ fn check(f: &Facts) {
     assert!(c.patient_ids.len() <= MAX_NAMED, "{} patient ids", c.patient_ids.len());
     assert!(c.study_uids.len() <= MAX_NAMED, "{} studies", c.study_uids.len());
     for (i, n) in c.nhs_numbers.iter().enumerate() {
-        assert!(clinical::nhs_number_valid(n), "invalid NHS number recorded as one: {n:?}");
+        assert!(
+            clinical::nhs_number_valid(n),
+            "invalid NHS number recorded as one: {n:?}"
+        );
         assert!(!c.nhs_numbers[..i].contains(n), "NHS number {n:?} recorded twice");
     }
     if let Some(n) = &c.nhs_number {
-        assert_eq!(c.nhs_numbers.first(), Some(n), "nhs_number is not the first of nhs_numbers");
+        assert_eq!(
+            c.nhs_numbers.first(),
+            Some(n),
+            "nhs_number is not the first of nhs_numbers"
+        );
     }
     serde_json::to_vec(c).expect("clinical facts serialise");
 }

@@ -16,7 +16,10 @@ fn check_normal(raw: &str) {
     for bad in ["/../", "/./", "//"] {
         assert!(!n.contains(bad), "{raw:?} -> {n:?} holds {bad:?}");
     }
-    assert!(!n.ends_with("/..") && !n.ends_with("/."), "{raw:?} -> {n:?} ends in a dot-segment");
+    assert!(
+        !n.ends_with("/..") && !n.ends_with("/."),
+        "{raw:?} -> {n:?} ends in a dot-segment"
+    );
     assert_eq!(normalise(&n), Ok(n.clone()), "normalise is not idempotent on {raw:?}");
 }
 
@@ -30,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(path, std::borrow::Cow::Borrowed(_)) && params.is_empty());
     }
     let cut: usize = params.iter().map(|p| p.len() + 1).sum();
-    assert_eq!(path.len() + cut, raw.len(), "split_params lost or added bytes on {raw:?}");
+    assert_eq!(
+        path.len() + cut,
+        raw.len(),
+        "split_params lost or added bytes on {raw:?}"
+    );
     assert!(params.len() <= raw.split('/').count());
     check_normal(&path);
 });

@@ -45,7 +45,10 @@ fuzz_target!(|input: &[u8]| {
     let c = &f.clinical;
     assert!(c.nhs_numbers.len() <= MAX_NAMED && c.patient_ids.len() <= MAX_NAMED);
     for n in &c.nhs_numbers {
-        assert!(clinical::nhs_number_valid(n), "invalid NHS number recorded as one: {n:?}");
+        assert!(
+            clinical::nhs_number_valid(n),
+            "invalid NHS number recorded as one: {n:?}"
+        );
     }
     serde_json::to_vec(c).expect("clinical facts serialise");
 });
