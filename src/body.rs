@@ -16,17 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-tokio::task_local! {
-    /// `listener.body_idle_timeout` for the request being served: the server sets it around
-    /// each request, and [`Counted`] takes it when it is made.
-    static BODY_IDLE: Duration;
-}
-
-/// Runs a request's future with `listener.body_idle_timeout` in force for its request body.
-pub async fn with_body_idle<F: Future>(idle: Duration, f: F) -> F::Output {
-    BODY_IDLE.scope(idle, f).await
-}
-
 /// What the request body did, shared between its wrapper and the completion.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -47,10 +36,13 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Counted<B> {
-    /// The idle timeout is the one [`with_body_idle`] set around this request, if any.
-    pub fn new(inner: B, tally: Arc<Tally>) -> Self {
-        let idle = BODY_IDLE.try_with(|d| *d).ok().map(IdleDeadline::new);
-        Counted { inner, tally, idle }
+    /// `idle`: `listener.body_idle_timeout`, for a body still coming from the client.
+    pub fn new(inner: B, tally: Arc<Tally>, idle: Option<Duration>) -> Self {
+        Counted {
+            inner,
+            tally,
+            idle: idle.map(IdleDeadline::new),
+        }
     }
 }
 

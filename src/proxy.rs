@@ -170,10 +170,13 @@ async fn forward(
         .parse()
         .map_err(|_| Rejection::BadRequest("the request target is not valid"))?;
     let body = match body {
-        RequestBody::Streaming(b) => grant
-            .shape(Counted::new(headers::CleanTrailers::new(b), tally.clone()))
-            .boxed_unsync(),
-        RequestBody::Inspected(b) => grant.shape(Counted::new(b, tally.clone())).boxed_unsync(),
+        RequestBody::Streaming(b) => {
+            let idle = Some(snap.config.listener.body_idle_timeout);
+            let b = Counted::new(headers::CleanTrailers::new(b), tally.clone(), idle);
+            grant.shape(b).boxed_unsync()
+        }
+        // Read whole already: nothing left to wait for.
+        RequestBody::Inspected(b) => grant.shape(Counted::new(b, tally.clone(), None)).boxed_unsync(),
     };
     let upstream = &snap.upstreams[route.upstream];
     match upstream.send(permit, parts, body).await {

@@ -416,7 +416,7 @@ async fn serve_connection(
                 return Err(CertRevoked);
             }
             drop(now);
-            let handled = crate::body::with_body_idle(body_idle, crate::proxy::handle(g, conn, req)).await;
+            let handled = crate::proxy::handle(g, conn, req).await;
             let resp = handled.map_err(|e| match e {})?;
             Ok(resp.map(|b| crate::body::Watched::new(b, watched)))
         })
