@@ -8,7 +8,7 @@
 //!   and the 4096-byte chunk-line limit, so they never bind.
 #![no_main]
 
-use caregate::framing::h1::Guarded;
+use caregate::framing::h1::{Deadlines, Guarded};
 use libfuzzer_sys::fuzz_target;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -49,7 +49,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// Reads the whole stream through the guard; returns what came out and the verdicts.
 fn run(data: &[u8], sizes: Vec<usize>) -> (Vec<u8>, Vec<Option<&'static str>>) {
     let inner = Chunked { data, sizes, next: 0 };
-    let (mut guarded, verdicts) = Guarded::new(inner, true, MAX_HEAD, Duration::from_secs(10));
+    let deadlines = Deadlines {
+        header: Duration::from_secs(10),
+        write_idle: Duration::from_secs(10),
+    };
+    let (mut guarded, verdicts) = Guarded::new(inner, true, MAX_HEAD, deadlines);
     let out = runtime().block_on(async {
         let mut out = Vec::new();
         let mut buf = [0u8; 8192];
