@@ -182,6 +182,13 @@ fn write_csv_record<'a>(out: &mut impl Write, fields: impl Iterator<Item = Cow<'
         if i > 0 {
             out.write_all(b",")?;
         }
+        // A cell a spreadsheet would run as a formula (`=HYPERLINK(…)` in a client's path or
+        // query) is written as text: a leading apostrophe, as OWASP advises for CSV injection.
+        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            Cow::Owned(format!("'{field}"))
+        } else {
+            field
+        };
         if field.contains([',', '"', '\r', '\n']) {
             out.write_all(b"\"")?;
             out.write_all(field.replace('"', "\"\"").as_bytes())?;
@@ -260,6 +267,24 @@ fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_written_as_text() {
+        let mut out = Vec::new();
+        let cells = [
+            "=HYPERLINK(\"x\")",
+            "+1",
+            "-2",
+            "@SUM(A1)",
+            "/fhir/Patient",
+            "9990000018",
+        ];
+        write_csv_record(&mut out, cells.iter().map(|c| Cow::Borrowed(*c))).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@SUM(A1),/fhir/Patient,9990000018\r\n"
+        );
+    }
 
     #[test]
     fn csv_quotes_per_rfc4180() {
