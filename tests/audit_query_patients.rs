@@ -1,32 +1,15 @@
 //! `audit query` with the records of SPEC §8: several patients and studies per request, client
 //! request ids that collide (never a join key), GP Connect tokens; and the outputs that show them.
 
-#[allow(dead_code)] // Each test file uses a part of it.
-#[path = "support/trail_gen.rs"]
-mod trail_gen;
-
-#[path = "support/clinical_trail.rs"]
-mod clinical_trail;
+mod support;
 
 use std::path::Path;
 
 use caregate::audit::query::{self, Filters, Format};
 use serde_json::Value;
-use trail_gen::Gen;
-
-fn json_rows(dir: &Path, filters: &Filters) -> Vec<Value> {
-    let mut out = Vec::new();
-    query::query(dir, filters, Format::Json, &mut out).expect("query");
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids(rows: &[Value]) -> Vec<&str> {
-    rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
-}
+use support::clinical_trail;
+use support::trail::{query_rows, row_ids};
+use support::trail_gen::{self, Gen};
 
 #[test]
 fn query_patient_named_anywhere() {
@@ -37,23 +20,23 @@ fn query_patient_named_anywhere() {
             patient: Some(patient.into()),
             ..Filters::default()
         };
-        json_rows(dir.path(), &f)
+        query_rows(dir.path(), &f)
     };
     // obs-search and obs-create name 9990000042 second, in `nhs_numbers` only (rows come out
     // in completion order).
     let rows = q("999 000 0042");
     assert_eq!(
-        ids(&rows),
+        row_ids(&rows),
         ["pat-read", "obs-search", "obs-create", "spine-read", "crashed"]
     );
     assert_eq!(rows[1]["clinical"]["nhs_number"], "9990000034");
     // The first format (`nhs_number` alone) still matches.
-    assert!(ids(&q("9990000034")).contains(&"legacy"));
+    assert!(row_ids(&q("9990000034")).contains(&"legacy"));
     // Other patient ids: whole (`system|value`), by value, or a plain id (a DICOM PatientID).
     let mrn = format!("{}|MRN123", clinical_trail::MRN);
-    assert_eq!(ids(&q(&mrn)), ["obs-search"]);
-    assert_eq!(ids(&q("MRN123")), ["obs-search"]);
-    assert_eq!(ids(&q("PAT-77")), ["qido", "stow"]);
+    assert_eq!(row_ids(&q(&mrn)), ["obs-search"]);
+    assert_eq!(row_ids(&q("MRN123")), ["obs-search"]);
+    assert_eq!(row_ids(&q("PAT-77")), ["qido", "stow"]);
     assert!(q("https://other.example/Id/mrn|MRN123").is_empty());
     assert!(q("MRN12").is_empty());
     // A study named anywhere: `study_uid` or any of `study_uids`.
@@ -62,10 +45,10 @@ fn query_patient_named_anywhere() {
             study: Some(uid.into()),
             ..Filters::default()
         };
-        json_rows(dir.path(), &f)
+        query_rows(dir.path(), &f)
     };
-    assert_eq!(ids(&study(clinical_trail::STUDY_A)), ["qido", "wado"]);
-    assert_eq!(ids(&study(clinical_trail::STUDY_B)), ["qido", "stow"]);
+    assert_eq!(row_ids(&study(clinical_trail::STUDY_A)), ["qido", "wado"]);
+    assert_eq!(row_ids(&study(clinical_trail::STUDY_B)), ["qido", "stow"]);
 }
 
 #[test]
@@ -77,8 +60,8 @@ fn query_client_request_ids_never_join() {
         ..Filters::default()
     };
     // Two requests sent the same X-Request-Id: two rows, each with its own completion.
-    let rows = json_rows(dir.path(), &f);
-    assert_eq!(ids(&rows), ["pat-read", "obs-search"]);
+    let rows = query_rows(dir.path(), &f);
+    assert_eq!(row_ids(&rows), ["pat-read", "obs-search"]);
     assert!(rows
         .iter()
         .all(|r| r["client_request_id"] == "dup" && r["complete"]["status"] == 200));
@@ -91,8 +74,8 @@ fn query_client_request_ids_never_join() {
     clinical_trail::complete(&mut g, "b", 404, "ok");
     clinical_trail::complete(&mut g, "a", 200, "ok");
     g.finish(true);
-    let rows = json_rows(other.path(), &Filters::default());
-    assert_eq!(ids(&rows), ["b", "a"]);
+    let rows = query_rows(other.path(), &Filters::default());
+    assert_eq!(row_ids(&rows), ["b", "a"]);
     assert_eq!(
         (&rows[0]["complete"]["status"], &rows[1]["complete"]["status"]),
         (&404.into(), &200.into())
@@ -101,7 +84,7 @@ fn query_client_request_ids_never_join() {
         client_request_id: Some("a".into()),
         ..Filters::default()
     };
-    assert_eq!(ids(&json_rows(other.path(), &f)), ["b"]);
+    assert_eq!(row_ids(&query_rows(other.path(), &f)), ["b"]);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use caregate::audit::query::{self, Decision, Filters, Format, QueryArgs};
 use caregate::audit::verify::{self, Broken, VerifyArgs, VerifyError, VerifyOptions};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::Value;
+use support::trail::{query_rows, row_ids};
 use support::trail_gen::{self, Gen, Req};
 
 // === fixtures ===
@@ -368,29 +369,15 @@ fn varied_trail(dir: &Path) {
     verify_with(dir, Some(&key)).expect("fixture is intact");
 }
 
-fn json_rows(dir: &Path, filters: &Filters) -> Vec<Value> {
-    let mut out = Vec::new();
-    query::query(dir, filters, Format::Json, &mut out).expect("query");
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids(rows: &[Value]) -> Vec<&str> {
-    rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
-}
-
 #[test]
 fn query_filters_and_joins() {
     let dir = tempfile::tempdir().unwrap();
     varied_trail(dir.path());
-    let q = |f: Filters| json_rows(dir.path(), &f);
+    let q = |f: Filters| query_rows(dir.path(), &f);
 
     let all = q(Filters::default());
     // Rows come out as requests complete; r7 at the restart, without a completion.
-    assert_eq!(ids(&all), ["r1", "r3", "r2", "r5", "r4", "r6", "r7", "r8"]);
+    assert_eq!(row_ids(&all), ["r1", "r3", "r2", "r5", "r4", "r6", "r7", "r8"]);
     assert_eq!(all[0]["complete"]["status"], 200);
     assert_eq!(all[0]["client"]["org"], "A81001");
     assert_eq!(all[3]["complete"]["outcome"], "upstream_error");
@@ -400,45 +387,45 @@ fn query_filters_and_joins() {
         org: Some("RX1".into()),
         ..Filters::default()
     });
-    assert_eq!(ids(&by_org), ["r2", "r4", "r6"]);
+    assert_eq!(row_ids(&by_org), ["r2", "r4", "r6"]);
     let by_patient = q(Filters {
         patient: Some("999 000 0034".into()),
         ..Filters::default()
     });
-    assert_eq!(ids(&by_patient), ["r1", "r3", "r4", "r7"]);
+    assert_eq!(row_ids(&by_patient), ["r1", "r3", "r4", "r7"]);
     let by_study = q(Filters {
         study: Some("1.2.826.0.1.3680043.2.1125.1".into()),
         ..Filters::default()
     });
-    assert_eq!(ids(&by_study), ["r2"]);
+    assert_eq!(row_ids(&by_study), ["r2"]);
     let denied = q(Filters {
         decision: Some(Decision::Deny),
         ..Filters::default()
     });
-    assert_eq!(ids(&denied), ["r3"]);
+    assert_eq!(row_ids(&denied), ["r3"]);
     assert_eq!(denied[0]["complete"]["status"], 403);
     let by_route = q(Filters {
         route: Some("pacs".into()),
         ..Filters::default()
     });
-    assert_eq!(ids(&by_route), ["r2"]);
+    assert_eq!(row_ids(&by_route), ["r2"]);
     let by_id = q(Filters {
         request_id: Some("r4".into()),
         ..Filters::default()
     });
-    assert_eq!(ids(&by_id), ["r4"]);
+    assert_eq!(row_ids(&by_id), ["r4"]);
     assert_eq!(by_id[0]["request"]["query"], "patient=9990000034&code=1,2");
 
     let day1 = q(Filters {
         until: Some(query::parse_until("2026-11-22").unwrap()),
         ..Filters::default()
     });
-    assert_eq!(ids(&day1), ["r1", "r3", "r2", "r5", "r4"]);
+    assert_eq!(row_ids(&day1), ["r1", "r3", "r2", "r5", "r4"]);
     let day2 = q(Filters {
         since: Some(query::parse_since("2026-11-23").unwrap()),
         ..Filters::default()
     });
-    assert_eq!(ids(&day2), ["r6", "r7", "r8"]);
+    assert_eq!(row_ids(&day2), ["r6", "r7", "r8"]);
     // r1's access is at 05:00:00.002 (start is .001); an inclusive instant bound keeps it.
     let at = |s: &str| Some(query::parse_since(s).unwrap());
     let exact = q(Filters {
@@ -446,14 +433,14 @@ fn query_filters_and_joins() {
         until: Some(query::parse_until("2026-11-22T05:00:00.002Z").unwrap()),
         ..Filters::default()
     });
-    assert_eq!(ids(&exact), ["r1"]);
+    assert_eq!(row_ids(&exact), ["r1"]);
     let combined = q(Filters {
         org: Some("A81001".into()),
         decision: Some(Decision::Allow),
         since: at("2026-11-22T00:00:00+00:00"),
         ..Filters::default()
     });
-    assert_eq!(ids(&combined), ["r1", "r5", "r7", "r8"]);
+    assert_eq!(row_ids(&combined), ["r1", "r5", "r7", "r8"]);
 }
 
 #[test]

@@ -2,12 +2,7 @@
 //! trails through a real FHIR model validator (tests/fhir_validate.py, the `fhir.resources`
 //! package: missing, it fails this test), and BALP's rules as assertions.
 
-#[allow(dead_code)] // Each test file uses a part of it.
-#[path = "support/trail_gen.rs"]
-mod trail_gen;
-
-#[path = "support/clinical_trail.rs"]
-mod clinical_trail;
+mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -16,9 +11,9 @@ use std::process::Command;
 use base64::Engine as _;
 use caregate::audit::export::{self, ExportArgs};
 use caregate::audit::query::{self, Filters};
-use clinical_trail::{clinic_day, EXPECT, GPC_GET_RECORD, MRN, SDS_USER, STUDY_A, STUDY_B};
 use serde_json::Value;
-use trail_gen::{Gen, Req};
+use support::clinical_trail::{self, clinic_day, EXPECT, GPC_GET_RECORD, MRN, SDS_USER, STUDY_A, STUDY_B};
+use support::trail_gen::{self, Gen, Req};
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 

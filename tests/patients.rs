@@ -7,8 +7,9 @@ mod support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use caregate::audit::query::{self, Filters, Format};
+use caregate::audit::query::Filters;
 use serde_json::{json, Value};
+use support::trail::row_ids;
 use support::*;
 
 const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -201,17 +202,9 @@ fn query_patient(dir: &std::path::Path, patient: &str) -> Vec<String> {
         patient: Some(patient.to_string()),
         ..Filters::default()
     };
-    let mut out = Vec::new();
-    query::query(dir, &filters, Format::Json, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["request_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    row_ids(&support::trail::query_rows(dir, &filters))
+        .into_iter()
+        .map(str::to_string)
         .collect()
 }
 

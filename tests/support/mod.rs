@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod clinical_trail;
 pub mod config;
 pub mod gateway;
 pub mod pki;

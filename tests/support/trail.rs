@@ -66,3 +66,20 @@ pub fn id_of_client_request(records: &[Value], client_id: &str) -> Option<String
         .find(|r| r["event"] == "access" && r["client_request_id"] == client_id)
         .map(|r| r["request_id"].as_str().unwrap().to_string())
 }
+
+/// The rows `caregate audit query --format json` answers for `filters`.
+pub fn query_rows(dir: &Path, filters: &caregate::audit::query::Filters) -> Vec<Value> {
+    use caregate::audit::query::{self, Format};
+    let mut out = Vec::new();
+    query::query(dir, filters, Format::Json, &mut out).expect("query");
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Each row's `request_id`.
+pub fn row_ids(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
+}
