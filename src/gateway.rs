@@ -24,7 +24,9 @@ pub struct Gateway {
     /// Bytes of request bodies held for inspection now (`listener.max_inspect_bytes`).
     pub inspecting: Arc<crate::admit::body::Held>,
     /// Refused handshakes counted per address, past a budget (`audit::refusals`).
-    pub refusals: Arc<crate::audit::refusals::Refusals>,
+    pub refusals: Arc<crate::audit::refusals::Refusals<std::net::IpAddr>>,
+    /// Refused requests counted per organisation (or certificate), past its refusal budget.
+    pub refused_requests: Arc<crate::audit::refusals::Refusals<crate::audit::refusals::Requester>>,
 }
 
 impl Gateway {
@@ -37,6 +39,7 @@ impl Gateway {
             generation: watch::Sender::new(0),
             inspecting: Arc::default(),
             refusals: Arc::default(),
+            refused_requests: Arc::default(),
         }
     }
 

@@ -32,6 +32,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
 }
@@ -60,6 +65,9 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub tls_rejections: Family<ReasonLabels, Counter>,
     pub rate_limited: Counter,
+    /// Refusals past their budget, counted into `refusals_coalesced` records rather than
+    /// written one by one: `handshake` (per address) or `request` (per organisation).
+    pub refusals_coalesced: Family<SourceLabels, Counter>,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub active_connections: Gauge,
     /// Open client connections on each worker thread (`listener.workers`).
@@ -87,6 +95,7 @@ impl Default for Metrics {
             bytes_out: Counter::default(),
             tls_rejections: Family::default(),
             rate_limited: Counter::default(),
+            refusals_coalesced: Family::default(),
             upstream_errors: Family::default(),
             active_connections: Gauge::default(),
             worker_connections: Family::default(),
@@ -133,6 +142,11 @@ impl Metrics {
             self.tls_rejections.clone(),
         );
         r.register("rate_limited", "Requests refused with 429", self.rate_limited.clone());
+        r.register(
+            "refusals_coalesced",
+            "Refusals past their budget, counted in refusals_coalesced records instead of written one by one, by source (handshake, request)",
+            self.refusals_coalesced.clone(),
+        );
         r.register(
             "upstream_errors",
             "Upstream connect, request and timeout failures",
@@ -225,6 +239,11 @@ impl Metrics {
 
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    /// `source`: `handshake` or `request`.
+    pub fn refusal_coalesced(&self, source: &'static str) {
+        self.refusals_coalesced.get_or_create(&SourceLabels { source }).inc();
     }
 
     pub fn tls_rejected(&self, reason: &str) {

@@ -397,14 +397,11 @@ fn tls_rejected(
     error: &dyn std::fmt::Display,
 ) {
     gw.metrics.tls_rejected(reason);
-    let verdict = gw.refusals.admit(peer.ip(), reason);
-    for summary in verdict.summaries {
-        gw.audit.append(summary);
-    }
-    if verdict.start_sweeper {
-        tokio::spawn(gw.refusals.clone().sweeper(gw.audit.clone()));
-    }
-    if !verdict.write {
+    if !gw
+        .refusals
+        .spend(&gw.audit, peer.ip(), reason, crate::audit::refusals::HANDSHAKES)
+    {
+        gw.metrics.refusal_coalesced("handshake");
         return tracing::debug!(%peer, reason, error = %error, "TLS handshake refused (counted)");
     }
     tracing::info!(%peer, reason, error = %error, "TLS handshake refused");
