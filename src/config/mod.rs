@@ -69,6 +69,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub rate_limits: RateLimits,
+    /// `[rate_limit] refusals_per_second` and `refusal_burst`.
+    pub refusal_budget: RefusalBudget,
     pub audit: Audit,
 }
 
@@ -219,6 +221,26 @@ impl RateLimits {
                 max_concurrent: o.limit.max_concurrent.or(b.max_concurrent),
                 bytes_per_second: o.limit.bytes_per_second.or(b.bytes_per_second),
             }),
+        }
+    }
+}
+
+/// How many refused requests an organisation (or an unknown organisation's certificate) may
+/// have recorded one by one: `burst` at once, `per_second` sustained. Past it they are answered
+/// 429 `refusal_budget` and counted (`audit::refusals`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefusalBudget {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RefusalBudget {
+    /// Far above what a well-behaved client is refused: a GP system that gets ten refusals a
+    /// second is broken or hostile.
+    fn default() -> Self {
+        RefusalBudget {
+            per_second: 10.0,
+            burst: 50,
         }
     }
 }

@@ -158,6 +158,8 @@ pub(super) struct RawRateLimits {
     pub(super) other: Option<RawLimit>,
     #[serde(default, rename = "override")]
     pub(super) overrides: Vec<RawOverride>,
+    pub(super) refusals_per_second: Option<f64>,
+    pub(super) refusal_burst: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

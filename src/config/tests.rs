@@ -307,12 +307,52 @@ fn validators_name_their_key() {
             with("org = \"A81001\"", 0, "org = \"B82001\""),
             "rate_limit.override[0].org",
         ),
+        (
+            with(
+                "[rate_limit.epr]",
+                0,
+                "[rate_limit]\nrefusals_per_second = 0\n[rate_limit.epr]",
+            ),
+            "rate_limit.refusals_per_second",
+        ),
+        (
+            with(
+                "[rate_limit.epr]",
+                0,
+                "[rate_limit]\nrefusals_per_second = nan\n[rate_limit.epr]",
+            ),
+            "rate_limit.refusals_per_second",
+        ),
+        (
+            with(
+                "[rate_limit.epr]",
+                0,
+                "[rate_limit]\nrefusal_burst = 0\n[rate_limit.epr]",
+            ),
+            "rate_limit.refusal_burst",
+        ),
     ];
     for (text, key) in cases {
         let e = load(&text).expect_err(key);
         assert_eq!(e.key, key, "{e}");
         assert!(!e.to_string().contains('\n'), "one sentence: {e}");
     }
+}
+
+#[test]
+fn the_refusal_budget_has_defaults_that_no_well_behaved_client_meets() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.refusal_budget, crate::config::RefusalBudget::default());
+    assert_eq!((c.refusal_budget.per_second, c.refusal_budget.burst), (10.0, 50));
+    let text = with(
+        "[rate_limit.epr]",
+        0,
+        "[rate_limit]\nrefusals_per_second = 0.5\nrefusal_burst = 5\n[rate_limit.epr]",
+    );
+    let c = load(&text).unwrap();
+    assert_eq!((c.refusal_budget.per_second, c.refusal_budget.burst), (0.5, 5));
+    // The class tables are read as before.
+    assert!(c.rate_limits.classes.contains_key(&Class::Epr));
 }
 
 #[test]

@@ -25,6 +25,7 @@ impl RawConfig {
             organisations: organisations(self.organisation)?,
             upstreams: traffic::upstreams(self.upstream, &base)?,
             routes: traffic::routes(self.route)?,
+            refusal_budget: traffic::refusal_budget(&self.rate_limit)?,
             rate_limits: traffic::rate_limits(self.rate_limit)?,
             audit: audit(self.audit, &base)?,
         };

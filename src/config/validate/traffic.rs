@@ -4,7 +4,9 @@
 use super::{dur, Base};
 use crate::config::raw::{RawAllow, RawLimit, RawRateLimits, RawRoute, RawUpstream};
 use crate::config::units::parse_size;
-use crate::config::{AllowRule, Class, ClassLimit, KeyError, LimitOverride, RateLimits, Route, Upstream};
+use crate::config::{
+    AllowRule, Class, ClassLimit, KeyError, LimitOverride, RateLimits, RefusalBudget, Route, Upstream,
+};
 use std::time::Duration;
 
 /// `[[upstream]]`: origins (`http://` or `https://`, no path), TLS files and timeouts.
@@ -155,6 +157,26 @@ pub(super) fn rate_limits(raw: RawRateLimits) -> Result<RateLimits, KeyError> {
         });
     }
     Ok(rate_limits)
+}
+
+/// `[rate_limit] refusals_per_second` and `refusal_burst`, or their defaults.
+pub(super) fn refusal_budget(raw: &RawRateLimits) -> Result<RefusalBudget, KeyError> {
+    let mut budget = RefusalBudget::default();
+    if let Some(rps) = raw.refusals_per_second {
+        if !(rps > 0.0 && rps.is_finite()) {
+            return Err(KeyError::new(
+                "rate_limit.refusals_per_second",
+                "must be a number above 0 (refused requests past the budget are only counted)",
+            ));
+        }
+        budget.per_second = rps;
+    }
+    match raw.refusal_burst {
+        Some(0) => return Err(KeyError::new("rate_limit.refusal_burst", "must be at least 1")),
+        Some(burst) => budget.burst = burst,
+        None => {}
+    }
+    Ok(budget)
 }
 
 /// One class's limits (or an override's): every number present must be above 0.
