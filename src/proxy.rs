@@ -11,6 +11,7 @@
 use crate::admit::body::{Bounds, RequestBody};
 use crate::admit::{self, Admitted, Inbound, Permit};
 use crate::audit::record::Event;
+use crate::audit::refusals::{Budget, Requester};
 use crate::body::{Completing, Completion, Counted, Tally};
 use crate::config::Class;
 use crate::forward::headers::{self, Forwarding};
@@ -122,6 +123,14 @@ pub async fn handle(
     });
     let rid = headers::request_id_header(&request_id);
 
+    // Past its requester's refusal budget, a refusal is only counted: no record of its own.
+    if let Err(r) = &admitted {
+        if let Some(over) = past_refusal_budget(&gw, &snap, who, r) {
+            completion.unrecorded();
+            return Ok(refuse(&gw, over, &request_id, fhir, completion, &tally, rid));
+        }
+    }
+
     // No answer of any kind before the access record is durable.
     let recorded = gw.audit.append_durable(Event::Access(Box::new(access))).await;
     let forwarded = match (admitted, recorded) {
@@ -223,6 +232,10 @@ fn refuse(
             gw.metrics.rate_limited();
             "ok"
         }
+        Rejection::RefusalBudget { .. } => {
+            gw.metrics.refusal_coalesced("request");
+            "ok"
+        }
         Rejection::UpstreamTimeout => "timeout",
         // The upstream failed because the client's upload did.
         Rejection::UpstreamUnavailable if tally.client_error.load(Ordering::Relaxed) => "client_aborted",
@@ -236,4 +249,33 @@ fn refuse(
     let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
     headers::on_refusal(resp.headers_mut(), rid);
     resp
+}
+
+/// A refusal the gateway decided (any 4xx) spends from its requester's refusal budget
+/// (`[rate_limit] refusals_per_second`, `refusal_burst`): the organisation if the gateway knows
+/// it, else the certificate. Past the budget the refusal is counted into a `refusals_coalesced`
+/// record (`audit::refusals`) and answered with this 429 instead. Allowed requests, and the
+/// gateway's own failures (5xx), spend nothing.
+fn past_refusal_budget(gw: &Gateway, snap: &State, who: &ClientIdentity, r: &Rejection) -> Option<Rejection> {
+    if !r.status().is_client_error() {
+        return None;
+    }
+    let known = who
+        .org
+        .as_ref()
+        .filter(|code| snap.directory.organisation(code).is_some());
+    let requester = Requester(known.unwrap_or(&who.fingerprint).clone());
+    let b = snap.config.refusal_budget;
+    let budget = Budget {
+        per_second: b.per_second,
+        burst: b.burst,
+    };
+    if gw.refused_requests.spend(&gw.audit, requester, r.reason(), budget) {
+        return None;
+    }
+    Some(Rejection::RefusalBudget {
+        // When the bucket has a refusal again.
+        retry_after_secs: (1.0 / b.per_second).ceil().max(1.0) as u64,
+        close: matches!(r, Rejection::BadRequest(_)),
+    })
 }

@@ -18,6 +18,13 @@ pub enum Rejection {
     /// A body that must be inspected for patient identifiers is over the route's limit.
     BodyTooLarge,
     RateLimited(Refusal),
+    /// Past the organisation's refusal budget (`[rate_limit] refusals_per_second`): counted,
+    /// not recorded. `close`: it stands for a bad request, whose connection is closed all the
+    /// same.
+    RefusalBudget {
+        retry_after_secs: u64,
+        close: bool,
+    },
     UpstreamUnavailable,
     AuditUnavailable,
     ShuttingDown,
@@ -33,7 +40,7 @@ impl Rejection {
             Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => StatusCode::FORBIDDEN,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::RateLimited(_) | Rejection::RefusalBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::AuditUnavailable | Rejection::ShuttingDown | Rejection::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -52,6 +59,7 @@ impl Rejection {
             Rejection::NoRoute => "no_route",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::RateLimited(_) => "rate_limited",
+            Rejection::RefusalBudget { .. } => "refusal_budget",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::AuditUnavailable => "audit_unavailable",
             Rejection::ShuttingDown => "shutting_down",
@@ -72,6 +80,9 @@ impl Rejection {
                 "the request body is larger than this service reads to record the patients it names"
             }
             Rejection::RateLimited(_) => "too many requests from your organisation; retry after the time given",
+            Rejection::RefusalBudget { .. } => {
+                "too many refused requests from your organisation; retry after the time given"
+            }
             Rejection::UpstreamUnavailable => "the service behind the gateway could not be reached",
             Rejection::AuditUnavailable => "the gateway cannot record access right now; retry later",
             Rejection::ShuttingDown => "the gateway is restarting; retry shortly",
@@ -86,7 +97,7 @@ impl Rejection {
             Rejection::UnknownOrg | Rejection::NotAllowed | Rejection::IdentityMismatch(_) => "forbidden",
             Rejection::NoRoute => "not-found",
             Rejection::BodyTooLarge => "too-costly",
-            Rejection::RateLimited(_) => "throttled",
+            Rejection::RateLimited(_) | Rejection::RefusalBudget { .. } => "throttled",
             Rejection::UpstreamUnavailable
             | Rejection::AuditUnavailable
             | Rejection::ShuttingDown
@@ -130,6 +141,15 @@ impl Rejection {
                     h.insert("ratelimit", v);
                 }
             }
+            Rejection::RefusalBudget {
+                retry_after_secs,
+                close,
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                if *close {
+                    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
             Rejection::AuditUnavailable | Rejection::ShuttingDown => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
@@ -160,6 +180,14 @@ mod tests {
             (Rejection::IdentityMismatch("x"), 403, "identity_mismatch"),
             (Rejection::NoRoute, 404, "no_route"),
             (Rejection::BodyTooLarge, 413, "body_too_large"),
+            (
+                Rejection::RefusalBudget {
+                    retry_after_secs: 1,
+                    close: false,
+                },
+                429,
+                "refusal_budget",
+            ),
             (Rejection::Overloaded, 503, "overloaded"),
             (Rejection::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Rejection::AuditUnavailable, 503, "audit_unavailable"),
@@ -172,6 +200,24 @@ mod tests {
             let resp = r.render("abc", false);
             assert_eq!(resp.status().as_u16(), status);
         }
+    }
+
+    /// A bad request past the budget still closes its connection: what follows it on the
+    /// connection cannot be read as a request.
+    #[test]
+    fn a_bad_request_past_the_refusal_budget_still_closes_the_connection() {
+        let over = |close| Rejection::RefusalBudget {
+            retry_after_secs: 2,
+            close,
+        };
+        let resp = over(true).render("abc", false);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        assert!(over(false)
+            .render("abc", false)
+            .headers()
+            .get(header::CONNECTION)
+            .is_none());
     }
 
     #[test]
