@@ -80,6 +80,7 @@ async fn a_flood_of_bare_connections_adds_a_bounded_number_of_bytes_to_the_trail
     }
     wait_refused(&gw, FLOOD).await;
     let seconds = started.elapsed().as_secs() + 1;
+    let metrics = gw.scrape().await;
     let records = gw.stop().await;
     let added = trail_bytes(&gw.audit_dir) - before;
 
@@ -88,6 +89,9 @@ async fn a_flood_of_bare_connections_adds_a_bounded_number_of_bytes_to_the_trail
     let coalesced: Vec<_> = records.iter().filter(|r| r["event"] == "refusals_coalesced").collect();
     let counted: u64 = coalesced.iter().map(|r| r["count"].as_u64().unwrap()).sum();
     assert_eq!(rejected + counted, FLOOD);
+    // Every refusal counted rather than written shows in /metrics.
+    let coalesced_metric = metric(&metrics, "caregate_refusals_coalesced_total", &["source=\"handshake\""]);
+    assert_eq!(coalesced_metric, Some(counted as f64));
     assert!(coalesced
         .iter()
         .all(|r| r["ip"] == "127.0.0.1" && r["since"].is_string()));

@@ -3,6 +3,7 @@
 //! hyper-util with deadlines on idle bodies, reload, drain.
 
 use crate::audit::record::{self, Event};
+use crate::audit::refusals;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -396,12 +397,13 @@ fn tls_rejected(
     reason: &'static str,
     error: &dyn std::fmt::Display,
 ) {
-    gw.metrics.tls_rejected(reason);
-    if !gw
-        .refusals
-        .spend(&gw.audit, peer.ip(), reason, crate::audit::refusals::HANDSHAKES)
-    {
+    let write = gw.refusals.spend(&gw.audit, peer.ip(), reason, refusals::HANDSHAKES);
+    if !write {
         gw.metrics.refusal_coalesced("handshake");
+    }
+    // Last, so that whoever sees a refusal in the metrics sees how it was counted.
+    gw.metrics.tls_rejected(reason);
+    if !write {
         return tracing::debug!(%peer, reason, error = %error, "TLS handshake refused (counted)");
     }
     tracing::info!(%peer, reason, error = %error, "TLS handshake refused");
