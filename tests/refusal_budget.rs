@@ -257,3 +257,20 @@ async fn a_bad_request_past_the_budget_still_closes_its_connection() {
     let records = gw.stop().await;
     assert_eq!(counted(&of(&records, "refusals_coalesced", "A81001")), 1);
 }
+
+/// The budget is the gateway's, not the config's: a reload (a nightly CRL refresh is one) does
+/// not hand out a fresh one.
+#[tokio::test]
+async fn a_reload_does_not_refill_the_refusal_budget() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut gw = Gw::start(&pki, config(&pki, &up, NO_REFILL)).await;
+    let gp = pki.client("A81001");
+    for _ in 0..BURST {
+        assert_eq!(gw.get(&gp, "/nowhere").await.status, 404);
+    }
+    gw.reload().await.unwrap();
+    let a = gw.get(&gp, "/nowhere").await;
+    assert_eq!((a.status, a.json()["error"].as_str()), (429, Some("refusal_budget")));
+    gw.stop().await;
+}
