@@ -6,6 +6,7 @@
 
 mod sessions;
 pub mod upstream;
+mod warnings;
 
 pub use sessions::SessionCache;
 
@@ -98,19 +99,13 @@ fn make(l: &config::Listener, sessions: Option<&Arc<SessionCache>>) -> Result<Tl
 
     let mut roots = RootCertStore::empty();
     let mut warnings = Vec::new();
-    // Intermediate CAs in the client CA files: (key, file, subject DER, subject as text).
-    let mut intermediates = Vec::new();
+    let mut intermediates = warnings::Intermediates::default();
     for (i, path) in l.client_ca.iter().enumerate() {
         let key = format!("listener.client_ca[{i}]");
         for cert in load_certs(&key, path)? {
-            if let Ok((_, c)) = X509Certificate::from_der(&cert) {
-                if c.issuer().as_raw() != c.subject().as_raw() {
-                    let name = crate::identity::rfc4514(c.subject());
-                    intermediates.push((key.clone(), path, c.subject().as_raw().to_vec(), name));
-                }
-            }
+            intermediates.add(&key, path, &cert);
             warnings.extend(
-                unevaluated_name_constraints(&cert)
+                warnings::unevaluated_name_constraints(&cert)
                     .into_iter()
                     .map(|w| format!("{key}: {w}")),
             );
@@ -158,16 +153,7 @@ fn make(l: &config::Listener, sessions: Option<&Arc<SessionCache>>) -> Result<Tl
         }
     }
 
-    // webpki allows a certificate whose issuer has no CRL here (see below), so a leaf under such
-    // an intermediate is never checked for revocation: say so rather than let it look checked.
-    for (key, path, subject, name) in intermediates {
-        if !crl_issuers.contains(&subject) {
-            warnings.push(format!(
-                "{key}: the intermediate CA \"{name}\" in {} has no CRL in listener.crl: the certificates it issues are never checked for revocation",
-                path.display()
-            ));
-        }
-    }
+    warnings.extend(intermediates.without_crl(&crl_issuers));
 
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
@@ -225,44 +211,6 @@ fn make(l: &config::Listener, sessions: Option<&Arc<SessionCache>>) -> Result<Tl
         warnings,
         sessions,
     })
-}
-
-/// Name constraints in a client CA that webpki does not evaluate. It fails closed on them (RFC
-/// 5280 allows that), so a CA that has them looks, to its users, like a CA whose certificates
-/// are refused for no reason: say so at `check` rather than at the first handshake.
-fn unevaluated_name_constraints(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(nc)) = cert.name_constraints() else {
-        return Vec::new();
-    };
-    let subtrees = [&nc.value.permitted_subtrees, &nc.value.excluded_subtrees];
-    let mut forms: Vec<(&str, &str)> = Vec::new();
-    for subtree in subtrees.into_iter().flatten().flatten() {
-        let form = match &subtree.base {
-            GeneralName::DNSName(_) | GeneralName::IPAddress(_) => continue,
-            GeneralName::DirectoryName(_) => ("directoryName", "every certificate under it"),
-            GeneralName::URI(_) => (
-                "URI",
-                "its certificates with a URI SAN, the urn:nhs:ods: organisation SAN among them",
-            ),
-            GeneralName::RFC822Name(_) => ("e-mail (rfc822Name)", "its certificates with an e-mail SAN"),
-            _ => ("another form of", "its certificates with a SAN of that form"),
-        };
-        if !forms.contains(&form) {
-            forms.push(form);
-        }
-    }
-    let subject = crate::identity::rfc4514(cert.subject());
-    forms
-        .into_iter()
-        .map(|(form, refused)| {
-            format!(
-                "the CA \"{subject}\" has {form} name constraints, which the client verifier does not evaluate: it refuses {refused}"
-            )
-        })
-        .collect()
 }
 
 impl TlsState {
