@@ -112,3 +112,37 @@ impl TlsState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_comes_back_as_stored_within_its_lifetime_and_not_after() {
+        let cache = SessionCache::new(Duration::from_secs(3600));
+        assert!(cache.put(b"id".to_vec(), b"session".to_vec()));
+        assert_eq!(cache.get(b"id").as_deref(), Some(&b"session"[..]));
+        assert_eq!(cache.take(b"id").as_deref(), Some(&b"session"[..]));
+        assert_eq!(cache.take(b"id"), None, "a ticket is taken once");
+        let spent = SessionCache::new(Duration::ZERO);
+        assert!(spent.put(b"id".to_vec(), b"session".to_vec()));
+        assert_eq!(spent.get(b"id"), None);
+    }
+
+    #[test]
+    fn a_ticket_issued_on_a_resumed_connection_is_as_old_as_the_full_handshake() {
+        // A cache whose clock has run for 10s, with a lifetime of 5s.
+        let mut cache = SessionCache::new(Duration::from_secs(5));
+        cache.epoch = Instant::now().checked_sub(Duration::from_secs(10)).unwrap();
+        // Put on a connection that resumed a session authenticated at 0s: already too old.
+        let resumed = HandshakeNote {
+            authenticated_ms: Some(0),
+            ..HandshakeNote::default()
+        };
+        NOTE.sync_scope(RefCell::new(resumed), || cache.put(b"old".to_vec(), b"s".to_vec()));
+        assert_eq!(cache.take(b"old"), None);
+        // After a full handshake (no note of an earlier one): good for the lifetime.
+        cache.put(b"new".to_vec(), b"s".to_vec());
+        assert_eq!(cache.take(b"new").as_deref(), Some(&b"s"[..]));
+    }
+}
