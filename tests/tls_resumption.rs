@@ -47,15 +47,15 @@ async fn resumption_off_means_a_full_handshake_every_time() {
     );
 }
 
-/// With a lifetime of 2s, a client that keeps resuming (TLS 1.3: each resumed connection is
-/// given new tickets, which it uses next) is resumed until 2s after its full handshake, and
+/// With a lifetime of 3s, a client that keeps resuming (TLS 1.3: each resumed connection is
+/// given new tickets, which it uses next) is resumed until 3s after its full handshake, and
 /// then must do a full handshake again. Without the lifetime it would resume until 256 other
 /// sessions pushed its own out of the cache.
 async fn resumed_until_the_lifetime_passes(version: &'static SupportedProtocolVersion) {
-    const LIFETIME: Duration = Duration::from_secs(2);
+    const LIFETIME: Duration = Duration::from_secs(3);
     let pki = TestPki::new();
     let up = Upstream::start().await;
-    let config = pki.config().standard([up.url()]).listener(r#"session_lifetime = "2s""#);
+    let config = pki.config().standard([up.url()]).listener(r#"session_lifetime = "3s""#);
     let gw = Gw::start(&pki, config).await;
     let client = gw.client_config_for(&[version], Some(&pki.client("A81001")), &[b"http/1.1"]);
 
