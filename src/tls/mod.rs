@@ -1,6 +1,6 @@
 //! The TLS side of the listener: one function builds the rustls `ServerConfig` (roots → client
 //! verifier with CRLs → key-usage check → server cert → ALPN); handshakes run under a deadline
-//! and a refused one says why, for the `tls_rejected` audit record. [`sessions`] bounds how
+//! and a refused one says why, for the `tls_rejected` audit record. `sessions.rs` bounds how
 //! long a session can be resumed and re-checks a resumed session's certificate. [`upstream`]
 //! builds the client side, towards `https` upstreams.
 
