@@ -46,7 +46,11 @@ impl State {
 
     fn make(config: Config, generation: u64, previous: Option<&State>) -> Result<State, crate::config::ConfigError> {
         let err = |e: KeyError| e.in_file(&config.path);
-        let tls = crate::tls::build(&config.listener).map_err(err)?;
+        let tls = match previous {
+            Some(p) => crate::tls::rebuild(&config.listener, &p.tls),
+            None => crate::tls::build(&config.listener),
+        }
+        .map_err(err)?;
         let directory = Directory::build(&config).map_err(err)?;
         let running = previous.map_or(&[][..], |p| &p.upstreams[..]);
         let upstreams = forward::upstreams(&config.upstreams, config.listener.workers, running).map_err(err)?;

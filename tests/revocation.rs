@@ -1,14 +1,19 @@
 //! Revocation and certificate checks on a running gateway (SPEC §6): a CRL reloaded mid-stream
 //! cuts off the revoked certificate's open connections (after the response in flight) and only
-//! its own issuer's certificate; client CAs whose name constraints cannot be evaluated are
-//! warned about; a stale CRL refuses or warns as configured and shows in the metrics. Real TLS
-//! on loopback; no sleeps as synchronisation.
+//! its own issuer's certificate; a TLS session resumed after a reloaded CRL revoked its
+//! certificate, or after the certificate expired, is refused; client CAs whose name constraints
+//! cannot be evaluated, and intermediate CAs no CRL covers, are warned about; a stale CRL
+//! refuses or warns as configured and shows in the metrics. Real TLS on loopback; no sleeps as
+//! synchronisation.
 
 mod support;
 
 use caregate::pki::{Leaf, LeafSpec};
 use http_body_util::BodyExt;
 use ring::digest;
+use rustls::version::{TLS12, TLS13};
+use rustls::HandshakeKind;
+use serde_json::Value;
 use std::time::Duration;
 use support::*;
 
@@ -229,4 +234,165 @@ async fn a_stale_crl_refuses_or_warns_as_configured_and_shows_in_metrics() {
         assert!(cert > 0.0 && cert < 14.0 * 86400.0, "{cert}");
         gw.stop().await;
     }
+}
+
+/// `sha256:<hex>` of a certificate, as `tls_rejected` records name it.
+fn fingerprint(leaf: &Leaf) -> String {
+    format!(
+        "sha256:{}",
+        caregate::hex(digest::digest(&digest::SHA256, &leaf.cert_der).as_ref())
+    )
+}
+
+/// The `tls_rejected` records of this reason, by the certificate's fingerprint.
+fn rejected(records: &[Value], reason: &str) -> Vec<String> {
+    let mut prints: Vec<String> = records
+        .iter()
+        .filter(|r| r["event"] == "tls_rejected" && r["reason"] == reason)
+        .map(|r| r["client"]["fingerprint"].as_str().unwrap_or_default().to_string())
+        .collect();
+    prints.sort();
+    prints
+}
+
+/// A resumed session skips the client verifier, and sessions outlive a reload: without the
+/// re-check, the sessions made before the CRL revoked their certificates would be served.
+#[tokio::test]
+async fn a_session_resumed_after_a_reloaded_crl_revoked_its_certificate_is_refused() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut gw = Gw::standard(&pki, &up).await;
+    let mut victims = Vec::new();
+    for (serial, version) in [(0x5e55_1013, &TLS13), (0x5e55_1012, &TLS12)] {
+        let victim = pki.client_with_serial("A81001", serial);
+        let client = gw.client_config_for(&[version], Some(&victim), &[b"http/1.1"]);
+        let (kind, answer) = gw.exchange(&client).await;
+        assert_eq!(kind, Some(HandshakeKind::Full), "{version:?}");
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{version:?}");
+        victims.push((version, victim, client));
+    }
+    let bystander = gw.client_config(Some(&pki.client("A81001")), &[b"http/1.1"]);
+    assert_eq!(gw.exchange(&bystander).await.0, Some(HandshakeKind::Full));
+
+    pki.revoke(&victims.iter().map(|v| v.1.serial).collect::<Vec<_>>());
+    gw.reload().await.unwrap();
+
+    for (version, _, client) in &victims {
+        let (kind, answer) = gw.exchange(client).await;
+        assert_eq!(
+            kind,
+            Some(HandshakeKind::Resumed),
+            "{version:?}: the session outlived the reload"
+        );
+        assert!(
+            answer.is_empty(),
+            "{version:?}: refused, not served: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let (kind, answer) = gw.exchange(&bystander).await;
+    assert_eq!(kind, Some(HandshakeKind::Resumed));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "a certificate still good is served"
+    );
+
+    let mut want: Vec<String> = victims.iter().map(|v| fingerprint(&v.1)).collect();
+    want.sort();
+    assert_eq!(rejected(&gw.stop().await, "revoked"), want);
+}
+
+#[tokio::test]
+async fn a_session_resumed_after_its_certificate_expired_is_refused() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut gw = Gw::standard(&pki, &up).await;
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let mut spec = LeafSpec::client("short-lived system of A81001");
+    spec.uris = vec!["urn:nhs:ods:A81001".into()];
+    spec.not_after = Some(not_after);
+    let leaf = pki.issue(&spec);
+    let client = gw.client_config(Some(&leaf), &[b"http/1.1"]);
+    let (kind, answer) = gw.exchange(&client).await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "valid for a few seconds yet");
+
+    // The one thing that must change is the clock: wait until it is past `not_after` (whole
+    // seconds, as certificates count them).
+    let past = not_after + time::Duration::seconds(1) - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(past.try_into().unwrap_or_default()).await;
+
+    let (kind, answer) = gw.exchange(&client).await;
+    assert_eq!(kind, Some(HandshakeKind::Resumed), "within session_lifetime");
+    assert!(answer.is_empty(), "refused: {}", String::from_utf8_lossy(&answer));
+    assert_eq!(rejected(&gw.stop().await, "expired"), [fingerprint(&leaf)]);
+}
+
+/// A root CA and an intermediate under it (PEM each), and the intermediate's empty CRL.
+fn root_and_intermediate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose};
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        (p, KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap())
+    };
+    let (root, root_key) = ca("test root CA");
+    let root_pem = root.self_signed(&root_key).unwrap().pem();
+    let root = rcgen::Issuer::new(root, root_key);
+    let (inter, inter_key) = ca("test intermediate CA");
+    let inter_pem = inter.signed_by(&inter_key, &root).unwrap().pem();
+    let inter = rcgen::Issuer::new(inter, inter_key);
+    let now = time::OffsetDateTime::now_utc();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(7),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl_pem = crl.signed_by(&inter).unwrap().pem().unwrap();
+    (root_pem, inter_pem, crl_pem)
+}
+
+/// webpki lets a certificate through whose issuer has no CRL configured, so nothing under such
+/// an intermediate is ever checked for revocation: `check` says so, once per CA, naming the
+/// file, and the config still loads.
+#[test]
+fn check_warns_about_an_intermediate_client_ca_that_no_crl_covers() {
+    let pki = TestPki::new();
+    let (root, intermediate, crl) = root_and_intermediate();
+    let bundle = pki.write("bundle.pem", format!("{root}{intermediate}"));
+    let inter_crl = pki.write("intermediate.crl", crl);
+    let warnings = |crls: &[&std::path::Path]| {
+        let crls: Vec<String> = crls.iter().map(|p| p.display().to_string()).collect();
+        let config = pki
+            .config()
+            .standard(["http://127.0.0.1:9"])
+            .client_cas(&[&pki.path().join("ca.pem"), &bundle])
+            .listener(format!("crl = {}", support::config::list(&crls)))
+            .audit(&pki.path().join("audit"));
+        let path = pki.write("caregate.toml", config.to_string());
+        let config = caregate::config::Config::load(&path).unwrap();
+        let summary = caregate::cli::check_summary(&caregate::state::State::build(config, 0).unwrap());
+        summary
+            .lines()
+            .filter(|l| l.contains("warning"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let ca_crl = pki.path().join("ca.crl");
+    let found = warnings(&[&ca_crl]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains(&format!(
+            "listener.client_ca[1]: the intermediate CA \"CN=test intermediate CA\" in {} has no CRL in listener.crl",
+            bundle.display()
+        )) && found[0].contains("never checked for revocation"),
+        "{found:?}"
+    );
+    assert_eq!(warnings(&[&ca_crl, &inter_crl]), Vec::<String>::new());
 }

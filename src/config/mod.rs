@@ -94,6 +94,9 @@ pub struct Listener {
     /// TLS session resumption (TLS 1.3 tickets into a server-side cache, TLS 1.2 session ids).
     /// On by default; off makes every new connection a full handshake with certificate checks.
     pub session_resumption: bool,
+    /// How long a TLS session can be resumed after the full handshake that authenticated it
+    /// (a chain of TLS 1.3 tickets included); zero turns resumption off.
+    pub session_lifetime: Duration,
     /// Threads that serve connections, each with its own runtime and upstream pools; by
     /// default one per CPU.
     pub workers: usize,

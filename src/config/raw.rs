@@ -47,6 +47,7 @@ pub(super) struct RawListener {
     pub(super) drain_timeout: Option<String>,
     pub(super) crl_expired: Option<CrlExpired>,
     pub(super) session_resumption: Option<bool>,
+    pub(super) session_lifetime: Option<String>,
     pub(super) workers: Option<usize>,
     pub(super) body_idle_timeout: Option<String>,
     pub(super) max_connections_per_address: Option<usize>,

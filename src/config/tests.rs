@@ -387,3 +387,26 @@ fn connection_limits_default_to_shares_of_max_connections() {
         assert_eq!(e.key, format!("listener.{key}"), "{bad}");
     }
 }
+
+#[test]
+fn session_lifetime_defaults_to_five_minutes_and_is_bounded() {
+    assert_eq!(load(GOOD).unwrap().listener.session_lifetime, Duration::from_secs(300));
+    let set = |v: &str| {
+        load(&with(
+            "crl_expired",
+            0,
+            &format!("session_lifetime = \"{v}\"\ncrl_expired"),
+        ))
+    };
+    assert_eq!(
+        set("0s").unwrap().listener.session_lifetime,
+        Duration::ZERO,
+        "resumption off"
+    );
+    assert_eq!(set("1h").unwrap().listener.session_lifetime, Duration::from_secs(3600));
+    for bad in ["500ms", "8d", "soon"] {
+        let e = set(bad).unwrap_err();
+        assert_eq!(e.key, "listener.session_lifetime", "{bad}: {e}");
+        assert!(!e.to_string().contains('\n'), "one sentence: {e}");
+    }
+}

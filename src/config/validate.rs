@@ -85,6 +85,11 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
         drain_timeout: dur("listener.drain_timeout", &l.drain_timeout, Duration::from_secs(30))?,
         crl_expired: l.crl_expired.unwrap_or_default(),
         session_resumption: l.session_resumption.unwrap_or(true),
+        session_lifetime: dur(
+            "listener.session_lifetime",
+            &l.session_lifetime,
+            Duration::from_secs(300),
+        )?,
         workers: match l.workers {
             Some(0) => return Err(KeyError::new("listener.workers", "must be at least 1")),
             Some(n) if n > 1024 => return Err(KeyError::new("listener.workers", "must be at most 1024")),
@@ -109,6 +114,14 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
     };
     if listener.body_idle_timeout.is_zero() {
         return Err(KeyError::new("listener.body_idle_timeout", "must be more than 0"));
+    }
+    // RFC 8446 caps a ticket's lifetime at 7 days; under a second the cache could not tell.
+    let lifetime = listener.session_lifetime;
+    if !lifetime.is_zero() && !(Duration::from_secs(1)..=Duration::from_secs(7 * 86400)).contains(&lifetime) {
+        return Err(KeyError::new(
+            "listener.session_lifetime",
+            "must be \"0s\" (no resumption) or from 1s to 7d",
+        ));
     }
     if listener.max_header_bytes < 8192 {
         return Err(KeyError::new("listener.max_header_bytes", "must be at least 8KiB"));

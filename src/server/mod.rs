@@ -253,7 +253,8 @@ async fn serve_connection(
     let state = gw.state.load_full();
     let l = &state.config.listener;
     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.server_config.clone());
-    let (result, note) = crate::tls::with_note(tokio::time::timeout(l.handshake_timeout, acceptor.accept(tcp))).await;
+    let (result, mut note) =
+        crate::tls::with_note(tokio::time::timeout(l.handshake_timeout, acceptor.accept(tcp))).await;
     let tls = match result {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -271,9 +272,19 @@ async fn serve_connection(
         }
     };
     let (_, session) = tls.get_ref();
-    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+    let Some(chain) = session.peer_certificates().filter(|c| !c.is_empty()) else {
         return tls_rejected(gw, peer, note, "no_certificate", &"no client certificate");
     };
+    // A resumed session skipped the client verifier: its certificate was checked when the
+    // session was made, and may have expired or been revoked by a reloaded CRL since.
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if let Err(e) = state.tls.recheck(chain, &mut note) {
+            // The verifier names the reason (`expired`, `revoked`…) as in a handshake.
+            let reason = note.reason.unwrap_or("other");
+            return tls_rejected(gw, peer, note, reason, &format_args!("resumed session refused: {e}"));
+        }
+    }
+    let leaf = &chain[0];
     let identity = match crate::identity::identify(leaf, &state.config.identity.org_from, &state.directory) {
         Ok(i) => Arc::new(i),
         Err(e) => return tls_rejected(gw, peer, note, "other", &e),

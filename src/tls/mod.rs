@@ -1,9 +1,14 @@
 //! The TLS side of the listener: one function builds the rustls `ServerConfig` (roots → client
 //! verifier with CRLs → key-usage check → server cert → ALPN); handshakes run under a deadline
-//! and a refused one says why, for the `tls_rejected` audit record. [`upstream`] builds the
-//! client side, towards `https` upstreams.
+//! and a refused one says why, for the `tls_rejected` audit record. `sessions.rs` bounds how
+//! long a session can be resumed and re-checks a resumed session's certificate. [`upstream`]
+//! builds the client side, towards `https` upstreams.
 
+mod sessions;
 pub mod upstream;
+mod warnings;
+
+pub use sessions::SessionCache;
 
 use crate::config::{self, CrlExpired, KeyError};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -36,6 +41,10 @@ pub struct TlsState {
     /// What an operator should know about this TLS setup although it loads (`caregate check`
     /// prints them; start and reload log them).
     pub warnings: Vec<String>,
+    /// The resumable sessions, kept across a reload that leaves `listener.session_lifetime` as
+    /// it was (every resumed connection is checked against the reloaded CRLs and roots); none
+    /// when resumption is off.
+    pub sessions: Option<Arc<SessionCache>>,
 }
 
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -77,15 +86,26 @@ fn key_from_pem(key: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'sta
 
 /// Builds the listener's TLS state from `[listener]`.
 pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
+    make(l, None)
+}
+
+/// As [`build`], for a reload: the sessions of `previous` stay resumable.
+pub fn rebuild(l: &config::Listener, previous: &TlsState) -> Result<TlsState, KeyError> {
+    make(l, previous.sessions.as_ref())
+}
+
+fn make(l: &config::Listener, sessions: Option<&Arc<SessionCache>>) -> Result<TlsState, KeyError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let mut roots = RootCertStore::empty();
     let mut warnings = Vec::new();
+    let mut intermediates = warnings::Intermediates::default();
     for (i, path) in l.client_ca.iter().enumerate() {
         let key = format!("listener.client_ca[{i}]");
         for cert in load_certs(&key, path)? {
+            intermediates.add(&key, path, &cert);
             warnings.extend(
-                unevaluated_name_constraints(&cert)
+                warnings::unevaluated_name_constraints(&cert)
                     .into_iter()
                     .map(|w| format!("{key}: {w}")),
             );
@@ -99,6 +119,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
     }
 
     let mut crls = Vec::new();
+    let mut crl_issuers: Vec<Vec<u8>> = Vec::new();
     let mut crl_next_update = Vec::new();
     let mut revoked: HashMap<String, Vec<Box<[u8]>>> = HashMap::new();
     for (i, path) in l.crl.iter().enumerate() {
@@ -119,6 +140,7 @@ pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
                 .map_err(|_| KeyError::new(key.clone(), format!("{} is not a valid CRL", path.display())))?;
             crl_next_update.push((path.display().to_string(), crl.next_update().map(|t| t.timestamp())));
             let issuer = crl.issuer().as_raw();
+            crl_issuers.push(issuer.to_vec());
             for r in crl.iter_revoked_certificates() {
                 let issuers = revoked
                     .entry(serial_key(&crate::hex(r.raw_serial())).to_string())
@@ -130,6 +152,8 @@ pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
             crls.push(der);
         }
     }
+
+    warnings.extend(intermediates.without_crl(&crl_issuers));
 
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
@@ -165,10 +189,18 @@ pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
         .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(NoteSni(Arc::new(certified))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    if !l.session_resumption {
-        // rustls resumes by default (stateful: a 256-entry cache, TLS 1.3 tickets that name it).
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+    let sessions = (l.session_resumption && !l.session_lifetime.is_zero()).then(|| match sessions {
+        Some(kept) if kept.lifetime == l.session_lifetime => kept.clone(),
+        _ => Arc::new(SessionCache::new(l.session_lifetime)),
+    });
+    match &sessions {
+        // Stateful resumption (no `Ticketer`): TLS 1.2 session ids and TLS 1.3 tickets are keys
+        // into this cache, which holds each session no longer than the lifetime.
+        Some(cache) => config.session_storage = cache.clone(),
+        None => {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
     }
     Ok(TlsState {
         server_config: Arc::new(config),
@@ -177,45 +209,8 @@ pub fn build(l: &config::Listener) -> Result<TlsState, KeyError> {
         revoked,
         verifier,
         warnings,
+        sessions,
     })
-}
-
-/// Name constraints in a client CA that webpki does not evaluate. It fails closed on them (RFC
-/// 5280 allows that), so a CA that has them looks, to its users, like a CA whose certificates
-/// are refused for no reason: say so at `check` rather than at the first handshake.
-fn unevaluated_name_constraints(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(nc)) = cert.name_constraints() else {
-        return Vec::new();
-    };
-    let subtrees = [&nc.value.permitted_subtrees, &nc.value.excluded_subtrees];
-    let mut forms: Vec<(&str, &str)> = Vec::new();
-    for subtree in subtrees.into_iter().flatten().flatten() {
-        let form = match &subtree.base {
-            GeneralName::DNSName(_) | GeneralName::IPAddress(_) => continue,
-            GeneralName::DirectoryName(_) => ("directoryName", "every certificate under it"),
-            GeneralName::URI(_) => (
-                "URI",
-                "its certificates with a URI SAN, the urn:nhs:ods: organisation SAN among them",
-            ),
-            GeneralName::RFC822Name(_) => ("e-mail (rfc822Name)", "its certificates with an e-mail SAN"),
-            _ => ("another form of", "its certificates with a SAN of that form"),
-        };
-        if !forms.contains(&form) {
-            forms.push(form);
-        }
-    }
-    let subject = crate::identity::rfc4514(cert.subject());
-    forms
-        .into_iter()
-        .map(|(form, refused)| {
-            format!(
-                "the CA \"{subject}\" has {form} name constraints, which the client verifier does not evaluate: it refuses {refused}"
-            )
-        })
-        .collect()
 }
 
 impl TlsState {
@@ -258,6 +253,9 @@ pub struct HandshakeNote {
     /// `sha256:<hex>` of the certificate: bounded, and names it exactly.
     pub fingerprint: Option<String>,
     pub reason: Option<&'static str>,
+    /// When the full handshake behind a resumed session was (`SessionCache`'s clock): the
+    /// tickets this connection is given carry it on. Not recorded.
+    pub authenticated_ms: Option<u64>,
 }
 
 /// Text from an unauthenticated peer, bounded: at most [`Summary::KEEP`] bytes of it, and when
@@ -382,6 +380,8 @@ impl ClientCertVerifier for KeyUsageVerifier {
     ) -> Result<ClientCertVerified, Error> {
         let parsed = X509Certificate::from_der(end_entity).ok().map(|(_, c)| c);
         note(|n| {
+            // A full handshake: the sessions it makes start now.
+            n.authenticated_ms = None;
             n.fingerprint = Some(format!(
                 "sha256:{}",
                 crate::hex(ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref())

@@ -49,10 +49,21 @@ impl Remote {
 
     /// A client config trusting the gateway's CA, presenting `leaf` (if any), offering `alpn`.
     pub fn client_config(&self, leaf: Option<&Leaf>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client_config_for(rustls::DEFAULT_VERSIONS, leaf, alpn)
+    }
+
+    /// As [`Remote::client_config`], offering only these TLS versions. One config keeps one
+    /// session cache: connections made with it resume the sessions of the earlier ones.
+    pub fn client_config_for(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        leaf: Option<&Leaf>,
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots);
         let mut c = match leaf {
@@ -79,6 +90,28 @@ impl Remote {
         // handshake completes: a read surfaces it (a refused cert reads as an alert/EOF).
         tls.flush().await?;
         Ok(tls)
+    }
+
+    /// One `GET /fhir/metadata` on a new connection made with `config` (which may resume a
+    /// session of its earlier connections): how the handshake went (`None`: it failed), and
+    /// everything the gateway sent back (nothing when it refused the connection).
+    pub async fn exchange(&self, config: &Arc<rustls::ClientConfig>) -> (Option<rustls::HandshakeKind>, Vec<u8>) {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        let Ok(mut tls) = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await else {
+            return (None, Vec::new());
+        };
+        let kind = tls.get_ref().1.handshake_kind();
+        // Reading the answer also reads any TLS 1.3 session tickets sent after the handshake.
+        let mut answer = Vec::new();
+        if tls
+            .write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            let _ = tls.read_to_end(&mut answer).await;
+        }
+        (kind, answer)
     }
 
     /// True when the gateway refuses this certificate (or none) at the handshake.
