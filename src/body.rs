@@ -1,7 +1,9 @@
 //! Body wrappers of the pipeline: request bytes counted on their way up (and cut off when the
 //! client stops sending), the response body that cannot forget its `complete` audit record (end,
-//! error and drop each fire it once), and the progress of HTTP/2 response bodies for the
-//! connection to see a client that stopped reading (`listener.body_idle_timeout`).
+//! error and drop each fire it once), the connection's [`Delivery`] that holds that record back
+//! until the response's last byte has been flushed to the socket, and the progress of HTTP/2
+//! response bodies for the connection to see a client that stopped reading
+//! (`listener.body_idle_timeout`).
 
 use crate::audit::record::{Complete, Event};
 use crate::audit::AuditLog;
@@ -11,17 +13,111 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// What the request body did, shared between its wrapper and the completion.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Tally {
     pub bytes_in: AtomicU64,
-    /// The client's upload failed part-way (it went away, or sent a malformed body).
-    pub client_error: AtomicBool,
+    /// How the client's upload failed part-way, if it did: a [`ClientFault`] as `u8`, 0 for none.
+    fault: AtomicU8,
+    /// A request body is streaming upstream ([`Counted`] made for it and not yet dropped).
+    uploading: AtomicBool,
+    /// A response dropped while its upload was still streaming: HTTP/2 resets the stream of an
+    /// upload that broke its framing, and whether the response or the upload hears of it first
+    /// is up to the scheduler, so the upload's end writes the record (with its fault).
+    waiting: Mutex<Option<Completion>>,
+}
+
+/// Why a client's upload ended before its end, as the `complete` record's outcome names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// It went away (the connection closed, the HTTP/2 stream was reset).
+    Aborted = 1,
+    /// Its body broke its own framing: a bad chunk, or HTTP/2 DATA that disagrees with its
+    /// `content-length`.
+    BadBody = 2,
+    /// It sent nothing for `listener.body_idle_timeout`.
+    Idle = 3,
+}
+
+impl ClientFault {
+    /// The `complete` record's outcome.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ClientFault::Aborted => "client_aborted",
+            ClientFault::BadBody => "client_error",
+            ClientFault::Idle => "client_timeout",
+        }
+    }
+
+    /// What a request body error says about the client. hyper reports a chunk it cannot parse
+    /// as an `InvalidInput`/`InvalidData` I/O error, and h2 a body that disagrees with its
+    /// `content-length` as a stream reset it made itself with `PROTOCOL_ERROR`; anything else
+    /// (end of stream, a reset by the client) is the client going away.
+    fn of(e: &(dyn std::error::Error + 'static)) -> ClientFault {
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                ) {
+                    return ClientFault::BadBody;
+                }
+            }
+            if let Some(h2) = c.downcast_ref::<h2::Error>() {
+                if h2.is_library() && h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                    return ClientFault::BadBody;
+                }
+            }
+            cause = c.source();
+        }
+        ClientFault::Aborted
+    }
+}
+
+impl Tally {
+    /// How the upload failed, if it did.
+    pub fn fault(&self) -> Option<ClientFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(ClientFault::Aborted),
+            2 => Some(ClientFault::BadBody),
+            3 => Some(ClientFault::Idle),
+            _ => None,
+        }
+    }
+
+    fn set_fault(&self, f: ClientFault) {
+        self.fault.store(f as u8, Ordering::Relaxed);
+    }
+
+    /// The outcome of a response cut short by the client: its upload's fault, if it had one.
+    fn cut_short(&self) -> &'static str {
+        self.fault().map_or("client_aborted", ClientFault::outcome)
+    }
+
+    /// Keeps `c` for the upload's end; false (and `c` is dropped, recording) when it is over.
+    fn wait_for_upload(&self, c: Completion) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.uploading.load(Ordering::Acquire) {
+            return false;
+        }
+        *waiting = Some(c);
+        true
+    }
+
+    /// The upload is over: a completion that waited for it is recorded now.
+    fn upload_over(&self) {
+        self.uploading.store(false, Ordering::Release);
+        let c = self.waiting.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut c) = c {
+            c.finish(self.cut_short());
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -33,11 +129,18 @@ pin_project_lite::pin_project! {
         tally: Arc<Tally>,
         idle: Option<IdleDeadline>,
     }
+
+    impl<B> PinnedDrop for Counted<B> {
+        fn drop(this: Pin<&mut Self>) {
+            this.tally.upload_over();
+        }
+    }
 }
 
 impl<B> Counted<B> {
     /// `idle`: `listener.body_idle_timeout`, for a body still coming from the client.
     pub fn new(inner: B, tally: Arc<Tally>, idle: Option<Duration>) -> Self {
+        tally.uploading.store(true, Ordering::Release);
         Counted {
             inner,
             tally,
@@ -115,15 +218,16 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.tally.client_error.store(true, Ordering::Relaxed);
-                Poll::Ready(Some(Err(e.into())))
+                let e: BoxError = e.into();
+                this.tally.set_fault(ClientFault::of(&*e));
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => {
                 if !this.idle.as_mut().is_some_and(|idle| idle.expired(cx)) {
                     return Poll::Pending;
                 }
-                // The record says `client_aborted`: the client let its upload die.
-                this.tally.client_error.store(true, Ordering::Relaxed);
+                // The client let its upload die: 408, and the record says `client_timeout`.
+                this.tally.set_fault(ClientFault::Idle);
                 *this.idle = None;
                 Poll::Ready(Some(Err(BodyIdle.into())))
             }
@@ -145,13 +249,25 @@ type OnComplete = Box<dyn FnOnce(&Complete) + Send>;
 
 /// Writes the `complete` record exactly once. Dropped without `finish`, it records a client
 /// abort: the only way a response stops without anyone saying so.
+///
+/// With its connection's [`Delivery`], `bytes_out` counts what reached the socket: a frame is
+/// delivered once the connection has flushed since it was handed to hyper, and a response that
+/// ended waits (parked in the `Delivery`) for the flush that carries its last byte.
 pub struct Completion {
     audit: AuditLog,
     request_id: Arc<str>,
     started: Instant,
     tally: Arc<Tally>,
     status: u16,
+    /// Body bytes handed to hyper.
     bytes_out: u64,
+    /// Of those, the bytes known flushed to the socket.
+    delivered: u64,
+    /// The connection's flush count when the latest frame was handed over.
+    handed_at: u64,
+    delivery: Option<Arc<Delivery>>,
+    /// The outcome once the response is delivered (a refusal's may be other than `ok`).
+    outcome: &'static str,
     done: bool,
     /// False for a request whose access record was never written: no `complete` record.
     recorded: bool,
@@ -169,6 +285,10 @@ impl Completion {
             tally,
             status: 0,
             bytes_out: 0,
+            delivered: 0,
+            handed_at: 0,
+            delivery: None,
+            outcome: "ok",
             done: false,
             recorded: true,
             _grant: None,
@@ -180,8 +300,15 @@ impl Completion {
         self.status = status;
     }
 
-    pub fn add_bytes_out(&mut self, n: u64) {
-        self.bytes_out += n;
+    /// The outcome the record gets once the response has reached the client.
+    pub fn set_outcome(&mut self, outcome: &'static str) {
+        self.outcome = outcome;
+    }
+
+    /// The connection the response goes out on: the record waits for its flushes.
+    pub fn deliver_on(&mut self, delivery: Option<Arc<Delivery>>) {
+        self.handed_at = delivery.as_ref().map_or(0, |d| d.flushes());
+        self.delivery = delivery;
     }
 
     pub fn hold(&mut self, grant: Grant) {
@@ -199,16 +326,79 @@ impl Completion {
         self.recorded = false;
     }
 
+    /// True when the connection has flushed since the latest frame was handed over (and so
+    /// everything handed over so far is in the socket); without a `Delivery`, always.
+    fn flushed_since_handed(&self) -> bool {
+        match &self.delivery {
+            Some(d) => d.flushes() > self.handed_at,
+            None => self.handed_at != PARKED,
+        }
+    }
+
+    /// A frame of `n` bytes is handed to hyper.
+    fn handed(&mut self, n: u64) {
+        if let Some(d) = &self.delivery {
+            let now = d.flushes();
+            if now > self.handed_at {
+                self.delivered = self.bytes_out;
+            }
+            self.handed_at = now;
+        }
+        self.bytes_out += n;
+    }
+
+    /// The response's last byte is handed to hyper: the record now if it is already flushed,
+    /// else at the connection's next flush (or as `client_aborted` if the connection ends first).
+    fn ended(&mut self) {
+        if self.done {
+            return;
+        }
+        match &self.delivery {
+            Some(d) if !self.flushed_since_handed() => {
+                let d = d.clone();
+                d.park(self.take());
+            }
+            _ => self.finish(self.outcome),
+        }
+    }
+
+    /// This completion's state, moved out into one that finishes it; this one is left done.
+    fn take(&mut self) -> Completion {
+        self.done = true;
+        Completion {
+            audit: self.audit.clone(),
+            request_id: std::mem::take(&mut self.request_id),
+            started: self.started,
+            tally: self.tally.clone(),
+            status: self.status,
+            bytes_out: self.bytes_out,
+            delivered: self.delivered,
+            handed_at: self.handed_at,
+            delivery: self.delivery.take(),
+            outcome: self.outcome,
+            done: false,
+            recorded: std::mem::replace(&mut self.recorded, false),
+            _grant: self._grant.take(),
+            on_complete: self.on_complete.take(),
+        }
+    }
+
     pub fn finish(&mut self, outcome: &'static str) {
         if self.done {
             return;
         }
         self.done = true;
+        // Cut short: only what reached the socket was delivered.
+        let bytes_out = if outcome == self.outcome || self.flushed_since_handed() {
+            self.bytes_out
+        } else {
+            self.delivered
+        };
         let record = Complete {
             request_id: std::mem::take(&mut self.request_id),
             status: self.status,
             bytes_in: self.tally.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
+            bytes_out,
             duration_ms: self.started.elapsed().as_millis() as u64,
             outcome: outcome.into(),
         };
@@ -223,13 +413,82 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        // Dropped unfinished: the client went away, or the gateway cut it off when its drain
-        // deadline passed (`timeout`: SPEC §5 has no other outcome for it).
-        self.finish(if crate::worker::stopping() {
-            "timeout"
-        } else {
-            "client_aborted"
-        });
+        // Dropped unfinished: the client went away (or broke its upload, which for HTTP/2
+        // resets the stream and with it the response), or the gateway cut it off when its
+        // drain deadline passed (`timeout`: SPEC §5 has no other outcome for it).
+        if self.done {
+            return;
+        }
+        if crate::worker::stopping() {
+            return self.finish("timeout");
+        }
+        if self.tally.fault().is_none() && self.tally.uploading.load(Ordering::Acquire) {
+            let tally = self.tally.clone();
+            if tally.wait_for_upload(self.take()) {
+                return;
+            }
+        }
+        self.finish(self.tally.cut_short());
+    }
+}
+
+/// `Completion::handed_at` of a parked completion: its last bytes are not yet flushed.
+const PARKED: u64 = u64::MAX;
+
+/// How far one client connection's output has got: the flushes that put everything hyper had
+/// written into the socket, and the completions of responses whose last byte is written but not
+/// yet flushed. The connection's IO wrapper reports each flush ([`Delivery::flushed`]) and its
+/// end ([`Delivery::closed`]). One per connection; per request it costs an atomic load per
+/// frame and, for a response that ends before its flush, a lock to park it.
+#[derive(Default)]
+pub struct Delivery {
+    flushes: AtomicU64,
+    /// How many completions are parked: the flush path looks at the lock only when some are.
+    parked_count: AtomicUsize,
+    parked: Mutex<Vec<Completion>>,
+}
+
+impl Delivery {
+    fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
+    }
+
+    fn park(&self, mut c: Completion) {
+        // Parked, it waits for a flush and knows it has not had one; it holds no `Arc` of the
+        // connection's `Delivery`, so that dropping the connection drops it (and records it).
+        c.delivery = None;
+        c.handed_at = PARKED;
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        parked.push(c);
+        self.parked_count.store(parked.len(), Ordering::Release);
+    }
+
+    /// The connection flushed: everything written before is in the socket, so every parked
+    /// response has reached its client.
+    pub fn flushed(&self) {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
+        if self.parked_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let done = self.drain();
+        for mut c in done {
+            c.finish(c.outcome);
+        }
+    }
+
+    /// The connection is over: a response still parked did not reach its client whole.
+    pub fn closed(&self) {
+        // Dropped: each records `client_aborted` (or `timeout` in a drain cut-off) with what
+        // was flushed.
+        drop(self.drain());
+    }
+
+    fn drain(&self) -> Vec<Completion> {
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        self.parked_count.store(0, Ordering::Release);
+        // Swapped for a list of the same capacity: no allocation on the next park.
+        let cap = parked.capacity();
+        std::mem::replace(&mut *parked, Vec::with_capacity(cap))
     }
 }
 
@@ -246,7 +505,7 @@ impl<B: Body> Completing<B> {
     pub fn new(inner: B, mut completion: Completion) -> Self {
         // hyper need not poll a body that is over before it starts (HEAD, 204, 304).
         if inner.is_end_stream() {
-            completion.finish("ok");
+            completion.ended();
         }
         Completing { inner, completion }
     }
@@ -265,25 +524,28 @@ where
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.completion.bytes_out += d.len() as u64;
+                    this.completion.handed(d.len() as u64);
                 }
                 // The last frame of a sized body: hyper may drop the body without polling
                 // for the end, and that is a normal end, not an abort.
                 if this.inner.is_end_stream() {
-                    this.completion.finish("ok");
+                    this.completion.ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 // An upstream that fails because the client's upload failed (or idled out)
                 // mid-answer: the client's doing.
-                let client = this.completion.tally.client_error.load(Ordering::Relaxed);
-                this.completion
-                    .finish(if client { "client_aborted" } else { "upstream_error" });
+                let outcome = this
+                    .completion
+                    .tally
+                    .fault()
+                    .map_or("upstream_error", ClientFault::outcome);
+                this.completion.finish(outcome);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                this.completion.finish("ok");
+                this.completion.ended();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
