@@ -658,3 +658,53 @@ impl<B: Body> Body for Watched<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    type Seen = Arc<Mutex<Option<(String, u64)>>>;
+
+    /// A completion on `delivery` whose end (outcome, bytes_out) lands in the answer.
+    fn completion(log: &AuditLog, delivery: &Arc<Delivery>) -> (Completion, Seen) {
+        let mut c = Completion::new(log.clone(), "r".into(), Instant::now(), Arc::default());
+        c.deliver_on(Some(delivery.clone()));
+        c.unrecorded();
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        c.on_complete(move |r| *s.lock().unwrap() = Some((r.outcome.to_string(), r.bytes_out)));
+        (c, seen)
+    }
+
+    #[tokio::test]
+    async fn a_response_completes_when_its_last_byte_is_flushed_and_counts_only_what_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&crate::config::Audit::in_dir(dir.path().join("audit"))).unwrap();
+        let delivery = Arc::new(Delivery::default());
+
+        // Its one frame is handed over: not complete until the connection flushes.
+        let (c, seen) = completion(&log, &delivery);
+        let mut body = Completing::new(Full::new(Bytes::from_static(b"hello")), c);
+        assert!(body.frame().await.is_some());
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), None, "complete before its flush");
+        delivery.flushed();
+        assert_eq!(*seen.lock().unwrap(), Some(("ok".into(), 5)));
+
+        // Two frames, a flush after the first only, then the connection ends: client_aborted,
+        // with the first frame's bytes.
+        let (c, seen) = completion(&log, &delivery);
+        let frames =
+            [b"hello", b"world"].map(|b| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b))));
+        let mut body = Completing::new(StreamBody::new(futures_util::stream::iter(frames)), c);
+        assert!(body.frame().await.is_some());
+        delivery.flushed();
+        assert!(body.frame().await.is_some());
+        assert!(body.frame().await.is_none());
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), None, "complete before its flush");
+        delivery.closed();
+        assert_eq!(*seen.lock().unwrap(), Some(("client_aborted".into(), 5)));
+    }
+}
