@@ -241,25 +241,22 @@ impl Delivery {
         if self.parked_count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let done = self.drain();
-        for mut c in done {
+        // Finished under the lock, which only this connection's task takes (a parked completion
+        // has no `Delivery` to come back to): the list keeps its capacity, nothing allocates.
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        self.parked_count.store(0, Ordering::Release);
+        for mut c in parked.drain(..) {
             c.finish(c.outcome);
         }
     }
 
     /// The connection is over: a response still parked did not reach its client whole.
     pub fn closed(&self) {
-        // Dropped: each records `client_aborted` (or `timeout` in a drain cut-off) with what
-        // was flushed.
-        drop(self.drain());
-    }
-
-    fn drain(&self) -> Vec<Completion> {
         let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
         self.parked_count.store(0, Ordering::Release);
-        // Swapped for a list of the same capacity: no allocation on the next park.
-        let cap = parked.capacity();
-        std::mem::replace(&mut *parked, Vec::with_capacity(cap))
+        // Dropped: each records `client_aborted` (or `timeout` in a drain cut-off) with what
+        // was flushed.
+        parked.clear();
     }
 }
 
