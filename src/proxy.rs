@@ -12,7 +12,7 @@ use crate::admit::body::{Bounds, RequestBody};
 use crate::admit::{self, Admitted, Inbound, Permit};
 use crate::audit::record::Event;
 use crate::audit::refusals::{Budget, Requester};
-use crate::body::{Completing, Completion, Counted, Tally};
+use crate::body::{ClientFault, Completing, Completion, Counted, Delivery, Tally};
 use crate::config::Class;
 use crate::forward::headers::{self, Forwarding};
 use crate::forward::{ForwardError, UpstreamBody};
@@ -25,7 +25,6 @@ use crate::state::State;
 use crate::BoxError;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -47,10 +46,17 @@ pub struct Conn {
     pub framing: Option<Arc<Verdicts>>,
     /// `X-Forwarded-For` and `Forwarded` for this client.
     pub forwarding: Forwarding,
+    /// The connection's flushes: each `complete` record waits for its response's last byte.
+    pub delivery: Arc<Delivery>,
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, identity: Arc<ClientIdentity>, framing: Option<Arc<Verdicts>>) -> Conn {
+    pub fn new(
+        peer: SocketAddr,
+        identity: Arc<ClientIdentity>,
+        framing: Option<Arc<Verdicts>>,
+        delivery: Arc<Delivery>,
+    ) -> Conn {
         let ip: Arc<str> = peer.ip().to_string().into();
         Conn {
             peer,
@@ -58,6 +64,7 @@ impl Conn {
             ip,
             identity,
             framing,
+            delivery,
         }
     }
 }
@@ -112,6 +119,7 @@ pub async fn handle(
 
     let tally = Arc::new(Tally::default());
     let mut completion = Completion::new(gw.audit.clone(), request_id.clone(), started, tally.clone());
+    completion.deliver_on(Some(conn.delivery.clone()));
     // Metrics see the end of every request, however it ends, here and nowhere else.
     gw.metrics.observe_start();
     let (route, class) = (access.route.clone(), access.class.clone());
@@ -190,6 +198,11 @@ async fn forward(
     let upstream = &snap.upstreams[route.upstream];
     match upstream.send(permit, parts, body).await {
         Ok(resp) => Ok((resp, grant)),
+        // The upstream request failed because the client's upload did: the client's answer.
+        Err(_) if tally.fault() == Some(ClientFault::Idle) => Err(Rejection::ClientTimeout),
+        Err(_) if tally.fault() == Some(ClientFault::BadBody) => {
+            Err(Rejection::BadRequest("the request body's framing is broken"))
+        }
         Err(e) => {
             gw.metrics.upstream_error(&upstream.name);
             Err(match e {
@@ -217,7 +230,7 @@ fn respond(
     Response::from_parts(parts, Completing::new(body, completion).boxed_unsync())
 }
 
-/// Renders a refusal and completes its record.
+/// Renders a refusal; its record completes once the answer has reached the client.
 fn refuse(
     gw: &Gateway,
     r: Rejection,
@@ -227,26 +240,25 @@ fn refuse(
     tally: &Tally,
     rid: HeaderValue,
 ) -> Response<RespBody> {
-    let outcome = match r {
-        Rejection::RateLimited(_) => {
+    let outcome = match (&r, tally.fault()) {
+        (Rejection::RateLimited(_), _) => {
             gw.metrics.rate_limited();
             "ok"
         }
-        Rejection::RefusalBudget { .. } => {
+        (Rejection::RefusalBudget { .. }, _) => {
             gw.metrics.refusal_coalesced("request");
             "ok"
         }
-        Rejection::UpstreamTimeout => "timeout",
-        // The upstream failed because the client's upload did.
-        Rejection::UpstreamUnavailable if tally.client_error.load(Ordering::Relaxed) => "client_aborted",
-        Rejection::UpstreamUnavailable => "upstream_error",
+        // The upstream request failed because the client's upload did.
+        (_, Some(fault)) => fault.outcome(),
+        (Rejection::UpstreamTimeout, _) => "timeout",
+        (Rejection::UpstreamUnavailable, _) => "upstream_error",
         _ => "ok",
     };
     let resp = r.render(request_id, fhir);
-    completion.add_bytes_out(resp.body().size_hint().exact().unwrap_or(0));
     completion.set_status(resp.status().as_u16());
-    completion.finish(outcome);
-    let mut resp = resp.map(|b| b.map_err(|e| match e {}).boxed_unsync());
+    completion.set_outcome(outcome);
+    let mut resp = resp.map(|b| Completing::new(b, completion).boxed_unsync());
     headers::on_refusal(resp.headers_mut(), rid);
     resp
 }

@@ -31,6 +31,8 @@ pub enum Rejection {
     /// The bytes held for body inspection are at their global cap.
     Overloaded,
     UpstreamTimeout,
+    /// The client stopped sending its request body for `listener.body_idle_timeout`.
+    ClientTimeout,
 }
 
 impl Rejection {
@@ -46,6 +48,7 @@ impl Rejection {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -65,6 +68,7 @@ impl Rejection {
             Rejection::ShuttingDown => "shutting_down",
             Rejection::Overloaded => "overloaded",
             Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::ClientTimeout => "client_timeout",
         }
     }
 
@@ -88,6 +92,7 @@ impl Rejection {
             Rejection::ShuttingDown => "the gateway is restarting; retry shortly",
             Rejection::Overloaded => "the gateway is busy; retry shortly",
             Rejection::UpstreamTimeout => "the service behind the gateway did not answer in time",
+            Rejection::ClientTimeout => "the request body stopped arriving before it was complete",
         }
     }
 
@@ -102,7 +107,7 @@ impl Rejection {
             | Rejection::AuditUnavailable
             | Rejection::ShuttingDown
             | Rejection::Overloaded => "transient",
-            Rejection::UpstreamTimeout => "timeout",
+            Rejection::UpstreamTimeout | Rejection::ClientTimeout => "timeout",
         }
     }
 
@@ -156,9 +161,10 @@ impl Rejection {
             Rejection::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Rejection::BadRequest(_) => {
-                // A request we could not parse unambiguously leaves the connection in an unknown
-                // state: close it rather than read what follows as another request.
+            Rejection::BadRequest(_) | Rejection::ClientTimeout => {
+                // A request we could not parse unambiguously (or whose body stopped half-way)
+                // leaves the connection in an unknown state: close it rather than read what
+                // follows as another request.
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -254,6 +254,12 @@ fn feed(state: &mut State, verdicts: &Verdicts, max_head: usize, mut data: &[u8]
                 let len = whole.len();
                 match (judged, parsed) {
                     (Some((n, (verdict, next))), _) => {
+                        // hyper only checks its limit while a head is incomplete, so one that
+                        // completes in the read that takes it past the limit gets through.
+                        let verdict = match n > max_head {
+                            true => Some("the request head is larger than listener.max_header_bytes"),
+                            false => verdict,
+                        };
                         verdicts.push(verdict);
                         data = &data[n - old..];
                         *state = next;
@@ -439,6 +445,12 @@ mod tests {
             let (x, y) = two.split_at(cut);
             assert_eq!(run(&[x, y]), vec![None, second], "cut at {cut}");
         }
+        // A head longer than the limit is refused, even when it arrives whole.
+        let big = format!("GET /a HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64));
+        let v = Verdicts::default();
+        let mut s = State::Head(Vec::new());
+        feed(&mut s, &v, 32, big.as_bytes());
+        assert!(v.next().is_some());
         // A partial head longer than the limit loses the framing.
         let v = Verdicts::default();
         let mut s = State::Head(Vec::new());

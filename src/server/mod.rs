@@ -52,7 +52,9 @@ pub struct Running {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
+mod delivered;
 mod open;
+mod parse_refusal;
 
 use open::{Open, OpenCounts};
 
@@ -306,7 +308,9 @@ async fn serve_connection(
         write_idle: l.body_idle_timeout,
     };
     let (io, framing) = crate::framing::h1::Guarded::new(tls, !h2, l.max_header_bytes, deadlines);
-    let conn = Arc::new(Conn::new(peer, identity, (!h2).then_some(framing)));
+    let delivery = Arc::new(crate::body::Delivery::default());
+    let io = delivered::Flushed::new(io, delivery.clone());
+    let conn = Arc::new(Conn::new(peer, identity, (!h2).then_some(framing), delivery));
     // HTTP/2 response bodies report their progress, checked every half body_idle_timeout.
     let body_idle = l.body_idle_timeout;
     let progress = h2.then(|| Arc::new(crate::body::Progress::default()));
@@ -336,8 +340,9 @@ async fn serve_connection(
     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
     let g = gw.clone();
     let watched = progress.clone();
+    let for_service = conn.clone();
     let service = service_fn(move |req| {
-        let (g, conn, watched) = (g.clone(), conn.clone(), watched.clone());
+        let (g, conn, watched) = (g.clone(), for_service.clone(), watched.clone());
         // Boxed: the request's future is kilobytes, and HTTP/2 runs each stream as a task of
         // its own, whose spawn and completion would otherwise copy all of it several times.
         Box::pin(async move {
@@ -365,6 +370,10 @@ async fn serve_connection(
             res = connection.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    // A head hyper could not parse, answered by hyper itself: recorded here.
+                    if let Some(status) = parse_refusal::status_of(&*e) {
+                        parse_refusal::record(gw, &conn, status);
+                    }
                 }
                 break;
             }

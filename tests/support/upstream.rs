@@ -23,6 +23,9 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body_sha: String,
+    /// The body arrived whole (false when it failed part-way, and for `/echo`, which streams
+    /// it back unread).
+    pub body_complete: bool,
     /// The request's trailers, if it had any.
     pub trailers: Option<http::HeaderMap>,
     /// When the upstream was told an audit dir: whether this request's `access` record was
@@ -38,6 +41,8 @@ pub struct Upstream {
     pub audit_dir: Arc<Mutex<Option<PathBuf>>>,
     /// Connections accepted.
     pub connections: Arc<AtomicUsize>,
+    /// Request heads received (a request is in `seen` only once its body is over).
+    pub heads: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -51,14 +56,17 @@ impl Upstream {
             ..Default::default()
         };
         let (seen, audit_dir, connections) = (up.seen.clone(), up.audit_dir.clone(), up.connections.clone());
+        let heads = up.heads.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
                 connections.fetch_add(1, Ordering::SeqCst);
                 let seen = seen.clone();
                 let audit_dir = audit_dir.clone();
+                let heads = heads.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
+                        heads.fetch_add(1, Ordering::SeqCst);
                         let seen = seen.clone();
                         let dir = audit_dir.lock().unwrap().clone();
                         async move { Ok::<_, Infallible>(answer(req, seen, dir).await) }
@@ -78,6 +86,11 @@ impl Upstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr.unwrap())
+    }
+
+    /// Request heads the upstream has received.
+    pub fn heads(&self) -> usize {
+        self.heads.load(Ordering::SeqCst)
     }
 
     /// Connections the upstream has accepted.
@@ -142,27 +155,30 @@ async fn answer(
     if path.starts_with("/slow") {
         std::future::pending::<()>().await;
     }
-    let record = |body_len, body_sha, trailers| Seen {
+    let record = |body_len, body_sha, trailers, body_complete| Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         headers: parts.headers.clone(),
         body_len,
         body_sha,
+        body_complete,
         trailers,
         access_on_disk,
     };
     if path == "/echo" {
-        seen.lock().unwrap().push(record(0, String::new(), None));
+        seen.lock().unwrap().push(record(0, String::new(), None, false));
         return Response::new(body.map_err(std::io::Error::other).boxed());
     }
-    let (bytes, trailers) = match body.collect().await {
+    let (bytes, trailers, whole) = match body.collect().await {
         Ok(c) => {
             let trailers = c.trailers().cloned();
-            (c.to_bytes(), trailers)
+            (c.to_bytes(), trailers, true)
         }
-        Err(_) => (Bytes::new(), None),
+        Err(_) => (Bytes::new(), None, false),
     };
-    seen.lock().unwrap().push(record(bytes.len(), sha(&bytes), trailers));
+    seen.lock()
+        .unwrap()
+        .push(record(bytes.len(), sha(&bytes), trailers, whole));
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
         // Streamed in 64 KiB frames so large bodies never sit in memory.
         let chunks = futures_util::stream::iter((0..n).step_by(65536).map(move |start| {
