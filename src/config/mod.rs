@@ -70,6 +70,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub rate_limits: RateLimits,
     pub audit: Audit,
+    /// The auditor's console (`[console]`), when configured.
+    pub console: Option<Console>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,21 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub bind: SocketAddr,
+}
+
+/// `[console]`: the auditor's web console (`console`).
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub bind: SocketAddr,
+    /// Organisation codes allowed to use it (upper case). With `groups`, deny by default: both
+    /// empty lets nobody in.
+    pub auditor_orgs: Vec<String>,
+    /// Directory groups (`group:NAME` in `auditors`) whose members may use it.
+    pub auditor_groups: Vec<String>,
+    /// The index the console reads (and the in-process follower writes).
+    pub db: PathBuf,
+    /// Plain HTTP instead of mutual TLS, allowed only on a loopback `bind`.
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limit: RawRateLimits,
     pub(super) audit: RawAudit,
+    pub(super) console: Option<RawConsole>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +58,17 @@ pub(super) struct RawListener {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) bind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) bind: String,
+    #[serde(default)]
+    pub(super) auditors: Vec<String>,
+    pub(super) db: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) plain_http: bool,
 }
 
 #[derive(Deserialize)]

@@ -347,3 +347,47 @@ fn connection_limits_default_to_shares_of_max_connections() {
         assert_eq!(e.key, format!("listener.{key}"), "{bad}");
     }
 }
+
+#[test]
+fn console_defaults_and_auditors() {
+    let c = load(&format!(
+        "{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\nauditors = [\"a81001\", \"group:gp\"]\n"
+    ))
+    .unwrap();
+    let console = c.console.unwrap();
+    assert_eq!(console.auditor_orgs, ["A81001"]);
+    assert_eq!(console.auditor_groups, ["gp"]);
+    assert!(!console.plain_http);
+    // Beside the audit folder, not inside it.
+    assert_eq!(console.db, Path::new("/etc/caregate/audit.index.sqlite"));
+    // No auditors: valid, and nobody gets in.
+    let c = load(&format!("{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\n")).unwrap();
+    assert!(c.console.unwrap().auditor_orgs.is_empty());
+}
+
+#[test]
+fn console_mistakes_name_their_key() {
+    let key_of = |extra: &str| load(&format!("{GOOD}\n[console]\n{extra}\n")).unwrap_err().key;
+    assert_eq!(
+        key_of("bind = \"0.0.0.0:9443\"\nplain_http = true"),
+        "console.plain_http"
+    );
+    assert_eq!(key_of("bind = \"localhost\""), "console.bind");
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"group:nobody\"]"),
+        "console.auditors"
+    );
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"Z99999\"]"),
+        "console.auditors"
+    );
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"no good\"]"),
+        "console.auditors[0]"
+    );
+    // Loopback plain HTTP is allowed.
+    assert!(load(&format!(
+        "{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\nplain_http = true\n"
+    ))
+    .is_ok());
+}

@@ -16,7 +16,8 @@ pub(super) fn check(c: &Config) -> Result<(), KeyError> {
     }
     endpoint_orgs(&c.endpoints, &known)?;
     allow_rules(&c.routes, &known)?;
-    override_orgs(&c.rate_limits.overrides, &known)
+    override_orgs(&c.rate_limits.overrides, &known)?;
+    console_auditors(c.console.as_ref(), &known)
 }
 
 /// `[[upstream]]` names are unique; answers them.
@@ -119,6 +120,23 @@ fn allow_rules(routes: &[Route], known: &Known) -> Result<(), KeyError> {
 fn override_orgs(overrides: &[LimitOverride], known: &Known) -> Result<(), KeyError> {
     for (i, o) in overrides.iter().enumerate() {
         known.org(format!("rate_limit.override[{i}].org"), &o.org)?;
+    }
+    Ok(())
+}
+
+/// `console.auditors` names known organisations and groups someone is in.
+fn console_auditors(console: Option<&crate::config::Console>, known: &Known) -> Result<(), KeyError> {
+    let Some(c) = console else { return Ok(()) };
+    for o in &c.auditor_orgs {
+        known.org("console.auditors".into(), o)?;
+    }
+    for g in &c.auditor_groups {
+        if !known.groups.contains(g.as_str()) {
+            return Err(KeyError::new(
+                "console.auditors",
+                format!("no [[organisation]] is in group \"{g}\""),
+            ));
+        }
     }
     Ok(())
 }
