@@ -240,6 +240,12 @@ pub enum AuditCommand {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// The auditor's console (`[console]` of FILE) without the proxy listener, until Ctrl-C or
+    /// SIGTERM; its uses are recorded in FILE's audit trail.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// FHIR R4 AuditEvent resources (IHE BALP shape) as NDJSON.
     Export {
         dir: PathBuf,
@@ -326,6 +332,14 @@ pub fn audit(cmd: AuditCommand) -> u8 {
                 }
             }
         }
+        AuditCommand::Serve { config } => match serve(&config) {
+            Ok(()) => 0,
+            Err(e) => {
+                let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                eprintln!("caregate audit serve: {}", why.join(": "));
+                2
+            }
+        },
         AuditCommand::Witness { dir } => match verify::witness::run(&dir, &mut out) {
             Ok(_) => 0,
             Err(e) => {
@@ -365,6 +379,23 @@ pub fn audit(cmd: AuditCommand) -> u8 {
     };
     let _ = out.flush();
     code
+}
+
+/// `audit serve`: the console on a runtime of its own, until SIGINT or SIGTERM.
+fn serve(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::console::serve_alone(config, stop).await
+    })
 }
 
 fn query_exit(result: Result<u64, query::QueryError>, what: &str) -> u8 {
