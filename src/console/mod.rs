@@ -52,6 +52,16 @@ pub async fn start(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> std::io
     };
     let listener = TcpListener::bind(c.bind).await?;
     let addr = listener.local_addr()?;
+    // The index follows the trail on a thread of its own (SQLite blocks), stopped with the
+    // console.
+    let dir = gw.state.load().config.audit.dir.clone();
+    let stop = crate::audit::index::Stop::new();
+    crate::audit::index::spawn_follower(dir, c.db.clone(), stop.clone())?;
+    let mut stopped = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = stopped.changed().await;
+        stop.stop();
+    });
     tracing::info!(%addr, plain_http = c.plain_http, db = %c.db.display(), "console listening");
     tokio::spawn(accept_loop(listener, gw, shutdown));
     Ok(Some(addr))

@@ -86,6 +86,13 @@ impl GatewayConfig {
         self.set("admin", r#"bind = "127.0.0.1:0""#)
     }
 
+    /// `[console]` on 127.0.0.1 port 0 for these auditors (codes or `group:NAME`); its index
+    /// goes beside the audit folder.
+    pub fn console(self, auditors: &[&str]) -> GatewayConfig {
+        self.set("console", r#"bind = "127.0.0.1:0""#)
+            .set("console", format!("auditors = {}", list(auditors)))
+    }
+
     /// `[audit] dir`.
     pub fn audit(mut self, dir: &Path) -> GatewayConfig {
         self.audit_dir = Some(dir.to_path_buf());
