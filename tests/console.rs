@@ -22,7 +22,12 @@ async fn page_with(console: &Remote, who: &caregate::pki::Leaf, path: &str, want
         if a.status == 200 && String::from_utf8_lossy(&a.body).contains(want) {
             return a;
         }
-        assert!(Instant::now() < deadline, "{path}: no {want:?} in time; last answer {} {}", a.status, String::from_utf8_lossy(&a.body));
+        assert!(
+            Instant::now() < deadline,
+            "{path}: no {want:?} in time; last answer {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -46,11 +51,17 @@ async fn only_auditors_get_in_and_every_use_is_recorded() {
     let html = String::from_utf8_lossy(&page.body);
     assert!(html.contains("Patient 9990000018"), "{html}");
     assert!(html.contains("<svg"), "the timeline is drawn: {html}");
-    assert!(html.contains("href=\"/org/A81001\""), "links to the organisation: {html}");
+    assert!(
+        html.contains("href=\"/org/A81001\""),
+        "links to the organisation: {html}"
+    );
     // Pages hold patient identifiers: no caching, no referrer, no script of any origin.
     assert_eq!(page.headers["cache-control"], "no-store");
     assert_eq!(page.headers["referrer-policy"], "no-referrer");
-    assert!(page.headers["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
+    assert!(page.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'none'"));
 
     // A client certificate the gateway trusts, of an organisation that is not an auditor.
     let refused = console.get(&gp, "/patient/9990000018").await;
@@ -110,11 +121,19 @@ async fn what_the_trail_holds_is_shown_never_run() {
     let html = String::from_utf8_lossy(&page.body);
     assert!(!html.contains("<script>"), "{html}");
     assert!(!html.contains("\"onmouseover"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover=x"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover=x"),
+        "{html}"
+    );
     // …and in the link to the patient's page, percent-encoded.
-    assert!(html.contains("/patient/https%3A%2F%2Fexample.org%2Fid%7C%3Cscript%3E"), "{html}");
+    assert!(
+        html.contains("/patient/https%3A%2F%2Fexample.org%2Fid%7C%3Cscript%3E"),
+        "{html}"
+    );
     // The search form gives back what was typed, escaped too.
-    let typed = console.get(&pki.client("RXC"), "/search?route=%22%3E%3Cscript%3Ex").await;
+    let typed = console
+        .get(&pki.client("RXC"), "/search?route=%22%3E%3Cscript%3Ex")
+        .await;
     let html = String::from_utf8_lossy(&typed.body);
     assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;x\""), "{html}");
     gw.stop().await;
@@ -136,7 +155,10 @@ async fn exports_are_audit_querys_csv_and_fhir_auditevents() {
     let csv = console.get(&auditor, "/export.csv?patient=9990000026").await;
     assert_eq!(csv.status, 200);
     assert_eq!(csv.headers["content-type"], "text/csv; charset=utf-8");
-    assert!(csv.headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert!(csv.headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
     let text = String::from_utf8_lossy(&csv.body);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("time,seq,request_id,org"), "{text}");
@@ -154,9 +176,18 @@ async fn exports_are_audit_querys_csv_and_fhir_auditevents() {
 
     let records = gw.stop().await;
     let uses = uses(&records);
-    let csv_use = uses.iter().find(|r| r["action"] == "export_csv").expect("the CSV export is recorded");
-    assert_eq!((csv_use["rows"].as_u64(), &csv_use["filters"]["patient"]), (Some(1), &Value::from("9990000026")));
-    let fhir_use = uses.iter().find(|r| r["action"] == "export_fhir").expect("the FHIR export is recorded");
+    let csv_use = uses
+        .iter()
+        .find(|r| r["action"] == "export_csv")
+        .expect("the CSV export is recorded");
+    assert_eq!(
+        (csv_use["rows"].as_u64(), &csv_use["filters"]["patient"]),
+        (Some(1), &Value::from("9990000026"))
+    );
+    let fhir_use = uses
+        .iter()
+        .find(|r| r["action"] == "export_fhir")
+        .expect("the FHIR export is recorded");
     assert_eq!(fhir_use["rows"], 2);
 }
 
@@ -173,10 +204,16 @@ async fn overview_and_organisation_pages_chart_the_traffic() {
     let auditor = pki.client("RXC");
     let org = page_with(&console, &auditor, "/org/A81001", "not_allowed").await;
     let html = String::from_utf8_lossy(&org.body);
-    assert!(html.contains("Requests per day") && html.matches("<svg").count() >= 4, "{html}");
+    assert!(
+        html.contains("Requests per day") && html.matches("<svg").count() >= 4,
+        "{html}"
+    );
     let overview = page_with(&console, &auditor, "/", "A81001").await;
     let html = String::from_utf8_lossy(&overview.body);
-    assert!(html.contains("The trail&#39;s health") || html.contains("The trail's health"), "{html}");
+    assert!(
+        html.contains("The trail&#39;s health") || html.contains("The trail's health"),
+        "{html}"
+    );
     assert!(html.contains("Audit log used"), "{html}");
     assert!(html.contains("not_allowed"), "refusals by reason: {html}");
     gw.stop().await;
