@@ -224,7 +224,7 @@ fn overview(store: &dyn IndexStore, viewer: &Viewer, now: Micros, days: i64) -> 
 }
 
 fn alerts_section(b: &mut String, _store: &dyn IndexStore, _now: Micros) {
-    b.push_str("<h2>Alerts</h2><p class=muted>No alerts.</p>");
+    b.push_str("<h2>Alerts</h2><div id=alerts><p class=muted>No alerts.</p></div>");
 }
 
 fn health_section(b: &mut String, h: &index::Health, now: Micros) {
