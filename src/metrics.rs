@@ -32,6 +32,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakGlassLabels {
+    pub org: String,
+    pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
 }
@@ -76,6 +82,8 @@ pub struct Metrics {
     pub crl_next_update_seconds: Family<FileLabels, Gauge>,
     /// 1 from SIGTERM until exit.
     pub draining: Gauge,
+    /// Requests a `[[route.break_glass]]` entry let through, by organisation and route.
+    pub break_glass: Family<BreakGlassLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +107,7 @@ impl Default for Metrics {
             server_cert_expiry_seconds: Gauge::default(),
             crl_next_update_seconds: Family::default(),
             draining: Gauge::default(),
+            break_glass: Family::default(),
         }
     }
 }
@@ -181,6 +190,11 @@ impl Metrics {
             self.crl_next_update_seconds.clone(),
         );
         r.register("draining", "1 while draining for shutdown", self.draining.clone());
+        r.register(
+            "break_glass",
+            "Requests let through by break-glass (X-Break-Glass-Reason), by organisation and route",
+            self.break_glass.clone(),
+        );
         r
     }
 
@@ -231,6 +245,15 @@ impl Metrics {
         self.tls_rejections
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn break_glass(&self, org: &str, route: &Arc<str>) {
+        self.break_glass
+            .get_or_create(&BreakGlassLabels {
+                org: org.to_string(),
+                route: route.clone(),
             })
             .inc();
     }

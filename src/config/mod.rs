@@ -163,6 +163,8 @@ pub struct Route {
     /// Accept `;` parameters in path segments: cut before matching (and forwarding), recorded.
     pub allow_path_params: bool,
     pub allow: Vec<AllowRule>,
+    /// Who may override a `not_allowed` refusal in an emergency, with `X-Break-Glass-Reason`.
+    pub break_glass: Vec<BreakGlass>,
 }
 
 impl Route {
@@ -180,6 +182,17 @@ pub struct AllowRule {
     pub resources: Vec<String>,
     pub interactions: Vec<String>,
     pub spine_interactions: Vec<String>,
+}
+
+/// A `[[route.break_glass]]` entry: organisations or groups (never `"*"`: break-glass names
+/// who may use it) that may override a `not_allowed` refusal with `X-Break-Glass-Reason`.
+#[derive(Debug, Clone, Default)]
+pub struct BreakGlass {
+    /// Organisation codes, upper case.
+    pub orgs: Vec<String>,
+    pub groups: Vec<String>,
+    /// Upper-case methods; empty means any method.
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -127,6 +127,8 @@ pub(super) struct RawRoute {
     pub(super) allow_path_params: bool,
     #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
+    #[serde(default)]
+    pub(super) break_glass: Vec<RawBreakGlass>,
 }
 
 fn yes() -> bool {
@@ -148,6 +150,17 @@ pub(super) struct RawAllow {
     pub(super) interactions: Vec<String>,
     #[serde(default)]
     pub(super) spine_interactions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakGlass {
+    #[serde(default)]
+    pub(super) orgs: Vec<String>,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -347,3 +347,34 @@ fn connection_limits_default_to_shares_of_max_connections() {
         assert_eq!(e.key, format!("listener.{key}"), "{bad}");
     }
 }
+
+#[test]
+fn break_glass_entries_load_and_their_mistakes_name_the_key() {
+    let glass = |entry: &str| {
+        let fhir_rules = "  [[route.allow]]\n  groups = [\"gp\"]\n  methods = [\"GET\"]\n";
+        with(
+            fhir_rules,
+            0,
+            &format!("{fhir_rules}  [[route.break_glass]]\n  {entry}\n"),
+        )
+    };
+    let c = load(&glass("groups = [\"gp\"]\n  methods = [\"get\"]")).unwrap();
+    assert_eq!(c.routes[0].break_glass[0].groups, ["gp"]);
+    assert_eq!(c.routes[0].break_glass[0].methods, ["GET"]);
+    let cases = [
+        ("groups = [\"ed\"]", "route[0].break_glass[0].groups"),
+        ("orgs = [\"RYR\"]", "route[0].break_glass[0].orgs"),
+        ("orgs = [\"*\"]", "route[0].break_glass[0].orgs"),
+        ("methods = [\"GET\"]", "route[0].break_glass[0]"),
+        (
+            "groups = [\"gp\"]\n  methods = [\"G T\"]",
+            "route[0].break_glass[0].methods",
+        ),
+        ("groups = [\"gp\"]\n  reason = \"x\"", "route[0].break_glass[0].reason"),
+    ];
+    for (entry, key) in cases {
+        let e = load(&glass(entry)).expect_err(key);
+        assert_eq!(e.key, key, "{e}");
+        assert!(!e.to_string().contains('\n'), "one sentence: {e}");
+    }
+}
