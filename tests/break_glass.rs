@@ -187,3 +187,25 @@ async fn a_malformed_reason_overrides_nothing_and_says_what_is_wrong() {
     }
     assert_eq!(up.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn explain_says_when_a_refused_request_could_break_glass() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let gw = Gw::start(&pki, config(&pki, &up)).await;
+    let config = caregate::config::Config::load(&gw.config_path).unwrap();
+    let state = caregate::state::State::build(config, 0).unwrap();
+    let explain = |org: &str, method: &str| {
+        caregate::cli::explain(&state, pki.client(org).cert_pem.as_bytes(), method, PATIENT).unwrap()
+    };
+    let ed = explain("RYR", "GET");
+    assert!(ed.contains("DENY 403 not_allowed"), "{ed}");
+    assert!(
+        ed.contains("break-glass  eligible: with X-Break-Glass-Reason, allowed by epr-fhir/break_glass[0]"),
+        "{ed}"
+    );
+    for (org, method) in [("RYR", "POST"), ("B99999", "GET"), ("A81001", "GET")] {
+        let out = explain(org, method);
+        assert!(!out.contains("break-glass"), "{org} {method}: {out}");
+    }
+}
