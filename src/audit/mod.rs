@@ -6,6 +6,7 @@ mod chain;
 mod checkpoint;
 mod cut;
 pub mod export;
+pub mod index;
 pub mod query;
 pub mod read;
 pub mod record;

@@ -1,0 +1,1 @@
+//! `audit index --check`: the trail read again and every record compared with its row.

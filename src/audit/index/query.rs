@@ -1,0 +1,1 @@
+//! `audit query --db`: rows found through the index, printed as `audit query` prints them.
