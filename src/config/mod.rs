@@ -70,6 +70,42 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub rate_limits: RateLimits,
     pub audit: Audit,
+    /// `[alerts]`: what the auditor's alerts (`audit::alerts`) count as unusual.
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`: the thresholds of `audit::alerts::evaluate`. Defaults: [`AlertSettings::default`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Bulk access: an organisation's distinct patients in an hour above this many times its
+    /// hourly 99th percentile over `history`…
+    pub bulk_multiplier: f64,
+    /// …and above this many (so a quiet organisation's first busy hour is not an alert).
+    pub bulk_floor: u64,
+    /// The history an hour is compared with: 28 days.
+    pub history: Duration,
+    /// Alerts are raised for this much of the recent trail (hours, break-glass uses): 24 hours.
+    pub lookback: Duration,
+    /// Refused requests from one organisation (or address) in an hour that make a spike.
+    pub refusal_spike: u64,
+    /// Refused TLS handshakes from one address in an hour that make a spike.
+    pub tls_rejection_spike: u64,
+    /// A checkpoint is overdue this long after its predecessor's `next_due`.
+    pub checkpoint_grace: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            bulk_multiplier: 3.0,
+            bulk_floor: 50,
+            history: Duration::from_secs(28 * 86400),
+            lookback: Duration::from_secs(86400),
+            refusal_spike: 100,
+            tls_rejection_spike: 100,
+            checkpoint_grace: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,21 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limit: RawRateLimits,
     pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+}
+
+/// `[alerts]`: read by the process that computes alerts (the console, `audit serve`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub(super) bulk_multiplier: Option<f64>,
+    pub(super) bulk_floor: Option<u64>,
+    pub(super) history: Option<String>,
+    pub(super) lookback: Option<String>,
+    pub(super) refusal_spike: Option<u64>,
+    pub(super) tls_rejection_spike: Option<u64>,
+    pub(super) checkpoint_grace: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -378,3 +378,22 @@ fn break_glass_entries_load_and_their_mistakes_name_the_key() {
         assert!(!e.to_string().contains('\n'), "one sentence: {e}");
     }
 }
+
+#[test]
+fn alerts_default_and_their_mistakes_name_the_key() {
+    assert_eq!(load(GOOD).unwrap().alerts, AlertSettings::default());
+    let c = load(&format!("{GOOD}\n[alerts]\nbulk_floor = 20\nhistory = \"14d\"\n")).unwrap();
+    assert_eq!(c.alerts.bulk_floor, 20);
+    assert_eq!(c.alerts.history, Duration::from_secs(14 * 86400));
+    for (line, key) in [
+        ("bulk_multiplier = 0.5", "alerts.bulk_multiplier"),
+        ("bulk_floor = 0", "alerts.bulk_floor"),
+        ("history = \"10m\"", "alerts.history"),
+        ("lookback = \"soon\"", "alerts.lookback"),
+        ("tls_rejection_spike = 0", "alerts.tls_rejection_spike"),
+        ("bulk_flor = 3", "alerts.bulk_flor"),
+    ] {
+        let e = load(&format!("{GOOD}\n[alerts]\n{line}\n")).expect_err(key);
+        assert_eq!(e.key, key, "{e}");
+    }
+}
