@@ -239,6 +239,13 @@ impl<'k> Gen<'k> {
         );
     }
 
+    /// Writes what is buffered, so a reader sees every record appended so far.
+    pub fn flush(&mut self) {
+        if let Some(f) = &mut self.out {
+            f.flush().expect("flush");
+        }
+    }
+
     /// Flushes; with `seal`, ends with a checkpoint as a gateway does at shutdown.
     pub fn finish(mut self, seal: bool) {
         if seal {

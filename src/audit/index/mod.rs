@@ -14,10 +14,12 @@
 
 mod build;
 mod check;
+mod parse;
 pub mod query;
 mod sqlite;
 
-// pub use build::{build, follow, spawn_follower, BuildReport, FollowOptions, Stop};
+pub use build::{build, follow, spawn_follower, BuildReport, FollowOptions, Stop};
+pub use check::{check, CheckReport};
 
 pub use sqlite::SqliteStore;
 
@@ -149,6 +151,19 @@ pub struct EventRow {
     /// Compact JSON of what else the kind needs: `refusals_coalesced`'s `reasons`,
     /// `audit_access`'s `filters`, a `complete`'s request_id.
     pub detail: Option<String>,
+}
+
+/// A row of the lookup tables: a patient (`kind` `nhs` or `id`) or a study (`study`, with
+/// `time` 0 and no `org`) a request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    pub seq: u64,
+    pub time: Micros,
+    pub kind: String,
+    /// An id's system (`''` when none).
+    pub system: String,
+    pub value: String,
+    pub org: Option<String>,
 }
 
 /// Where indexing stands.
@@ -323,6 +338,8 @@ pub trait IndexStore {
     fn request(&self, seq: u64) -> Result<Option<RequestRow>, IndexError>;
     /// How many requests, completions and events are indexed (each one record).
     fn record_count(&self) -> Result<u64, IndexError>;
+    /// Every row of the patients and studies tables, in any order.
+    fn scan_names(&self, visit: &mut dyn FnMut(Name)) -> Result<(), IndexError>;
 
     // --- for `audit query --db` and the console ---
 

@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension as _, Row};
 
 use super::{
-    Batch, Broken, Completion, Count, EventRow, Hash, Health, IndexError, IndexStore, Location, Micros, OrgDay,
+    Batch, Broken, Completion, Count, EventRow, Hash, Health, IndexError, IndexStore, Location, Micros, Name, OrgDay,
     OrgHour, Overview, Position, RequestRow, Search,
 };
 use crate::audit::query::Filters;
@@ -390,6 +390,36 @@ impl IndexStore for SqliteStore {
             |r| r.get(0),
         )?;
         Ok(u64_of(n))
+    }
+
+    fn scan_names(&self, visit: &mut dyn FnMut(Name)) -> Result<(), IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, time, kind, system, value, org FROM patients")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(Name {
+                seq: u64_of(r.get(0)?),
+                time: r.get(1)?,
+                kind: r.get(2)?,
+                system: r.get(3)?,
+                value: r.get(4)?,
+                org: r.get(5)?,
+            });
+        }
+        let mut stmt = self.conn.prepare("SELECT seq, uid FROM studies")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(Name {
+                seq: u64_of(r.get(0)?),
+                time: 0,
+                kind: "study".into(),
+                system: String::new(),
+                value: r.get(1)?,
+                org: None,
+            });
+        }
+        Ok(())
     }
 
     fn search(&self, s: &Search) -> Result<Vec<RequestRow>, IndexError> {
