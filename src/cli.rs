@@ -138,7 +138,7 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
             let _ = writeln!(out, "organisation none found by identity.org_from");
         }
     }
-    let (access, refusal) = crate::admit::explain(s.rules(), &identity, req);
+    let (access, refusal, glass) = crate::admit::explain(s.rules(), &identity, req);
     let _ = writeln!(out, "path         {}", access.request.path);
     match (&access.route, &access.class) {
         (Some(r), Some(c)) => {
@@ -186,6 +186,12 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
                 r.message()
             );
         }
+    }
+    if let Some(entry) = glass {
+        let _ = writeln!(
+            out,
+            "break-glass  eligible: with X-Break-Glass-Reason, allowed by {entry} (recorded for review)"
+        );
     }
     Ok(out)
 }

@@ -5,6 +5,7 @@
 mod chain;
 mod checkpoint;
 mod cut;
+pub mod alerts;
 pub mod export;
 pub mod index;
 pub mod query;

@@ -216,6 +216,10 @@ pub struct Access {
     pub reason: Word,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<Arc<str>>,
+    /// Present when a `[[route.break_glass]]` entry overrode a `not_allowed` refusal: then
+    /// `rule` names that entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
     #[serde(default, skip_serializing_if = "Clinical::is_empty")]
     pub clinical: Clinical,
     /// Whether the request's body was read for patient identifiers: `true` when it was, `false`
@@ -223,6 +227,13 @@ pub struct Access {
     /// body could.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_inspected: Option<bool>,
+}
+
+/// An emergency override of a `not_allowed` refusal, for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    /// The client's `X-Break-Glass-Reason`: 10 to 500 printable ASCII characters.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

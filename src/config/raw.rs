@@ -28,6 +28,21 @@ pub(super) struct RawConfig {
     pub(super) rate_limit: RawRateLimits,
     pub(super) audit: RawAudit,
     pub(super) console: Option<RawConsole>,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+}
+
+/// `[alerts]`: read by the process that computes alerts (the console, `audit serve`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub(super) bulk_multiplier: Option<f64>,
+    pub(super) bulk_floor: Option<u64>,
+    pub(super) history: Option<String>,
+    pub(super) lookback: Option<String>,
+    pub(super) refusal_spike: Option<u64>,
+    pub(super) tls_rejection_spike: Option<u64>,
+    pub(super) checkpoint_grace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +154,8 @@ pub(super) struct RawRoute {
     pub(super) allow_path_params: bool,
     #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
+    #[serde(default)]
+    pub(super) break_glass: Vec<RawBreakGlass>,
 }
 
 fn yes() -> bool {
@@ -160,6 +177,17 @@ pub(super) struct RawAllow {
     pub(super) interactions: Vec<String>,
     #[serde(default)]
     pub(super) spine_interactions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakGlass {
+    #[serde(default)]
+    pub(super) orgs: Vec<String>,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

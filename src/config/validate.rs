@@ -2,6 +2,7 @@
 //! checks across sections (`references`). Each returns the first problem as a [`KeyError`]
 //! naming its key; paths are resolved against the config file's folder here.
 
+mod alerts;
 mod references;
 mod traffic;
 
@@ -27,6 +28,7 @@ impl RawConfig {
             routes: traffic::routes(self.route)?,
             rate_limits: traffic::rate_limits(self.rate_limit)?,
             audit: audit(self.audit, &base)?,
+            alerts: alerts::alerts(self.alerts)?,
             console: None,
         };
         let config = Config {

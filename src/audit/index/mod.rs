@@ -363,6 +363,15 @@ pub trait IndexStore {
     fn health(&self) -> Result<Health, IndexError>;
     /// Distinct patients per organisation (or only `org`) per hour in a window, by org and hour.
     fn patients_per_hour(&self, org: Option<&str>, since: Micros, until: Micros) -> Result<Vec<OrgHour>, IndexError>;
+    /// Refused requests per hour in a window, by who sent them: `key` the organisation (the
+    /// client's address when the certificate named none), `sub` the hour's first instant (Micros
+    /// in decimal); `refusals_coalesced` records for an organisation count as their `count`.
+    /// For the refusal-spike alert.
+    fn refusals_per_hour(&self, since: Micros, until: Micros) -> Result<Vec<Count>, IndexError>;
+    /// Refused TLS handshakes per hour in a window, by client address (`key`), `sub` as in
+    /// [`IndexStore::refusals_per_hour`]; coalesced ones count as their `count`. For the
+    /// TLS-rejection-spike alert.
+    fn tls_rejections_per_hour(&self, since: Micros, until: Micros) -> Result<Vec<Count>, IndexError>;
 }
 
 /// Opens the index at `db` (SQLite file), creating it or migrating it to the current schema.

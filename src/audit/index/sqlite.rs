@@ -559,6 +559,37 @@ impl IndexStore for SqliteStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn refusals_per_hour(&self, since: Micros, until: Micros) -> Result<Vec<Count>, IndexError> {
+        self.per_hour(
+            "SELECT who, h, sum(n) FROM (                SELECT coalesce(org, ip) AS who, time / ?3 AS h, count(*) AS n FROM requests                WHERE decision = 'deny' AND time >= ?1 AND time < ?2 GROUP BY 1, 2                UNION ALL                SELECT org, time / ?3, sum(coalesce(count, 1)) FROM events                WHERE event = 'refusals_coalesced' AND org IS NOT NULL AND time >= ?1 AND time < ?2 GROUP BY 1, 2              ) GROUP BY who, h ORDER BY who, h",
+            since,
+            until,
+        )
+    }
+
+    fn tls_rejections_per_hour(&self, since: Micros, until: Micros) -> Result<Vec<Count>, IndexError> {
+        self.per_hour(
+            "SELECT ip, time / ?3 AS h, sum(coalesce(count, 1)) FROM events              WHERE event IN ('tls_rejected', 'refusals_coalesced') AND ip IS NOT NULL              AND (event = 'tls_rejected' OR org IS NULL) AND time >= ?1 AND time < ?2              GROUP BY ip, h ORDER BY ip, h",
+            since,
+            until,
+        )
+    }
+}
+
+impl SqliteStore {
+    /// Rows of (subject, hour, count) as [`Count`]s, for the per-hour queries.
+    fn per_hour(&self, sql: &str, since: Micros, until: Micros) -> Result<Vec<Count>, IndexError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params![since, until, HOUR], |r| {
+            Ok(Count {
+                key: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                sub: Some((r.get::<_, i64>(1)? * HOUR).to_string()),
+                count: u64_of(r.get(2)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 /// The SQL of a search and its arguments. Filters are ANDed as `audit query` does; a patient

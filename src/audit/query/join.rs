@@ -10,7 +10,7 @@ use super::envelope::{line_hash, Envelope, Wanted};
 use super::filters::{matches, Patient};
 use super::{Filters, QueryError};
 use crate::audit::read::{self, Item, Lines};
-use crate::audit::record::{Access, Client, Clinical, Complete, Request, TlsRejected, Word};
+use crate::audit::record::{Access, BreakGlass, Client, Clinical, Complete, Request, TlsRejected, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -285,6 +285,8 @@ struct AccessLine {
     #[serde(default)]
     rule: Option<Arc<str>>,
     #[serde(default)]
+    break_glass: Option<BreakGlass>,
+    #[serde(default)]
     clinical: Clinical,
     #[serde(default)]
     body_inspected: Option<bool>,
@@ -305,6 +307,7 @@ impl AccessLine {
                 decision: self.decision,
                 reason: self.reason,
                 rule: self.rule,
+                break_glass: self.break_glass,
                 clinical: self.clinical,
                 body_inspected: self.body_inspected,
             },

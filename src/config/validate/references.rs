@@ -96,17 +96,28 @@ fn endpoint_orgs(endpoints: &[Endpoint], known: &Known) -> Result<(), KeyError> 
     Ok(())
 }
 
-/// Each `[[route.allow]]` names known organisations (or `"*"`) and groups someone is in.
+/// Each `[[route.allow]]` and `[[route.break_glass]]` names known organisations (or, for
+/// `allow`, `"*"`) and groups someone is in.
 fn allow_rules(routes: &[Route], known: &Known) -> Result<(), KeyError> {
     for (i, r) in routes.iter().enumerate() {
-        for (j, a) in r.allow.iter().enumerate() {
-            for org in a.orgs.iter().filter(|o| *o != "*") {
-                known.org(format!("route[{i}].allow[{j}].orgs"), org)?;
+        let allow = r.allow.iter().map(|a| (&a.orgs, &a.groups));
+        let glass = r.break_glass.iter().map(|b| (&b.orgs, &b.groups));
+        let entries = allow
+            .enumerate()
+            .map(|(j, w)| (format!("route[{i}].allow[{j}]"), w))
+            .chain(
+                glass
+                    .enumerate()
+                    .map(|(j, w)| (format!("route[{i}].break_glass[{j}]"), w)),
+            );
+        for (key, (orgs, groups)) in entries {
+            for org in orgs.iter().filter(|o| *o != "*") {
+                known.org(format!("{key}.orgs"), org)?;
             }
-            for g in &a.groups {
+            for g in groups {
                 if !known.groups.contains(g.as_str()) {
                     return Err(KeyError::new(
-                        format!("route[{i}].allow[{j}].groups"),
+                        format!("{key}.groups"),
                         format!("no [[organisation]] is in group \"{g}\""),
                     ));
                 }
