@@ -1,6 +1,7 @@
 //! The auditor's console as people use it: a real Chromium, driven by Selenium
 //! (`tests/console_browser.py`), against a gateway with `[console]` that has served real
-//! traffic. It logs in with an auditor's client certificate, searches a patient, opens the
+//! traffic, one organisation reading many distinct patients. It logs in with an auditor's client
+//! certificate, sees the bulk-access alert on the overview, searches a patient, opens the
 //! patient's and an organisation's pages, exports CSV, and is refused with a certificate that is
 //! not an auditor's. With `CAREGATE_SCREENSHOTS` set, each page is saved to `docs/img/`.
 //!
@@ -106,6 +107,7 @@ async fn an_auditor_uses_the_console_in_chromium() {
     let mut cmd = Command::new("python3");
     cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_browser.py"))
         .args(["--url", &url, "--ca", &ca, "--patient", "9990000018", "--org", "A81001"])
+        .args(["--bulk-org", "A81002"])
         .args(["--auditor", &a_cert, &a_key, "--other", &o_cert, &o_key]);
     if std::env::var_os("CAREGATE_SCREENSHOTS").is_some() {
         cmd.args(["--shots", concat!(env!("CARGO_MANIFEST_DIR"), "/docs/img")]);
@@ -118,6 +120,14 @@ async fn an_auditor_uses_the_console_in_chromium() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "the browser checks failed:\n{stdout}\n{stderr}");
+
+    // The overview raised the alert: counted once in /metrics, however often it was shown.
+    let scrape = gw.scrape().await;
+    assert_eq!(
+        metric(&scrape, "caregate_alerts_total", &["kind=\"bulk_access\""]),
+        Some(1.0),
+        "{scrape}"
+    );
 
     // What the browser did is in the trail: its searches, pages and the export, by RXC.
     let records = gw.stop().await;

@@ -390,6 +390,9 @@ fn console_mistakes_name_their_key() {
         "{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\nplain_http = true\n"
     ))
     .is_ok());
+}
+
+#[test]
 fn break_glass_entries_load_and_their_mistakes_name_the_key() {
     let glass = |entry: &str| {
         let fhir_rules = "  [[route.allow]]\n  groups = [\"gp\"]\n  methods = [\"GET\"]\n";

@@ -20,6 +20,7 @@ mod svg;
 
 use crate::audit::record::{self, AuditAccess, Event};
 use crate::gateway::Gateway;
+use crate::metrics::RaisedAlerts;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -30,7 +31,7 @@ use hyper_util::server::conn::auto;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -62,12 +63,58 @@ pub async fn start(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> std::io
         let _ = stopped.changed().await;
         stop.stop();
     });
+    let raised = Arc::new(Mutex::new(RaisedAlerts::default()));
+    tokio::spawn(alerts_every_minute(
+        gw.clone(),
+        c.db.clone(),
+        raised.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, plain_http = c.plain_http, db = %c.db.display(), "console listening");
-    tokio::spawn(accept_loop(listener, gw, shutdown));
+    tokio::spawn(accept_loop(listener, gw, raised, shutdown));
     Ok(Some(addr))
 }
 
-async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+/// Alerts are evaluated every minute whether or not anyone is looking, so that each is counted
+/// in `caregate_alerts_total` and logged when it arises.
+async fn alerts_every_minute(
+    gw: Arc<Gateway>,
+    db: PathBuf,
+    raised: Arc<Mutex<RaisedAlerts>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (db, settings) = (db.clone(), gw.state.load().config.alerts.clone());
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let store = crate::audit::index::open(&db)?;
+            crate::audit::alerts::evaluate(&store, pages::now_micros(), &settings)
+        })
+        .await;
+        match evaluated {
+            Ok(Ok(alerts)) => raise(&gw, &raised, &alerts),
+            Ok(Err(e)) => tracing::warn!(error = %e, "alerts could not be evaluated"),
+            Err(_) => {}
+        }
+    }
+}
+
+fn raise(gw: &Gateway, raised: &Mutex<RaisedAlerts>, alerts: &[crate::audit::alerts::Alert]) {
+    if let Ok(mut r) = raised.lock() {
+        r.raise(&gw.metrics, alerts);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    raised: Arc<Mutex<RaisedAlerts>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -85,16 +132,16 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watc
             },
             _ = shutdown.changed() => return,
         };
-        let gw = gw.clone();
+        let (gw, raised) = (gw.clone(), raised.clone());
         tokio::spawn(async move {
-            connection(tcp, peer, gw).await;
+            connection(tcp, peer, gw, raised).await;
             drop(permit);
         });
     }
 }
 
 /// One connection: the handshake, who it is, then HTTP/1.1 or HTTP/2 as ALPN chose.
-async fn connection(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>) {
+async fn connection(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, raised: Arc<Mutex<RaisedAlerts>>) {
     let state = gw.state.load_full();
     let Some(console) = state.config.console.clone() else {
         return;
@@ -114,7 +161,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>) {
         drop(state);
         return serve(
             TokioIo::new(tcp),
-            Arc::new(Console::new(gw, viewer, true, console.db, dir)),
+            Arc::new(Console::new(gw, viewer, true, console.db, dir, raised)),
         )
         .await;
     }
@@ -163,7 +210,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>) {
     }
     serve(
         TokioIo::new(tls),
-        Arc::new(Console::new(gw, viewer, allowed, console.db, dir)),
+        Arc::new(Console::new(gw, viewer, allowed, console.db, dir, raised)),
     )
     .await;
 }
@@ -191,18 +238,27 @@ pub struct Console {
     allowed: bool,
     db: PathBuf,
     audit_dir: PathBuf,
+    raised: Arc<Mutex<RaisedAlerts>>,
 }
 
 pub type Answer = Response<Full<Bytes>>;
 
 impl Console {
-    fn new(gw: Arc<Gateway>, viewer: Viewer, allowed: bool, db: PathBuf, audit_dir: PathBuf) -> Console {
+    fn new(
+        gw: Arc<Gateway>,
+        viewer: Viewer,
+        allowed: bool,
+        db: PathBuf,
+        audit_dir: PathBuf,
+        raised: Arc<Mutex<RaisedAlerts>>,
+    ) -> Console {
         Console {
             gw,
             viewer,
             allowed,
             db,
             audit_dir,
+            raised,
         }
     }
 
@@ -235,7 +291,8 @@ impl Console {
         };
         // The index is SQLite: its reads block, so they run off the async threads.
         let (db, dir, viewer) = (self.db.clone(), self.audit_dir.clone(), self.viewer.clone());
-        let rendered = tokio::task::spawn_blocking(move || pages::render(&db, &dir, &viewer, &view)).await;
+        let settings = self.gw.state.load().config.alerts.clone();
+        let rendered = tokio::task::spawn_blocking(move || pages::render(&db, &dir, &settings, &viewer, &view)).await;
         let rendered = match rendered {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -261,6 +318,7 @@ impl Console {
                 );
             }
         }
+        raise(&self.gw, &self.raised, &rendered.alerts);
         let mut r = Response::new(Full::new(rendered.body));
         r.headers_mut().insert(header::CONTENT_TYPE, rendered.content_type);
         if let Some(name) = rendered.download {
@@ -284,6 +342,8 @@ pub struct Rendered {
     pub download: Option<header::HeaderValue>,
     /// `None` for pages that read nothing of the trail.
     pub access: Option<Access>,
+    /// The alerts the page evaluated (the overview), to be counted and logged once.
+    pub alerts: Vec<crate::audit::alerts::Alert>,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Answer {

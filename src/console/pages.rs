@@ -4,6 +4,7 @@
 
 use super::html::{esc, url};
 use super::{html_page, svg, Access, Rendered, Viewer};
+use crate::audit::alerts::{Alert, AlertSettings};
 use crate::audit::index::{self, IndexError, IndexStore, Micros, RequestRow, Search};
 use crate::audit::query::{self, Filters};
 use bytes::Bytes;
@@ -142,11 +143,17 @@ impl View {
 }
 
 /// Renders `view` from the index at `db` (and, for exports, the records in `audit_dir`).
-pub fn render(db: &Path, audit_dir: &Path, viewer: &Viewer, view: &View) -> Result<Rendered, IndexError> {
+pub fn render(
+    db: &Path,
+    audit_dir: &Path,
+    settings: &AlertSettings,
+    viewer: &Viewer,
+    view: &View,
+) -> Result<Rendered, IndexError> {
     let store = index::open(db)?;
     let now = now_micros();
     match view {
-        View::Overview { days } => overview(&store, viewer, now, *days),
+        View::Overview { days } => overview(&store, viewer, now, *days, settings),
         View::Search(form) => search(&store, viewer, form),
         View::Patient(id) => patient(&store, viewer, id),
         View::Org { code, days } => org(&store, viewer, code, now, *days),
@@ -160,18 +167,25 @@ fn html(title: &str, viewer: &Viewer, body: &str, access: Access) -> Rendered {
         content_type: HeaderValue::from_static("text/html; charset=utf-8"),
         download: None,
         access: Some(access),
+        alerts: Vec::new(),
     }
 }
 
 // === overview ===
 
-fn overview(store: &dyn IndexStore, viewer: &Viewer, now: Micros, days: i64) -> Result<Rendered, IndexError> {
+fn overview(
+    store: &dyn IndexStore,
+    viewer: &Viewer,
+    now: Micros,
+    days: i64,
+    settings: &AlertSettings,
+) -> Result<Rendered, IndexError> {
     let since = now - days * DAY;
     let o = store.overview(since, now + 1)?;
     let health = store.health()?;
     let mut b = String::new();
     let _ = write!(b, "<h1>Overview, last {days} days</h1>");
-    alerts_section(&mut b, store, now);
+    let alerts = alerts_section(&mut b, store, now, settings);
     health_section(&mut b, &health, now);
 
     b.push_str("<h2>Traffic per organisation and class</h2>");
@@ -211,7 +225,7 @@ fn overview(store: &dyn IndexStore, viewer: &Viewer, now: Micros, days: i64) -> 
     b.push_str("</table>");
     let mut filters = BTreeMap::new();
     filters.insert("days".into(), days.to_string());
-    Ok(html(
+    let mut page = html(
         "Overview",
         viewer,
         &b,
@@ -220,11 +234,49 @@ fn overview(store: &dyn IndexStore, viewer: &Viewer, now: Micros, days: i64) -> 
             filters,
             rows: o.traffic.len() as u64,
         },
-    ))
+    );
+    page.alerts = alerts;
+    Ok(page)
 }
 
-fn alerts_section(b: &mut String, _store: &dyn IndexStore, _now: Micros) {
-    b.push_str("<h2>Alerts</h2><div id=alerts><p class=muted>No alerts.</p></div>");
+/// The alerts of `audit::alerts` over the index, each with its evidence; answers them so that
+/// the console counts and logs each new one once.
+fn alerts_section(b: &mut String, store: &dyn IndexStore, now: Micros, settings: &AlertSettings) -> Vec<Alert> {
+    b.push_str("<h2>Alerts</h2><div id=alerts>");
+    let alerts = match crate::audit::alerts::evaluate(store, now, settings) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = write!(
+                b,
+                "<p class=bad>The alerts could not be computed: {}</p></div>",
+                esc(&e.to_string())
+            );
+            return Vec::new();
+        }
+    };
+    if alerts.is_empty() {
+        b.push_str("<p class=muted>No alerts.</p>");
+    }
+    for a in &alerts {
+        let subject = if a.subject.bytes().all(|c| c.is_ascii_alphanumeric()) {
+            org_link(&a.subject)
+        } else {
+            esc(&a.subject).to_string()
+        };
+        let _ = write!(
+            b,
+            "<div class=alert><strong>{}</strong> · {subject} · {}<br>{}<br><span class=muted>",
+            esc(a.kind.as_str()),
+            esc(&when(a.at)),
+            esc(&a.summary)
+        );
+        for (i, (k, v)) in a.evidence.iter().enumerate() {
+            let _ = write!(b, "{}{}: {}", if i > 0 { "; " } else { "" }, esc(k), esc(v));
+        }
+        b.push_str("</span></div>");
+    }
+    b.push_str("</div>");
+    alerts
 }
 
 fn health_section(b: &mut String, h: &index::Health, now: Micros) {
@@ -533,6 +585,7 @@ fn export(audit_dir: &Path, form: &Form, format: Export) -> Result<Rendered, Ind
             filters: form.fields.clone(),
             rows,
         }),
+        alerts: Vec::new(),
     })
 }
 

@@ -6,14 +6,16 @@ use super::html::esc;
 use std::fmt::Write as _;
 
 const BAR_W: u32 = 26;
-const H: u32 = 140;
+const H: u32 = 170;
 const TOP: u32 = 16;
-const BOTTOM: u32 = 34;
+const BOTTOM: u32 = 64;
+const LEFT: u32 = 60;
 
 /// A bar chart: one bar per `(label, value)`, scaled to the largest, its value above it.
 pub fn bars(title: &str, data: &[(String, u64)]) -> String {
     let max = data.iter().map(|d| d.1).max().unwrap_or(0).max(1);
-    let width = (data.len() as u32 * BAR_W).max(120) + 20;
+    // Room on the left for the first label, which slants down and left from its bar.
+    let width = (data.len() as u32 * BAR_W).max(120) + LEFT + 10;
     let plot = H - TOP - BOTTOM;
     let mut s = String::new();
     let _ = write!(
@@ -29,7 +31,7 @@ pub fn bars(title: &str, data: &[(String, u64)]) -> String {
     );
     for (i, (label, value)) in data.iter().enumerate() {
         let h = (*value as f64 / max as f64 * f64::from(plot)).round() as u32;
-        let x = 10 + i as u32 * BAR_W;
+        let x = LEFT + i as u32 * BAR_W;
         let _ = write!(
             s,
             r#"<rect class="bar" x="{}" y="{}" width="{}" height="{h}"><title>{}: {value}</title></rect>"#,
