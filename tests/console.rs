@@ -218,3 +218,17 @@ async fn overview_and_organisation_pages_chart_the_traffic() {
     assert!(html.contains("not_allowed"), "refusals by reason: {html}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_serve_will_not_share_a_trail_a_gateway_is_writing() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut gw = gateway(&pki, &up, &["RXC"]).await;
+    let config = caregate::config::Config::load(&gw.config_path).unwrap();
+    let refused = caregate::console::serve_alone(config, async {}).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("audit.dir"), "{refused:#}");
+    gw.stop().await;
+    // Once the gateway has stopped, it serves (and stops when told).
+    let config = caregate::config::Config::load(&gw.config_path).unwrap();
+    caregate::console::serve_alone(config, async {}).await.unwrap();
+}

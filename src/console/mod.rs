@@ -51,11 +51,16 @@ pub async fn start(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> std::io
     let Some(c) = gw.state.load().config.console.clone() else {
         return Ok(None);
     };
-    let listener = TcpListener::bind(c.bind).await?;
-    let addr = listener.local_addr()?;
+    let bind_err = |e: std::io::Error| std::io::Error::other(format!("console.bind: cannot listen on {}: {e}", c.bind));
+    let listener = TcpListener::bind(c.bind).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
     // The index follows the trail on a thread of its own (SQLite blocks), stopped with the
     // console.
     let dir = gw.state.load().config.audit.dir.clone();
+    // Created (or migrated) once here, before the follower and the pages open it: two first
+    // openers at once would both try to create its tables.
+    crate::audit::index::open(&c.db)
+        .map_err(|e| std::io::Error::other(format!("console.db: {}: {e}", c.db.display())))?;
     let stop = crate::audit::index::Stop::new();
     crate::audit::index::spawn_follower(dir, c.db.clone(), stop.clone())?;
     let mut stopped = shutdown.clone();
@@ -71,7 +76,9 @@ pub async fn start(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> std::io
         shutdown.clone(),
     ));
     tracing::info!(%addr, plain_http = c.plain_http, db = %c.db.display(), "console listening");
-    tokio::spawn(accept_loop(listener, gw, raised, shutdown));
+    // Plain HTTP is decided here, with the address bound: a reload that turned it on could
+    // otherwise serve plain HTTP on a socket bound to a non-loopback address.
+    tokio::spawn(accept_loop(listener, gw, raised, c.plain_http, shutdown));
     Ok(Some(addr))
 }
 
@@ -113,6 +120,7 @@ async fn accept_loop(
     listener: TcpListener,
     gw: Arc<Gateway>,
     raised: Arc<Mutex<RaisedAlerts>>,
+    plain_http: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -134,21 +142,28 @@ async fn accept_loop(
         };
         let (gw, raised) = (gw.clone(), raised.clone());
         tokio::spawn(async move {
-            connection(tcp, peer, gw, raised).await;
+            connection(tcp, peer, gw, raised, plain_http).await;
             drop(permit);
         });
     }
 }
 
 /// One connection: the handshake, who it is, then HTTP/1.1 or HTTP/2 as ALPN chose.
-async fn connection(tcp: TcpStream, peer: SocketAddr, gw: Arc<Gateway>, raised: Arc<Mutex<RaisedAlerts>>) {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    raised: Arc<Mutex<RaisedAlerts>>,
+    plain_http: bool,
+) {
     let state = gw.state.load_full();
     let Some(console) = state.config.console.clone() else {
         return;
     };
     let timeout = state.config.listener.handshake_timeout;
-    if console.plain_http {
-        // Only ever on loopback (config validation): whoever can connect is on this host.
+    if plain_http {
+        // Only ever on loopback (validated with the address bound): whoever can connect is on
+        // this host.
         let viewer = Viewer {
             client: record::Client {
                 subject: Some("plain_http (loopback)".into()),
@@ -417,7 +432,7 @@ pub async fn serve_alone(
     let audit = crate::audit::AuditLog::open(&state.config.audit).context("audit.dir")?;
     let gw = Arc::new(Gateway::new(state, audit));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let addr = start(gw.clone(), stop_rx).await.context("console.bind")?;
+    let addr = start(gw.clone(), stop_rx).await?;
     tracing::info!(
         addr = addr.map(tracing::field::display),
         "caregate audit serve: console running"

@@ -27,6 +27,9 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("listener.workers: cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    /// `[console]`: its address or its index (the message names the key).
+    #[error("{0}")]
+    Console(std::io::Error),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -111,11 +114,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The console stops with the admin listener, once the drain is over.
     let console_addr = crate::console::start(gateway.clone(), admin_stop_rx.clone())
         .await
-        .map_err(|source| StartError::Bind {
-            key: "console.bind",
-            addr: cfg.console.as_ref().map_or(addr, |c| c.bind),
-            source,
-        })?;
+        .map_err(StartError::Console)?;
 
     gateway.lifecycle("start", cfg.sha256.clone());
     tracing::info!(%addr, workers = cfg.listener.workers, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
