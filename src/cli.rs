@@ -280,6 +280,9 @@ pub enum AuditCommand {
         /// Also refused handshakes (tls_rejected) and the gateway's starts, stops and reloads.
         #[arg(long)]
         all_events: bool,
+        /// Find the requests through this index (`audit index`); not with --all-events yet.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
 }
 
@@ -392,10 +395,22 @@ pub fn audit(cmd: AuditCommand) -> u8 {
             format,
             filters,
             all_events,
+            db,
         } => {
             if format != "fhir" {
                 eprintln!("caregate audit export: --format must be fhir, not {format:?}");
                 return 2;
+            }
+            if let Some(db) = db {
+                if all_events {
+                    eprintln!("caregate audit export: --all-events cannot be used with --db yet");
+                    return 2;
+                }
+                let result = filters
+                    .parse()
+                    .and_then(|filters| index::query::export(&dir, &db, &filters, &mut out));
+                let _ = out.flush();
+                return query_exit(result, "export");
             }
             let result = filters.parse().and_then(|filters| {
                 export::run(

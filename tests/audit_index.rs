@@ -117,7 +117,7 @@ fn index_answers_every_filter_as_the_trail_does() {
 }
 
 #[test]
-fn query_db_prints_every_format_as_the_folder_does() {
+fn query_and_export_db_print_every_format_as_the_folder_does() {
     let dir = tempfile::tempdir().unwrap();
     clinical_trail::clinic_day(dir.path());
     let db = dir.path().join("index.db");
@@ -138,6 +138,23 @@ fn query_db_prints_every_format_as_the_folder_does() {
         };
         assert_eq!(lines(&indexed), lines(&plain), "{format:?}");
     }
+    // And the FHIR AuditEvents of `audit export --db`, ids (the records' hashes) included.
+    let mut plain = Vec::new();
+    caregate::audit::export::export_fhir(dir.path(), &f, &mut plain).unwrap();
+    let mut indexed = Vec::new();
+    index::query::export(dir.path(), &db, &f, &mut indexed).unwrap();
+    let events = |b: &[u8]| {
+        let mut v: Vec<Value> = std::str::from_utf8(b)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        v.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        v
+    };
+    let (plain, indexed) = (events(&plain), events(&indexed));
+    assert!(!plain.is_empty());
+    assert_eq!(indexed, plain);
 }
 
 /// Requests in the steady mix, each naming two patients.

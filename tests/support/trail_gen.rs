@@ -25,6 +25,8 @@ pub struct Req<'a> {
     pub fhir: Option<(&'a str, &'a str)>,
     pub interaction: Option<&'a str>,
     pub practitioner: Option<&'a str>,
+    /// `clinical.nhs_numbers`, when the request names several patients.
+    pub nhs_numbers: Vec<String>,
 }
 
 pub struct Gen<'k> {
@@ -214,6 +216,14 @@ impl<'k> Gen<'k> {
         add("study_uid", r.study);
         add("interaction", r.interaction);
         add("token_practitioner", r.practitioner);
+        if !r.nhs_numbers.is_empty() {
+            let list = serde_json::to_string(&r.nhs_numbers).expect("list");
+            let _ = write!(
+                clinical,
+                "{}\"nhs_numbers\":{list}",
+                if clinical.is_empty() { "" } else { "," }
+            );
+        }
         if !clinical.is_empty() {
             let _ = write!(f, r#","clinical":{{{clinical}}}"#);
         }

@@ -105,7 +105,15 @@ fn run(
     let was_broken = start.as_ref().is_some_and(|p| p.broken.is_some());
     let start = start.unwrap_or_default();
     let mut parser = Parser::resume(&start, store.open_requests()?);
-    let mut reader = Reader::open(dir, start.next)?;
+    let mut reader = loop {
+        match Reader::open(dir, start.next) {
+            // A follower started with a gateway that has not written its first file yet.
+            Err(IndexError::Read(read::ReadError::Empty(_))) if stop.is_some_and(|s| !s.is_stopped()) => {
+                std::thread::sleep(opts.poll)
+            }
+            r => break r?,
+        }
+    };
     let mut report = BuildReport {
         records: 0,
         last_seq: start.last_seq,

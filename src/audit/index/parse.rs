@@ -479,6 +479,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn other_records_keep_what_their_kind_needs() {
+        let row = |line: &str| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let event = v["event"].as_str().unwrap().to_string();
+            event_row(
+                &event,
+                line.as_bytes(),
+                1,
+                Hash::default(),
+                0,
+                Location::default(),
+                None,
+            )
+        };
+        let r = row(
+            r#"{"event":"refusals_coalesced","org":"A81001","count":41,"since":"s","until":"u","reasons":{"not_allowed":41}}"#,
+        );
+        assert_eq!((r.org.as_deref(), r.count), (Some("A81001"), Some(41)));
+        assert_eq!(r.detail.as_deref(), Some(r#"{"not_allowed":41}"#));
+        let r = row(r#"{"event":"tls_rejected","client":{"ip":"127.0.0.9","port":1},"reason":"expired"}"#);
+        assert_eq!(
+            (r.ip.as_deref(), r.reason.as_deref()),
+            (Some("127.0.0.9"), Some("expired"))
+        );
+        let r = row(r#"{"event":"checkpoint","next_due":"1970-01-01T00:01:00.000000Z"}"#);
+        assert_eq!(r.next_due, Some(60_000_000));
+        let r = row(r#"{"event":"audit_access","client":{"org":"X26"},"filters":{"patient":"p"},"rows":3}"#);
+        assert_eq!((r.org.as_deref(), r.count), (Some("X26"), Some(3)));
+        assert_eq!(r.detail.as_deref(), Some(r#"{"patient":"p"}"#));
+    }
+
+    #[test]
     fn record_times_parse_to_microseconds() {
         assert_eq!(parse_time("1970-01-01T00:00:00.000000Z"), Some(0));
         assert_eq!(parse_time("2026-11-22T05:08:59.123456Z"), Some(1_795_324_139_123_456));

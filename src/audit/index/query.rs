@@ -10,7 +10,7 @@ use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Hash, IndexError, IndexStore, Location, Search};
-use crate::audit::query::{row_from_lines, write_rows, Filters, Format, QueryError};
+use crate::audit::query::{row_from_lines, write_rows, Filters, Format, Provenance, QueryError, Row};
 use crate::audit::read;
 
 /// Writes the requests matching `filters` to `out` in `format`, found through the index at `db`
@@ -27,26 +27,60 @@ pub fn query(
         filters: filters.clone(),
         ..Search::default()
     };
-    let found = store.search(&search).map_err(bad_index)?;
+    write_rows(format, out, |emit| for_each_row(dir, &store, &search, emit))
+}
+
+/// Calls `emit` with each request matching `search`, found through `store` and read from the
+/// trail in `dir` as `audit query` reads it, with its [`Provenance`] (for `audit export`, the
+/// console's exports); returns how many.
+pub fn for_each_row(
+    dir: &Path,
+    store: &dyn IndexStore,
+    search: &Search,
+    mut emit: impl FnMut(Row) -> Result<(), QueryError>,
+) -> Result<u64, QueryError> {
+    let found = store.search(search).map_err(bad_index)?;
     let mut lines = LineReader::new(dir)?;
-    write_rows(format, out, |emit| {
-        let mut n = 0;
-        for r in found {
-            let access = lines.read(r.at, r.hash, r.seq)?;
-            let complete = match &r.complete {
-                Some(c) => Some(lines.read(c.at, c.hash, c.seq)?),
-                None => None,
-            };
-            let row = row_from_lines(&access, r.seq, complete.as_deref()).map_err(|why| QueryError::Malformed {
-                file: read_name(r.at),
-                line: 0,
-                why,
-            })?;
-            emit(row)?;
-            n += 1;
-        }
-        Ok(n)
-    })
+    let mut n = 0;
+    for r in found {
+        let access = lines.read(r.at, r.hash, r.seq)?;
+        let complete = match &r.complete {
+            Some(c) => Some(lines.read(c.at, c.hash, c.seq)?),
+            None => None,
+        };
+        let mut row = row_from_lines(&access, r.seq, complete.as_deref()).map_err(|why| QueryError::Malformed {
+            file: read_name(r.at),
+            line: 0,
+            why,
+        })?;
+        row.provenance = Some(Provenance {
+            hash: r.hash.to_hex(),
+            completed: r
+                .complete
+                .as_ref()
+                .map(|c| crate::audit::chain::format_micros(c.time.max(0) as u64)),
+        });
+        emit(row)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `audit export DIR --db PATH`: the requests matching `filters` as FHIR AuditEvent NDJSON.
+pub fn export(dir: &Path, db: &Path, filters: &Filters, out: &mut impl Write) -> Result<u64, QueryError> {
+    let store = super::open(db).map_err(bad_index)?;
+    let search = Search {
+        filters: filters.clone(),
+        ..Search::default()
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let n = for_each_row(dir, &store, &search, |row| {
+        serde_json::to_writer(&mut out, &crate::audit::export::audit_event(&row)).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(n)
 }
 
 fn bad_index(e: IndexError) -> QueryError {

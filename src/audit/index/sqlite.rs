@@ -26,6 +26,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating and migrating) the index at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, IndexError> {
+        // The index names patients as the trail does: readable by its owner only, as the trail's
+        // files are (SQLite gives its -wal and -shm files the same mode).
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| IndexError::Other(format!("cannot create {}: {e}", path.display())))?;
+        }
         let conn = Connection::open(path)?;
         // WAL: readers (the console, `audit query --db`) never wait for the indexer. NORMAL
         // sync is safe with WAL: a crash loses at most the last batches, which are indexed again
@@ -704,6 +715,8 @@ mod tests {
         let db = dir.path().join("index.db");
         let mut store = SqliteStore::open(&db).unwrap();
         assert_eq!(store.position().unwrap(), None);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
         let done = Completion {
             seq: 3,
             hash: Hash([3; 32]),
