@@ -347,7 +347,10 @@ impl RaisedAlerts {
         for a in alerts {
             let key = (a.kind, a.subject.clone(), a.at);
             if !self.keys.contains(&key) && !keys.contains(&key) {
-                metrics.alerts.get_or_create(&KindLabels { kind: a.kind.as_str() }).inc();
+                metrics
+                    .alerts
+                    .get_or_create(&KindLabels { kind: a.kind.as_str() })
+                    .inc();
                 // The summary names organisations, addresses and counts, never a patient.
                 tracing::warn!(kind = a.kind.as_str(), subject = %a.subject, at_us = a.at, "alert: {}", a.summary);
                 new.push(a);

@@ -182,7 +182,10 @@ fn spikes(per_hour: Vec<Count>, kind: AlertKind, threshold: u64, what: &str) -> 
                 kind,
                 &c.key,
                 hour,
-                format!("{} {} from {} in one hour (threshold {threshold})", c.count, what, c.key),
+                format!(
+                    "{} {} from {} in one hour (threshold {threshold})",
+                    c.count, what, c.key
+                ),
                 &[("count", c.count.to_string()), ("threshold", threshold.to_string())],
             )
         })
@@ -241,8 +244,12 @@ fn break_glass(index: &dyn IndexStore, since: Micros, until: Micros) -> anyhow::
         break_glass: true,
         ..Default::default()
     };
-    search.filters.since = Some(time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since) * 1000)?);
-    search.filters.until = Some(time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until) * 1000)?);
+    search.filters.since = Some(time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(since) * 1000,
+    )?);
+    search.filters.until = Some(time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(until) * 1000,
+    )?);
     let rows = index.search(&search)?;
     Ok(rows
         .iter()
@@ -262,7 +269,10 @@ fn break_glass(index: &dyn IndexStore, since: Micros, until: Micros) -> anyhow::
                     ("request_id", r.request_id.clone()),
                     ("route", route.to_string()),
                     ("rule", r.rule.clone().unwrap_or_default()),
-                    ("status", r.complete.as_ref().map(|c| c.status.to_string()).unwrap_or_default()),
+                    (
+                        "status",
+                        r.complete.as_ref().map(|c| c.status.to_string()).unwrap_or_default(),
+                    ),
                 ],
             )
         })

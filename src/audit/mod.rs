@@ -2,10 +2,10 @@
 //! commit, SHA-256 chain, rotation, signed checkpoints), and the readers the auditor's CLI uses
 //! (verify, query, export).
 
+pub mod alerts;
 mod chain;
 mod checkpoint;
 mod cut;
-pub mod alerts;
 pub mod export;
 pub mod index;
 pub mod query;
