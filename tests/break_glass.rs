@@ -209,3 +209,20 @@ async fn explain_says_when_a_refused_request_could_break_glass() {
         assert!(!out.contains("break-glass"), "{org} {method}: {out}");
     }
 }
+
+#[tokio::test]
+async fn a_break_glass_record_keeps_its_whole_reason_when_a_long_request_is_cut() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let gw = Gw::start(&pki, config(&pki, &up)).await;
+    let reason = "Emergency admission, no agreement in place. ".repeat(12)[..490].to_string();
+    let query = format!("_elements={}", "name,".repeat(2000));
+    let path = format!("{PATIENT}?{query}");
+    let a = get_with_reason(&gw, &pki.client("RYR"), &path, &reason).await;
+    assert_eq!(a.status, 200);
+    let access = gw.access_of(&a);
+    // The query is cut to the record cap (8 KiB), the reason kept whole.
+    assert_eq!(access["request"]["query_len"], query.len());
+    assert_eq!(access["break_glass"]["reason"], reason.as_str());
+    assert_eq!(up.seen()[0].headers["x-break-glass-reason"], reason.as_str());
+}

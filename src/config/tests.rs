@@ -416,6 +416,9 @@ fn break_glass_entries_load_and_their_mistakes_name_the_key() {
         ),
         ("groups = [\"gp\"]\n  reason = \"x\"", "route[0].break_glass[0].reason"),
     ];
+    // A break-glass record must keep its reason: the record cap may not be tiny.
+    let small = glass("groups = [\"gp\"]").replace("durability = \"flush\"", "max_record_bytes = \"2KiB\"");
+    assert_eq!(load(&small).unwrap_err().key, "audit.max_record_bytes");
     for (entry, key) in cases {
         let e = load(&glass(entry)).expect_err(key);
         assert_eq!(e.key, key, "{e}");

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 pub(super) fn check(c: &Config) -> Result<(), KeyError> {
     let upstreams = upstream_names(&c.upstreams)?;
     routes(&c.routes, &upstreams)?;
+    break_glass_fits(c)?;
     let known = Known::new(&c.organisations)?;
     // With an ODS CSV the organisation list is only known once the file is read: the runtime
     // state checks references to CSV organisations then.
@@ -50,6 +51,19 @@ fn routes(routes: &[Route], upstreams: &HashSet<&str>) -> Result<(), KeyError> {
                 format!("no [[upstream]] named \"{}\"", r.upstream),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A break-glass access record must keep its reason: under 4 KiB, a record with many long
+/// fields can be cut to its summary, which would hide the use from its reviewers.
+fn break_glass_fits(c: &Config) -> Result<(), KeyError> {
+    const MIN: u64 = 4 << 10;
+    if c.audit.max_record_bytes < MIN && c.routes.iter().any(|r| !r.break_glass.is_empty()) {
+        return Err(KeyError::new(
+            "audit.max_record_bytes",
+            "must be at least 4KiB when a route has [[route.break_glass]], so every break-glass record keeps its reason",
+        ));
     }
     Ok(())
 }
