@@ -12,7 +12,7 @@ import sys
 # Top to bottom; keep in step with docs/architecture.md and src/lib.rs.
 LAYERS = """
 lib worker config audit metrics directory identity tls framing path route clinical policy limit
-reject admit forward body state gateway proxy admin server pki demo cli main
+reject admit forward body state gateway proxy admin console server pki demo cli main
 """.split()
 
 src = pathlib.Path(__file__).resolve().parent.parent / "src"

@@ -40,6 +40,7 @@ fn access(i: u64) -> Event {
         decision: "allow".into(),
         reason: "allowed".into(),
         rule: Some("epr-fhir/allow[0]".into()),
+        break_glass: None,
         clinical: Clinical {
             fhir_type: Some("Patient".into()),
             fhir_id: Some("9990000034".into()),

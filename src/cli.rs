@@ -1,7 +1,7 @@
 //! The text behind the commands that are not the gateway itself: `check`'s summary,
 //! `explain`, and the auditor's `audit` commands.
 
-use crate::audit::{export, query, verify};
+use crate::audit::{export, index, query, verify};
 use crate::state::State;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -138,7 +138,7 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
             let _ = writeln!(out, "organisation none found by identity.org_from");
         }
     }
-    let (access, refusal) = crate::admit::explain(s.rules(), &identity, req);
+    let (access, refusal, glass) = crate::admit::explain(s.rules(), &identity, req);
     let _ = writeln!(out, "path         {}", access.request.path);
     match (&access.route, &access.class) {
         (Some(r), Some(c)) => {
@@ -186,6 +186,12 @@ pub fn explain(s: &State, cert_pem: &[u8], method: &str, target: &str) -> Result
                 r.message()
             );
         }
+    }
+    if let Some(entry) = glass {
+        let _ = writeln!(
+            out,
+            "break-glass  eligible: with X-Break-Glass-Reason, allowed by {entry} (recorded for review)"
+        );
     }
     Ok(out)
 }
@@ -239,6 +245,30 @@ pub enum AuditCommand {
         filters: FilterArgs,
         #[arg(long, default_value = "table")]
         format: String,
+        /// Find the rows through this index (`audit index`) instead of reading every line; the
+        /// rows are then read from DIR, in the order of their access records.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Index the trail into an SQLite database and keep following it (Ctrl-C or SIGTERM stops);
+    /// resumes where it stopped. Exit 1 when the chain breaks (indexing stops there).
+    Index {
+        dir: PathBuf,
+        /// The index's SQLite file (created when missing).
+        #[arg(long, value_name = "PATH")]
+        db: PathBuf,
+        /// Index to the end of the trail and exit instead of following it.
+        #[arg(long)]
+        once: bool,
+        /// Compare every row of the index with the trail's records; exit 1 at the first difference.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The auditor's console (`[console]` of FILE) without the proxy listener, until Ctrl-C or
+    /// SIGTERM; its uses are recorded in FILE's audit trail.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// FHIR R4 AuditEvent resources (IHE BALP shape) as NDJSON.
     Export {
@@ -250,6 +280,9 @@ pub enum AuditCommand {
         /// Also refused handshakes (tls_rejected) and the gateway's starts, stops and reloads.
         #[arg(long)]
         all_events: bool,
+        /// Find the requests through this index (`audit index`); not with --all-events yet.
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
 }
 
@@ -326,6 +359,14 @@ pub fn audit(cmd: AuditCommand) -> u8 {
                 }
             }
         }
+        AuditCommand::Serve { config } => match serve(&config) {
+            Ok(()) => 0,
+            Err(e) => {
+                let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                eprintln!("caregate audit serve: {}", why.join(": "));
+                2
+            }
+        },
         AuditCommand::Witness { dir } => match verify::witness::run(&dir, &mut out) {
             Ok(_) => 0,
             Err(e) => {
@@ -333,22 +374,43 @@ pub fn audit(cmd: AuditCommand) -> u8 {
                 e.exit_code()
             }
         },
-        AuditCommand::Query { dir, filters, format } => {
+        AuditCommand::Query {
+            dir,
+            filters,
+            format,
+            db,
+        } => {
             let result = filters.parse().and_then(|filters| {
                 let format = format.parse()?;
-                query::run(&query::QueryArgs { dir, filters, format }, &mut out)
+                match db {
+                    Some(db) => index::query::query(&dir, &db, &filters, format, &mut out),
+                    None => query::run(&query::QueryArgs { dir, filters, format }, &mut out),
+                }
             });
             query_exit(result, "query")
         }
+        AuditCommand::Index { dir, db, once, check } => audit_index(&dir, &db, once, check, &mut out),
         AuditCommand::Export {
             dir,
             format,
             filters,
             all_events,
+            db,
         } => {
             if format != "fhir" {
                 eprintln!("caregate audit export: --format must be fhir, not {format:?}");
                 return 2;
+            }
+            if let Some(db) = db {
+                if all_events {
+                    eprintln!("caregate audit export: --all-events cannot be used with --db yet");
+                    return 2;
+                }
+                let result = filters
+                    .parse()
+                    .and_then(|filters| index::query::export(&dir, &db, &filters, &mut out));
+                let _ = out.flush();
+                return query_exit(result, "export");
             }
             let result = filters.parse().and_then(|filters| {
                 export::run(
@@ -365,6 +427,84 @@ pub fn audit(cmd: AuditCommand) -> u8 {
     };
     let _ = out.flush();
     code
+}
+
+/// `caregate audit index`.
+fn audit_index(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    once: bool,
+    check: bool,
+    out: &mut impl std::io::Write,
+) -> u8 {
+    let result = index::open(db).and_then(|mut store| {
+        if check {
+            let r = index::check(dir, &store)?;
+            let _ = writeln!(
+                out,
+                "index matches the trail: {} records, up to seq {}",
+                r.records, r.last_seq
+            );
+            return Ok(());
+        }
+        let report = if once {
+            index::build(dir, &mut store)?
+        } else {
+            let stop = index::Stop::new();
+            stop_on_signal(stop.clone());
+            index::follow(dir, &mut store, &stop, &index::FollowOptions::default())?
+        };
+        let _ = writeln!(
+            out,
+            "indexed {} records; the index is at seq {}",
+            report.records, report.last_seq
+        );
+        Ok(())
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("caregate audit index: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Stops `stop` on Ctrl-C or SIGTERM, from a thread of its own.
+fn stop_on_signal(stop: index::Stop) {
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        stop.stop();
+    });
+}
+
+/// `audit serve`: the console on a runtime of its own, until SIGINT or SIGTERM.
+fn serve(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::console::serve_alone(config, stop).await
+    })
 }
 
 fn query_exit(result: Result<u64, query::QueryError>, what: &str) -> u8 {

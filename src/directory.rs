@@ -92,6 +92,14 @@ impl Directory {
                     }
                 }
             }
+            for (j, b) in r.break_glass.iter().enumerate() {
+                if let Some(org) = b.orgs.iter().find(|o| !self.orgs.contains_key(*o)) {
+                    return Err(KeyError::new(
+                        format!("route[{i}].break_glass[{j}].orgs"),
+                        format!("no organisation with code \"{org}\""),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -167,6 +167,11 @@ fn warn_restart_only(old: &Config, new: &Config) {
             old.listener.max_connections != new.listener.max_connections,
         ),
         ("admin.bind", admin(old) != admin(new)),
+        (
+            "console.bind or console.plain_http",
+            old.console.as_ref().map(|c| (c.bind, c.plain_http))
+                != new.console.as_ref().map(|c| (c.bind, c.plain_http)),
+        ),
         ("listener.workers", old.listener.workers != new.listener.workers),
         ("audit", format!("{:?}", old.audit) != format!("{:?}", new.audit)),
     ];

@@ -33,6 +33,7 @@
 //! - [`gateway`]: what every request shares; reload, request ids, housekeeping.
 //! - [`proxy`]: one request: admit → record → forward → complete, rendered once.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`console`]: the auditor's web console over the audit index (`[console]`).
 //! - [`server`]: listeners, accept loop, connection cap, drain.
 //! - [`pki`], [`demo`]: the development PKI and the embedded demo.
 //! - [`cli`]: `check`, `explain` and the auditor's commands, as text.
@@ -43,6 +44,7 @@ pub mod body;
 pub mod cli;
 pub mod clinical;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod directory;
 pub mod forward;

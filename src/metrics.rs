@@ -1,6 +1,7 @@
 //! Prometheus metrics (SPEC §6), through prometheus-client. Labels never carry a path, query or
 //! anything else that could hold a patient identifier.
 
+use crate::audit::alerts::{Alert, AlertKind};
 use crate::audit::record::Word;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -8,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,17 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakGlassLabels {
+    pub org: String,
+    pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +97,10 @@ pub struct Metrics {
     pub crl_next_update_seconds: Family<FileLabels, Gauge>,
     /// 1 from SIGTERM until exit.
     pub draining: Gauge,
+    /// Requests a `[[route.break_glass]]` entry let through, by organisation and route.
+    pub break_glass: Family<BreakGlassLabels, Counter>,
+    /// Alerts raised by this process (the one that evaluates them), each counted once.
+    pub alerts: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +125,8 @@ impl Default for Metrics {
             server_cert_expiry_seconds: Gauge::default(),
             crl_next_update_seconds: Family::default(),
             draining: Gauge::default(),
+            break_glass: Family::default(),
+            alerts: Family::default(),
         }
     }
 }
@@ -195,6 +214,16 @@ impl Metrics {
             self.crl_next_update_seconds.clone(),
         );
         r.register("draining", "1 while draining for shutdown", self.draining.clone());
+        r.register(
+            "break_glass",
+            "Requests let through by break-glass (X-Break-Glass-Reason), by organisation and route",
+            self.break_glass.clone(),
+        );
+        r.register(
+            "alerts",
+            "Auditor's alerts raised by this process, by kind, each counted once",
+            self.alerts.clone(),
+        );
         r
     }
 
@@ -254,6 +283,15 @@ impl Metrics {
             .inc();
     }
 
+    pub fn break_glass(&self, org: &str, route: &Arc<str>) {
+        self.break_glass
+            .get_or_create(&BreakGlassLabels {
+                org: org.to_string(),
+                route: route.clone(),
+            })
+            .inc();
+    }
+
     /// `reason`: `per_address` or `per_org`.
     pub fn connection_refused(&self, reason: &str) {
         self.connections_refused
@@ -308,5 +346,37 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+/// The alerts this process has raised, so that each is counted in `caregate_alerts_total` and
+/// logged once however often `audit::alerts::evaluate` runs. It holds the last evaluation's
+/// keys only: an alert that leaves the evaluated window cannot come back, so memory stays the
+/// size of one evaluation.
+#[derive(Debug, Default)]
+pub struct RaisedAlerts {
+    keys: HashSet<(AlertKind, String, i64)>,
+}
+
+impl RaisedAlerts {
+    /// Counts and logs the alerts of this evaluation not raised before; answers them.
+    pub fn raise<'a>(&mut self, metrics: &Metrics, alerts: &'a [Alert]) -> Vec<&'a Alert> {
+        let mut keys = HashSet::with_capacity(alerts.len());
+        let mut new = Vec::new();
+        for a in alerts {
+            let key = (a.kind, a.subject.clone(), a.at);
+            if !self.keys.contains(&key) && !keys.contains(&key) {
+                metrics
+                    .alerts
+                    .get_or_create(&KindLabels { kind: a.kind.as_str() })
+                    .inc();
+                // The summary names organisations, addresses and counts, never a patient.
+                tracing::warn!(kind = a.kind.as_str(), subject = %a.subject, at_us = a.at, "alert: {}", a.summary);
+                new.push(a);
+            }
+            keys.insert(key);
+        }
+        self.keys = keys;
+        new
     }
 }

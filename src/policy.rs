@@ -1,5 +1,6 @@
 //! Deny by default: the first `[[route.allow]]` rule that matches allows, and names itself;
-//! anything else is refused with the reason.
+//! anything else is refused with the reason. [`break_glass`] says who may override that
+//! refusal in an emergency (the reason header is `admit`'s to check).
 
 use crate::clinical::Facts;
 use crate::directory::Organisation;
@@ -58,6 +59,17 @@ pub fn decide(route: &Route, org: &Organisation, method: &Method, facts: &Facts)
     Decision::NotAllowed
 }
 
+/// The first `[[route.break_glass]]` entry naming `org` (by code or group) and `method`, as an
+/// index into `route.rule_labels`: only ever asked once [`decide`] said `NotAllowed`.
+pub fn break_glass(route: &Route, org: &Organisation, method: &Method) -> Option<usize> {
+    let allow = route.config.allow.len();
+    route.config.break_glass.iter().enumerate().find_map(|(j, b)| {
+        let who = b.orgs.contains(&org.code) || b.groups.iter().any(|g| org.groups.contains(g));
+        let how = b.methods.is_empty() || b.methods.iter().any(|m| m == method.as_str());
+        (who && how).then_some(allow + j)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +92,11 @@ mod tests {
             patient_ids_are_nhs_numbers: true,
             allow_path_params: false,
             allow,
+            break_glass: vec![config::BreakGlass {
+                groups: vec!["ed".into()],
+                methods: vec!["GET".into()],
+                ..Default::default()
+            }],
         };
         RouteTable::new(&[r], |_| 0)
     }
@@ -121,6 +138,19 @@ mod tests {
         );
         assert_eq!(decide(r, &org("B99999", &[]), &Method::GET, &f), Decision::NotAllowed);
         assert_eq!(&*r.rule_labels[1], "fhir/allow[1]");
+    }
+
+    #[test]
+    fn break_glass_names_its_orgs_and_methods_and_labels_after_the_allow_rules() {
+        let t = table(vec![AllowRule {
+            orgs: vec!["RXC".into()],
+            ..Default::default()
+        }]);
+        let r = t.find(None, "/fhir/Patient").unwrap();
+        assert_eq!(break_glass(r, &org("RYR", &["ed"]), &Method::GET), Some(1));
+        assert_eq!(&*r.rule_labels[1], "fhir/break_glass[0]");
+        assert_eq!(break_glass(r, &org("RYR", &["ed"]), &Method::POST), None);
+        assert_eq!(break_glass(r, &org("A81001", &["gp"]), &Method::GET), None);
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub async fn handle(
         Err(r) => Err(r),
     };
     admit::decide(&mut access, admitted.as_ref().map(|(a, _)| a));
+    let glass = admitted.as_ref().is_ok_and(|(a, _)| a.break_glass);
     // Refusals on FHIR routes are OperationOutcomes; one that found no route (no_route, a
     // refused path, an unknown organisation) is one too when the request itself looks like FHIR.
     let fhir = match access.class.as_deref() {
@@ -143,6 +144,9 @@ pub async fn handle(
     let recorded = gw.audit.append_durable(Event::Access(Box::new(access))).await;
     let forwarded = match (admitted, recorded) {
         (Ok((admitted, body)), Ok(durable)) => {
+            if glass {
+                break_glass_used(&gw, &conn, &admitted, &request_id);
+            }
             let permit = Permit::new(&admitted, durable);
             let host = host.as_deref();
             forward(&gw, &snap, &conn, admitted, permit, (parts, body), &tally, host, &rid).await
@@ -156,10 +160,23 @@ pub async fn handle(
             Err(Rejection::AuditUnavailable)
         }
     };
-    Ok(match forwarded {
+    let mut resp = match forwarded {
         Ok((resp, grant)) => respond(resp, grant, completion, rid),
         Err(r) => refuse(&gw, r, &request_id, fhir, completion, &tally, rid),
-    })
+    };
+    if glass {
+        headers::break_glass_used(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// A break-glass access, recorded and about to be forwarded: counted, and logged for whoever
+/// watches the logs (the reason stays in the trail: it may name a patient).
+#[cold]
+fn break_glass_used(gw: &Gateway, conn: &Conn, admitted: &Admitted, request_id: &str) {
+    let org = conn.identity.org.as_deref().unwrap_or("");
+    gw.metrics.break_glass(org, &admitted.route.name);
+    tracing::warn!(org, route = %admitted.route.name, request_id, "break-glass: a not_allowed refusal was overridden; review the access record");
 }
 
 /// Sends an admitted request upstream; answers the response and the grant its body is shaped
@@ -180,9 +197,18 @@ async fn forward(
         route,
         grant,
         path_and_query,
+        break_glass,
         ..
     } = admitted;
+    let glass_reason = if break_glass {
+        headers::break_glass_reason(&parts.headers)
+    } else {
+        None
+    };
     headers::to_upstream(&mut parts, &conn.identity, &conn.forwarding, rid, host);
+    if let Some(reason) = glass_reason {
+        headers::break_glass_upstream(&mut parts.headers, reason);
+    }
     parts.uri = path_and_query
         .parse()
         .map_err(|_| Rejection::BadRequest("the request target is not valid"))?;

@@ -15,7 +15,8 @@ pub struct Route {
     pub upstream: usize,
     pub class: Class,
     pub config: config::Route,
-    /// `route/allow[i]` labels, made once so decisions don't format strings.
+    /// `route/allow[i]` labels, then `route/break_glass[j]` ones (at `allow.len() + j`), made
+    /// once so decisions don't format strings.
     pub rule_labels: Vec<Arc<str>>,
 }
 
@@ -45,6 +46,7 @@ impl RouteTable {
                     class: r.class,
                     rule_labels: (0..r.allow.len())
                         .map(|i| format!("{}/allow[{i}]", r.name).into())
+                        .chain((0..r.break_glass.len()).map(|j| format!("{}/break_glass[{j}]", r.name).into()))
                         .collect(),
                     config: r.clone(),
                 })
@@ -160,6 +162,7 @@ mod tests {
             patient_ids_are_nhs_numbers: true,
             allow_path_params: false,
             allow: vec![],
+            break_glass: vec![],
         }
     }
 

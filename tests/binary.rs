@@ -131,7 +131,9 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
                 support::config::path(&work.path().join("audit.key"))
             ),
         )
-        .standard([up.url()]);
+        .standard([up.url()])
+        // Break-glass on the last route (`files`) for B99999, whose reason names a patient.
+        .raw("  [[route.break_glass]]\n  orgs = [\"B99999\"]\n");
     let config_path = work.path().join("caregate.toml");
     std::fs::write(&config_path, config.to_string()).unwrap();
 
@@ -184,6 +186,21 @@ async fn the_binary_reloads_on_sighup_drains_on_sigterm_and_logs_no_patient_iden
         "{statuses:?}"
     );
     assert!(statuses.contains(&400), "{statuses:?}");
+    let glass = gw
+        .request(&nobody)
+        .path("/files/9990000042")
+        .header("x-break-glass-reason", "patient 9990000042 collapsed in ED resus")
+        .send()
+        .await;
+    assert_eq!(glass.status, 200);
+    let warned = process
+        .log_line("break-glass: a not_allowed refusal was overridden; review the access record")
+        .await;
+    assert_eq!(
+        (warned["org"].as_str(), warned["route"].as_str()),
+        (Some("B99999"), Some("files")),
+        "{warned}"
+    );
     let raw_bad = gw.raw(
         &gp,
         b"GET /fhir/Patient/9990000018 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

@@ -45,6 +45,8 @@ pub struct Admitted {
     pub path_and_query: String,
     /// What the request head names; the body, once inspected, adds to it.
     pub facts: Facts,
+    /// A `[[route.break_glass]]` entry overrode a `not_allowed` refusal (`rule` names it).
+    pub break_glass: bool,
     _sealed: (),
 }
 
@@ -102,7 +104,7 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
     let cfg = &route.config;
     spine_headers_present(cfg, &req.parts.headers)?;
     spine_interaction_agrees(&facts, &req.parts.method)?;
-    let rule = allowed(route, org, req, &facts)?;
+    let rule = allowed(route, org, req, &facts, access)?;
     access.rule = route.rule_labels.get(rule).cloned();
     nhs_number_valid(cfg, &facts)?;
     ssp_from_matches_asid(&req.parts.headers, req.identity)?;
@@ -124,6 +126,7 @@ pub fn admit(rules: Rules<'_>, req: &Inbound<'_>, access: &mut record::Access) -
         rule,
         path_and_query,
         facts,
+        break_glass: rule >= route.config.allow.len(),
         _sealed: (),
     })
 }
@@ -235,12 +238,53 @@ fn spine_interaction_agrees(facts: &Facts, method: &http::Method) -> Result<(), 
     crate::clinical::check_spine_interaction(facts, method).map_err(Rejection::BadRequest)
 }
 
-/// Deny by default: the route's first matching allow rule, or `not_allowed`.
-fn allowed(route: &Route, org: &Organisation, req: &Inbound<'_>, facts: &Facts) -> Result<usize, Rejection> {
-    match policy::decide(route, org, &req.parts.method, facts) {
-        Decision::Allow { rule } => Ok(rule),
-        Decision::NotAllowed => Err(Rejection::NotAllowed),
+/// Deny by default: the route's first matching allow rule, or else a `[[route.break_glass]]`
+/// entry for this organisation and method when the request gives a well-formed
+/// `X-Break-Glass-Reason` (recorded), or `not_allowed`. Only `not_allowed` is ever overridden:
+/// every other check runs as for any request.
+fn allowed(
+    route: &Route,
+    org: &Organisation,
+    req: &Inbound<'_>,
+    facts: &Facts,
+    access: &mut record::Access,
+) -> Result<usize, Rejection> {
+    if let Decision::Allow { rule } = policy::decide(route, org, &req.parts.method, facts) {
+        return Ok(rule);
     }
+    let Some(rule) = policy::break_glass(route, org, &req.parts.method) else {
+        return Err(Rejection::NotAllowed);
+    };
+    match break_glass_reason(&req.parts.headers) {
+        Ok(Some(reason)) => {
+            access.break_glass = Some(record::BreakGlass { reason: reason.into() });
+            Ok(rule)
+        }
+        Ok(None) => Err(Rejection::NotAllowed),
+        // Said to a client that may use break-glass and tried: in an emergency, what to fix.
+        Err(why) => Err(Rejection::BadRequest(why)),
+    }
+}
+
+/// The request header that asks for break-glass.
+pub const BREAK_GLASS_REASON: &str = "x-break-glass-reason";
+
+/// `X-Break-Glass-Reason`: absent, or one header of 10 to 500 printable ASCII characters
+/// (space to `~`) once the whitespace around it is trimmed. ASCII only: header values are not
+/// reliably UTF-8, and what a reviewer reads must be what the client sent.
+fn break_glass_reason(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
+    const BAD: &str = "X-Break-Glass-Reason must be one header of 10 to 500 printable ASCII characters";
+    let mut all = headers.get_all(BREAK_GLASS_REASON).iter();
+    let Some(value) = all.next() else { return Ok(None) };
+    if all.next().is_some() {
+        return Err(BAD);
+    }
+    let reason = value.as_bytes().trim_ascii();
+    if !(10..=500).contains(&reason.len()) || !reason.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(BAD);
+    }
+    // All ASCII, checked just above.
+    Ok(std::str::from_utf8(reason).ok())
 }
 
 fn nhs_number_valid(cfg: &config::Route, facts: &Facts) -> Result<(), Rejection> {
@@ -280,21 +324,40 @@ fn token_org_matches(cfg: &config::Route, facts: &Facts, org: &Organisation) -> 
     }
 }
 
-/// What `caregate explain` reports: the access record the request would get, and the refusal
-/// if there would be one. Runs the same [`admit`] and [`decide`] as live traffic.
-pub fn explain(rules: Rules<'_>, identity: &ClientIdentity, req: Request<()>) -> (record::Access, Option<Rejection>) {
-    let (parts, ()) = req.into_parts();
-    let host = request_host(&parts);
+/// What `caregate explain` reports: the access record the request would get, the refusal if
+/// there would be one, and, for a `not_allowed` one, the `[[route.break_glass]]` entry that
+/// `X-Break-Glass-Reason` would let it through by. Runs the same [`admit`] and [`decide`] as
+/// live traffic.
+pub fn explain(
+    rules: Rules<'_>,
+    identity: &ClientIdentity,
+    req: Request<()>,
+) -> (record::Access, Option<Rejection>, Option<Arc<str>>) {
+    let (mut parts, ()) = req.into_parts();
+    let (access, refusal) = explain_parts(rules, identity, &parts);
+    let mut glass = None;
+    if matches!(refusal, Some(Rejection::NotAllowed)) && !parts.headers.contains_key(BREAK_GLASS_REASON) {
+        let reason = http::HeaderValue::from_static("caregate explain: would break-glass allow it?");
+        parts.headers.insert(BREAK_GLASS_REASON, reason);
+        if let (a, None) = explain_parts(rules, identity, &parts) {
+            glass = a.rule;
+        }
+    }
+    (access, refusal, glass)
+}
+
+fn explain_parts(rules: Rules<'_>, identity: &ClientIdentity, parts: &Parts) -> (record::Access, Option<Rejection>) {
+    let host = request_host(parts);
     let mut access = access_record(
         identity,
         &"127.0.0.1".into(),
         0,
-        &parts,
+        parts,
         &"explain".into(),
         host.as_ref(),
     );
     let inbound = Inbound {
-        parts: &parts,
+        parts,
         host: host.as_deref(),
         identity,
         framing: None,

@@ -44,6 +44,7 @@ pub fn access_record(
         decision: "deny".into(),
         reason: "".into(),
         rule: None,
+        break_glass: None,
         clinical: Default::default(),
         body_inspected: None,
     }

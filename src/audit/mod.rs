@@ -2,10 +2,12 @@
 //! commit, SHA-256 chain, rotation, signed checkpoints), and the readers the auditor's CLI uses
 //! (verify, query, export).
 
+pub mod alerts;
 mod chain;
 mod checkpoint;
 mod cut;
 pub mod export;
+pub mod index;
 pub mod query;
 pub mod read;
 pub mod record;

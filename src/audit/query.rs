@@ -18,8 +18,10 @@ mod join;
 mod output;
 
 pub use filters::{parse_since, parse_until, Decision, Filters};
-pub use join::{for_each_entry, for_each_row, Entry, LifecycleLine, Provenance, Row, SystemEvent, SystemRecord};
-pub use output::{query, Format};
+pub use join::{
+    for_each_entry, for_each_row, row_from_lines, Entry, LifecycleLine, Provenance, Row, SystemEvent, SystemRecord,
+};
+pub use output::{query, write_rows, Format};
 
 use std::io::Write;
 use std::path::PathBuf;

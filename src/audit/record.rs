@@ -21,6 +21,7 @@ pub enum Event {
     TlsRejected(TlsRejected),
     Lifecycle(Lifecycle),
     RefusalsCoalesced(RefusalsCoalesced),
+    AuditAccess(Box<AuditAccess>),
 }
 
 impl Event {
@@ -32,6 +33,7 @@ impl Event {
             Event::TlsRejected(_) => "tls_rejected",
             Event::Lifecycle(_) => "lifecycle",
             Event::RefusalsCoalesced(_) => "refusals_coalesced",
+            Event::AuditAccess(_) => "audit_access",
         }
     }
 }
@@ -214,6 +216,10 @@ pub struct Access {
     pub reason: Word,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<Arc<str>>,
+    /// Present when a `[[route.break_glass]]` entry overrode a `not_allowed` refusal: then
+    /// `rule` names that entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
     #[serde(default, skip_serializing_if = "Clinical::is_empty")]
     pub clinical: Clinical,
     /// Whether the request's body was read for patient identifiers: `true` when it was, `false`
@@ -221,6 +227,13 @@ pub struct Access {
     /// body could.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_inspected: Option<bool>,
+}
+
+/// An emergency override of a `not_allowed` refusal, for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    /// The client's `X-Break-Glass-Reason`: 10 to 500 printable ASCII characters.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,4 +303,23 @@ pub struct Lifecycle {
     /// `start`, `reload`, `reload_failed` or `stop`.
     pub action: String,
     pub config_sha256: String,
+}
+
+/// A use of the audit trail itself, by the auditor's console ("audit log used", as ATNA asks):
+/// who looked, at what, and how much they saw. A certificate refused by the console is
+/// recorded too (`decision: deny`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditAccess {
+    /// The auditor's certificate: organisation, subject, fingerprint, address.
+    pub client: Client,
+    /// `search`, `patient`, `organisation`, `overview`, `export_csv`, `export_fhir`.
+    pub action: Word,
+    /// `allow`, or `deny` for a certificate that is not an auditor's.
+    pub decision: Word,
+    /// The filters as given (name → value); patient identifiers are kept here, in the trail,
+    /// and nowhere else.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub filters: std::collections::BTreeMap<String, String>,
+    /// How many rows were shown or exported.
+    pub rows: u64,
 }

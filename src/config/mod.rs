@@ -72,6 +72,44 @@ pub struct Config {
     /// `[rate_limit] refusals_per_second` and `refusal_burst`.
     pub refusal_budget: RefusalBudget,
     pub audit: Audit,
+    /// The auditor's console (`[console]`), when configured.
+    pub console: Option<Console>,
+    /// `[alerts]`: what the auditor's alerts (`audit::alerts`) count as unusual.
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`: the thresholds of `audit::alerts::evaluate`. Defaults: [`AlertSettings::default`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Bulk access: an organisation's distinct patients in an hour above this many times its
+    /// hourly 99th percentile over `history`…
+    pub bulk_multiplier: f64,
+    /// …and above this many (so a quiet organisation's first busy hour is not an alert).
+    pub bulk_floor: u64,
+    /// The history an hour is compared with: 28 days.
+    pub history: Duration,
+    /// Alerts are raised for this much of the recent trail (hours, break-glass uses): 24 hours.
+    pub lookback: Duration,
+    /// Refused requests from one organisation (or address) in an hour that make a spike.
+    pub refusal_spike: u64,
+    /// Refused TLS handshakes from one address in an hour that make a spike.
+    pub tls_rejection_spike: u64,
+    /// A checkpoint is overdue this long after its predecessor's `next_due`.
+    pub checkpoint_grace: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            bulk_multiplier: 3.0,
+            bulk_floor: 50,
+            history: Duration::from_secs(28 * 86400),
+            lookback: Duration::from_secs(86400),
+            refusal_spike: 100,
+            tls_rejection_spike: 100,
+            checkpoint_grace: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +151,21 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub bind: SocketAddr,
+}
+
+/// `[console]`: the auditor's web console (`console`).
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub bind: SocketAddr,
+    /// Organisation codes allowed to use it (upper case). With `groups`, deny by default: both
+    /// empty lets nobody in.
+    pub auditor_orgs: Vec<String>,
+    /// Directory groups (`group:NAME` in `auditors`) whose members may use it.
+    pub auditor_groups: Vec<String>,
+    /// The index the console reads (and the in-process follower writes).
+    pub db: PathBuf,
+    /// Plain HTTP instead of mutual TLS, allowed only on a loopback `bind`.
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +221,8 @@ pub struct Route {
     /// Accept `;` parameters in path segments: cut before matching (and forwarding), recorded.
     pub allow_path_params: bool,
     pub allow: Vec<AllowRule>,
+    /// Who may override a `not_allowed` refusal in an emergency, with `X-Break-Glass-Reason`.
+    pub break_glass: Vec<BreakGlass>,
 }
 
 impl Route {
@@ -185,6 +240,17 @@ pub struct AllowRule {
     pub resources: Vec<String>,
     pub interactions: Vec<String>,
     pub spine_interactions: Vec<String>,
+}
+
+/// A `[[route.break_glass]]` entry: organisations or groups (never `"*"`: break-glass names
+/// who may use it) that may override a `not_allowed` refusal with `X-Break-Glass-Reason`.
+#[derive(Debug, Clone, Default)]
+pub struct BreakGlass {
+    /// Organisation codes, upper case.
+    pub orgs: Vec<String>,
+    pub groups: Vec<String>,
+    /// Upper-case methods; empty means any method.
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -27,6 +27,22 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limit: RawRateLimits,
     pub(super) audit: RawAudit,
+    pub(super) console: Option<RawConsole>,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+}
+
+/// `[alerts]`: read by the process that computes alerts (the console, `audit serve`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub(super) bulk_multiplier: Option<f64>,
+    pub(super) bulk_floor: Option<u64>,
+    pub(super) history: Option<String>,
+    pub(super) lookback: Option<String>,
+    pub(super) refusal_spike: Option<u64>,
+    pub(super) tls_rejection_spike: Option<u64>,
+    pub(super) checkpoint_grace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +74,17 @@ pub(super) struct RawListener {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) bind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    pub(super) bind: String,
+    #[serde(default)]
+    pub(super) auditors: Vec<String>,
+    pub(super) db: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) plain_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +155,8 @@ pub(super) struct RawRoute {
     pub(super) allow_path_params: bool,
     #[serde(default)]
     pub(super) allow: Vec<RawAllow>,
+    #[serde(default)]
+    pub(super) break_glass: Vec<RawBreakGlass>,
 }
 
 fn yes() -> bool {
@@ -149,6 +178,17 @@ pub(super) struct RawAllow {
     pub(super) interactions: Vec<String>,
     #[serde(default)]
     pub(super) spine_interactions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakGlass {
+    #[serde(default)]
+    pub(super) orgs: Vec<String>,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -410,3 +410,100 @@ fn session_lifetime_defaults_to_five_minutes_and_is_bounded() {
         assert!(!e.to_string().contains('\n'), "one sentence: {e}");
     }
 }
+
+#[test]
+fn console_defaults_and_auditors() {
+    let c = load(&format!(
+        "{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\nauditors = [\"a81001\", \"group:gp\"]\n"
+    ))
+    .unwrap();
+    let console = c.console.unwrap();
+    assert_eq!(console.auditor_orgs, ["A81001"]);
+    assert_eq!(console.auditor_groups, ["gp"]);
+    assert!(!console.plain_http);
+    // Beside the audit folder, not inside it.
+    assert_eq!(console.db, Path::new("/etc/caregate/audit.index.sqlite"));
+    // No auditors: valid, and nobody gets in.
+    let c = load(&format!("{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\n")).unwrap();
+    assert!(c.console.unwrap().auditor_orgs.is_empty());
+}
+
+#[test]
+fn console_mistakes_name_their_key() {
+    let key_of = |extra: &str| load(&format!("{GOOD}\n[console]\n{extra}\n")).unwrap_err().key;
+    assert_eq!(
+        key_of("bind = \"0.0.0.0:9443\"\nplain_http = true"),
+        "console.plain_http"
+    );
+    assert_eq!(key_of("bind = \"localhost\""), "console.bind");
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"group:nobody\"]"),
+        "console.auditors"
+    );
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"Z99999\"]"),
+        "console.auditors"
+    );
+    assert_eq!(
+        key_of("bind = \"127.0.0.1:9443\"\nauditors = [\"no good\"]"),
+        "console.auditors[0]"
+    );
+    // Loopback plain HTTP is allowed.
+    assert!(load(&format!(
+        "{GOOD}\n[console]\nbind = \"127.0.0.1:9443\"\nplain_http = true\n"
+    ))
+    .is_ok());
+}
+
+#[test]
+fn break_glass_entries_load_and_their_mistakes_name_the_key() {
+    let glass = |entry: &str| {
+        let fhir_rules = "  [[route.allow]]\n  groups = [\"gp\"]\n  methods = [\"GET\"]\n";
+        with(
+            fhir_rules,
+            0,
+            &format!("{fhir_rules}  [[route.break_glass]]\n  {entry}\n"),
+        )
+    };
+    let c = load(&glass("groups = [\"gp\"]\n  methods = [\"get\"]")).unwrap();
+    assert_eq!(c.routes[0].break_glass[0].groups, ["gp"]);
+    assert_eq!(c.routes[0].break_glass[0].methods, ["GET"]);
+    let cases = [
+        ("groups = [\"ed\"]", "route[0].break_glass[0].groups"),
+        ("orgs = [\"RYR\"]", "route[0].break_glass[0].orgs"),
+        ("orgs = [\"*\"]", "route[0].break_glass[0].orgs"),
+        ("methods = [\"GET\"]", "route[0].break_glass[0]"),
+        (
+            "groups = [\"gp\"]\n  methods = [\"G T\"]",
+            "route[0].break_glass[0].methods",
+        ),
+        ("groups = [\"gp\"]\n  reason = \"x\"", "route[0].break_glass[0].reason"),
+    ];
+    // A break-glass record must keep its reason: the record cap may not be tiny.
+    let small = glass("groups = [\"gp\"]").replace("durability = \"flush\"", "max_record_bytes = \"2KiB\"");
+    assert_eq!(load(&small).unwrap_err().key, "audit.max_record_bytes");
+    for (entry, key) in cases {
+        let e = load(&glass(entry)).expect_err(key);
+        assert_eq!(e.key, key, "{e}");
+        assert!(!e.to_string().contains('\n'), "one sentence: {e}");
+    }
+}
+
+#[test]
+fn alerts_default_and_their_mistakes_name_the_key() {
+    assert_eq!(load(GOOD).unwrap().alerts, AlertSettings::default());
+    let c = load(&format!("{GOOD}\n[alerts]\nbulk_floor = 20\nhistory = \"14d\"\n")).unwrap();
+    assert_eq!(c.alerts.bulk_floor, 20);
+    assert_eq!(c.alerts.history, Duration::from_secs(14 * 86400));
+    for (line, key) in [
+        ("bulk_multiplier = 0.5", "alerts.bulk_multiplier"),
+        ("bulk_floor = 0", "alerts.bulk_floor"),
+        ("history = \"10m\"", "alerts.history"),
+        ("lookback = \"soon\"", "alerts.lookback"),
+        ("tls_rejection_spike = 0", "alerts.tls_rejection_spike"),
+        ("bulk_flor = 3", "alerts.bulk_flor"),
+    ] {
+        let e = load(&format!("{GOOD}\n[alerts]\n{line}\n")).expect_err(key);
+        assert_eq!(e.key, key, "{e}");
+    }
+}

@@ -2,12 +2,13 @@
 //! checks across sections (`references`). Each returns the first problem as a [`KeyError`]
 //! naming its key; paths are resolved against the config file's folder here.
 
+mod alerts;
 mod references;
 mod traffic;
 
-use super::raw::{RawAdmin, RawAudit, RawConfig, RawEndpoint, RawIdentity, RawListener, RawOrganisation};
+use super::raw::{RawAdmin, RawAudit, RawConfig, RawConsole, RawEndpoint, RawIdentity, RawListener, RawOrganisation};
 use super::units::{parse_duration, parse_size};
-use super::{Admin, Audit, Config, Endpoint, Identity, KeyError, Listener, OrgSource, Organisation};
+use super::{Admin, Audit, Config, Console, Endpoint, Identity, KeyError, Listener, OrgSource, Organisation};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,12 @@ impl RawConfig {
             refusal_budget: traffic::refusal_budget(&self.rate_limit)?,
             rate_limits: traffic::rate_limits(self.rate_limit)?,
             audit: audit(self.audit, &base)?,
+            alerts: alerts::alerts(self.alerts)?,
+            console: None,
+        };
+        let config = Config {
+            console: self.console.map(|c| console(c, &config.audit, &base)).transpose()?,
+            ..config
         };
         references::check(&config)?;
         Ok(config)
@@ -133,6 +140,53 @@ fn listener(l: RawListener, base: &Base) -> Result<Listener, KeyError> {
 fn admin(a: RawAdmin) -> Result<Admin, KeyError> {
     Ok(Admin {
         bind: addr("admin.bind", &a.bind)?,
+    })
+}
+
+/// `[console]`: the auditor's console. Deny by default: no `auditors`, nobody gets in; plain
+/// HTTP only where nobody but this host can listen in.
+fn console(c: RawConsole, audit: &Audit, base: &Base) -> Result<Console, KeyError> {
+    let bind = addr("console.bind", &c.bind)?;
+    if c.plain_http && !bind.ip().is_loopback() {
+        return Err(KeyError::new(
+            "console.plain_http",
+            format!(
+                "is allowed only when console.bind is a loopback address, not {}",
+                bind.ip()
+            ),
+        ));
+    }
+    let (mut auditor_orgs, mut auditor_groups) = (Vec::new(), Vec::new());
+    for (i, a) in c.auditors.iter().enumerate() {
+        match a.strip_prefix("group:") {
+            Some("") => {
+                return Err(KeyError::new(
+                    format!("console.auditors[{i}]"),
+                    "\"group:\" needs a group name",
+                ))
+            }
+            Some(g) => auditor_groups.push(g.to_string()),
+            None => {
+                ods_code(&format!("console.auditors[{i}]"), a)?;
+                auditor_orgs.push(a.to_ascii_uppercase());
+            }
+        }
+    }
+    // Beside the audit folder, never inside it: the trail's readers expect only its own files.
+    let db = match c.db {
+        Some(p) => base.path(p),
+        None => {
+            let mut name = audit.dir.file_name().unwrap_or_default().to_os_string();
+            name.push(".index.sqlite");
+            audit.dir.with_file_name(name)
+        }
+    };
+    Ok(Console {
+        bind,
+        auditor_orgs,
+        auditor_groups,
+        db,
+        plain_http: c.plain_http,
     })
 }
 

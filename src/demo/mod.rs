@@ -80,6 +80,8 @@ pub struct Demo {
     /// The gateway's TLS address.
     pub gateway_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// The auditor's console's address (if the config has `[console]`).
+    pub console_addr: Option<SocketAddr>,
     /// The sample EPR's address (if the config has an upstream named `epr`).
     pub epr_addr: Option<SocketAddr>,
     /// The sample PACS's address (if the config has an upstream named `pacs`).
@@ -114,6 +116,7 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     Ok(Demo {
         gateway_addr: running.addr,
         admin_addr: running.admin_addr,
+        console_addr: running.console_addr,
         epr_addr,
         pacs_addr,
         dir: opts.dir,
@@ -152,6 +155,9 @@ pub fn prepare(opts: &DemoOptions) -> Result<Prepared, DemoError> {
         config.listener.bind = any;
         if let Some(admin) = config.admin.as_mut() {
             admin.bind = any;
+        }
+        if let Some(console) = config.console.as_mut() {
+            console.bind = any;
         }
     }
     Ok(Prepared { config, made_pki })
@@ -226,15 +232,21 @@ impl Demo {
         Ok(())
     }
 
-    /// What to paste: curl commands that work from the demo folder.
+    /// What to paste: curl commands that work from the demo folder, then how to open the
+    /// auditor's console in a browser.
     pub fn instructions(&self) -> String {
-        instructions(
+        let mut s = instructions(
             &self.dir,
             self.gateway_addr,
             self.admin_addr,
             &self.config.audit.dir,
             self.made_pki,
-        )
+        );
+        if let (Some(addr), Some(c)) = (self.console_addr, &self.config.console) {
+            let auditor = c.auditor_orgs.first().map_or("rxc".into(), |o| o.to_ascii_lowercase());
+            s.push_str(&console_instructions(addr, &auditor));
+        }
+        s
     }
 }
 
@@ -316,6 +328,21 @@ pub fn instructions(
     line("");
     line("Ctrl-C stops everything.");
     s
+}
+
+/// How to open the console in a browser: a client certificate to import (as PKCS#12, which
+/// browsers take), the CA to trust, the URL.
+pub fn console_instructions(console: SocketAddr, auditor: &str) -> String {
+    format!(
+        "\n# The auditor's console, in a browser (mutual TLS, like the gateway):\n\
+         #  1. make a PKCS#12 of the auditor's certificate ({upper}, console.auditors) and import it\n\
+         #     into the browser's own certificates (password: demo):\n\
+         openssl pkcs12 -export -in certs/dev/{auditor}.pem -inkey certs/dev/{auditor}.key -out {auditor}.p12 -passout pass:demo\n\
+         #  2. trust certs/dev/ca.pem as a certificate authority (development only), then open\n\
+         #     https://localhost:{port}/   (any other certificate is refused, and recorded)\n",
+        upper = auditor.to_ascii_uppercase(),
+        port = console.port(),
+    )
 }
 
 /// `path` relative to `base` where it lies inside it (after resolving `.` and `..`

@@ -398,5 +398,17 @@ async fn demo_starts_end_to_end_with_ephemeral_ports() {
     assert!(demo
         .instructions()
         .contains(&format!("https://localhost:{}/", demo.gateway_addr.port())));
+    // The console runs too, and the guide says how to open it in a browser.
+    let console = demo.console_addr.expect("the demo starts the console");
+    assert_ne!(console.port(), 0);
+    let guide = demo.instructions();
+    assert!(
+        guide.contains(&format!("https://localhost:{}/", console.port())),
+        "{guide}"
+    );
+    assert!(
+        guide.contains("openssl pkcs12 -export -in certs/dev/rxc.pem -inkey certs/dev/rxc.key"),
+        "{guide}"
+    );
     demo.shutdown().await.unwrap();
 }

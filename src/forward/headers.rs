@@ -8,6 +8,10 @@
 //!   `:authority`;
 //! - to the client: hop-by-hop headers removed, `X-Request-Id` set.
 //!
+//! Break-glass: a client's `X-Break-Glass-Reason` is removed like an identity header, and put
+//! back (as checked and recorded) only on a request that break-glass let through; its response
+//! gets `X-Break-Glass: used`.
+//!
 //! The headers a request is refused for (framing, the Spine headers) are checked in
 //! [`crate::framing`] and [`crate::admit`].
 
@@ -33,11 +37,13 @@ const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_BREAK_GLASS_REASON: HeaderName = HeaderName::from_static(crate::admit::BREAK_GLASS_REASON);
+const X_BREAK_GLASS: HeaderName = HeaderName::from_static("x-break-glass");
 
 /// Headers only caregate may set, and headers upstream frameworks honour as overrides of what
 /// caregate checked and recorded (the host, the client's address, the path, the method, the
 /// client certificate): any client-sent copy is removed.
-const IDENTITY_HEADERS: [HeaderName; 20] = [
+const IDENTITY_HEADERS: [HeaderName; 21] = [
     X_CLIENT_ORG,
     X_CLIENT_CERT_SUBJECT,
     X_CLIENT_CERT_FINGERPRINT,
@@ -58,6 +64,8 @@ const IDENTITY_HEADERS: [HeaderName; 20] = [
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
     HeaderName::from_static("x-forwarded-client-cert"),
+    // Passes only when break-glass was used: see `break_glass_upstream`.
+    X_BREAK_GLASS_REASON,
 ];
 
 /// The `X-Request-Id` header for `request_id`. Marked sensitive, which HTTP/2 encodes as a
@@ -104,6 +112,24 @@ pub fn to_upstream(
             headers.insert(header::HOST, v);
         }
     }
+}
+
+/// The client's `X-Break-Glass-Reason`, to send on with a request that break-glass let through:
+/// the upstream's own audit can then say it was an emergency access. Taken before
+/// [`to_upstream`], which removes it.
+pub fn break_glass_reason(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers.get(X_BREAK_GLASS_REASON).cloned()
+}
+
+/// Puts back the reason [`break_glass_reason`] took, after [`to_upstream`].
+pub fn break_glass_upstream(headers: &mut HeaderMap, reason: HeaderValue) {
+    headers.insert(X_BREAK_GLASS_REASON, reason);
+}
+
+/// `X-Break-Glass: used` on the response to a request that break-glass let through (whatever
+/// its status), so the client's system can show the user that this access is under review.
+pub fn break_glass_used(headers: &mut HeaderMap) {
+    headers.insert(X_BREAK_GLASS, HeaderValue::from_static("used"));
 }
 
 /// Prepares an upstream response's headers for the client: hygiene, and caregate's request id.

@@ -28,6 +28,9 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error("listener.workers: cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    /// `[console]`: its address or its index (the message names the key).
+    #[error("{0}")]
+    Console(std::io::Error),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -42,6 +45,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address, if `[admin]` is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The auditor's console's address, if `[console]` is configured.
+    pub console_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     /// Stops the admin listener once the drain is over (it answers `/readyz` 503 meanwhile).
@@ -103,12 +108,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 l,
                 gateway.clone(),
                 accepting.clone(),
-                admin_stop_rx,
+                admin_stop_rx.clone(),
             ));
             Some(admin_addr)
         }
         None => None,
     };
+    // The console stops with the admin listener, once the drain is over.
+    let console_addr = crate::console::start(gateway.clone(), admin_stop_rx.clone())
+        .await
+        .map_err(StartError::Console)?;
 
     gateway.lifecycle("start", cfg.sha256.clone());
     tracing::info!(%addr, workers = cfg.listener.workers, admin = admin_addr.map(tracing::field::display), config_sha256 = %cfg.sha256, "caregate listening");
@@ -117,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         addr,
         admin_addr,
+        console_addr,
         gateway,
         shutdown,
         admin_stop,

@@ -86,6 +86,13 @@ impl GatewayConfig {
         self.set("admin", r#"bind = "127.0.0.1:0""#)
     }
 
+    /// `[console]` on 127.0.0.1 port 0 for these auditors (codes or `group:NAME`); its index
+    /// goes beside the audit folder.
+    pub fn console(self, auditors: &[&str]) -> GatewayConfig {
+        self.set("console", r#"bind = "127.0.0.1:0""#)
+            .set("console", format!("auditors = {}", list(auditors)))
+    }
+
     /// `[audit] dir`.
     pub fn audit(mut self, dir: &Path) -> GatewayConfig {
         self.audit_dir = Some(dir.to_path_buf());
@@ -222,6 +229,8 @@ pub struct Route {
     head: String,
     lines: Vec<String>,
     allows: Vec<Allow>,
+    /// `[[route.break_glass]]` entries: who (`groups` or `orgs`) and `methods`.
+    glass: Vec<Allow>,
 }
 
 impl Route {
@@ -236,6 +245,7 @@ impl Route {
             ),
             lines: Vec::new(),
             allows: Vec::new(),
+            glass: Vec::new(),
         }
     }
 
@@ -249,6 +259,12 @@ impl Route {
         self.allows.push(rule);
         self
     }
+
+    /// A `[[route.break_glass]]` entry (its `orgs`, `groups` and `methods` lines).
+    pub fn break_glass(mut self, entry: Allow) -> Route {
+        self.glass.push(entry);
+        self
+    }
 }
 
 impl fmt::Display for Route {
@@ -257,8 +273,9 @@ impl fmt::Display for Route {
         for line in &self.lines {
             writeln!(f, "{line}")?;
         }
-        for rule in &self.allows {
-            writeln!(f, "  [[route.allow]]")?;
+        let tables = self.allows.iter().map(|r| ("allow", r));
+        for (table, rule) in tables.chain(self.glass.iter().map(|r| ("break_glass", r))) {
+            writeln!(f, "  [[route.{table}]]")?;
             for line in &rule.lines {
                 writeln!(f, "  {line}")?;
             }

@@ -63,6 +63,11 @@ impl Gw {
         self.running().addr
     }
 
+    /// The auditor's console's address (`[console]` must be configured).
+    pub fn console_addr(&self) -> SocketAddr {
+        self.running().console_addr.expect("the config has no [console]")
+    }
+
     /// Reloads the config file (and the files it names).
     pub async fn reload(&self) -> Result<(), impl std::fmt::Debug> {
         self.running().reload().await

@@ -25,6 +25,10 @@ pub struct Req<'a> {
     pub fhir: Option<(&'a str, &'a str)>,
     pub interaction: Option<&'a str>,
     pub practitioner: Option<&'a str>,
+    /// `clinical.nhs_numbers`, when the request names several patients.
+    pub nhs_numbers: Vec<String>,
+    /// `break_glass.reason`: the request was let through by break-glass.
+    pub break_glass: Option<&'a str>,
 }
 
 pub struct Gen<'k> {
@@ -170,6 +174,30 @@ impl<'k> Gen<'k> {
         self.append("checkpoint", &fields);
     }
 
+    /// A checkpoint as the gateway writes them since issue 19: with the time by which the next
+    /// is due, `next_due` (`due_us` on the generator's clock). Unsigned without a key.
+    pub fn checkpoint_due(&mut self, due_us: u64) {
+        let mut due = String::new();
+        let clock = std::mem::replace(&mut self.clock_us, due_us);
+        self.write_time(&mut due);
+        self.clock_us = clock;
+        let (key_id, sig) = match &self.key {
+            Some((key, id)) => {
+                let message = format!("caregate-checkpoint-v1\n{}\n{}\n", self.seq + 1, self.prev);
+                (
+                    id.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(key.sign(message.as_bytes())),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        let fields = format!(
+            r#","chain_head":"{}","next_due":"{due}","key_id":"{key_id}","signature":"{sig}""#,
+            self.prev
+        );
+        self.append("checkpoint", &fields);
+    }
+
     pub fn access(&mut self, r: &Req<'_>) {
         let mut f = String::with_capacity(600);
         f.push_str(",\"request_id\":");
@@ -201,6 +229,11 @@ impl<'k> Gen<'k> {
             r#","version":"HTTP/1.1"}},"route":"{route}","class":"standard","decision":"{decision}","reason":"{reason}","rule":"{route}/allow[0]""#,
             route = r.route
         );
+        if let Some(reason) = r.break_glass {
+            f.push_str(",\"break_glass\":{\"reason\":");
+            js(&mut f, reason);
+            f.push('}');
+        }
         let mut clinical = String::new();
         let mut add = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
@@ -214,6 +247,14 @@ impl<'k> Gen<'k> {
         add("study_uid", r.study);
         add("interaction", r.interaction);
         add("token_practitioner", r.practitioner);
+        if !r.nhs_numbers.is_empty() {
+            let list = serde_json::to_string(&r.nhs_numbers).expect("list");
+            let _ = write!(
+                clinical,
+                "{}\"nhs_numbers\":{list}",
+                if clinical.is_empty() { "" } else { "," }
+            );
+        }
         if !clinical.is_empty() {
             let _ = write!(f, r#","clinical":{{{clinical}}}"#);
         }
@@ -237,6 +278,13 @@ impl<'k> Gen<'k> {
             "tls_rejected",
             r#","client":{"ip":"10.9.9.9","port":40000},"sni":"gw.example.nhs.uk","reason":"no_certificate""#,
         );
+    }
+
+    /// Writes what is buffered, so a reader sees every record appended so far.
+    pub fn flush(&mut self) {
+        if let Some(f) = &mut self.out {
+            f.flush().expect("flush");
+        }
     }
 
     /// Flushes; with `seal`, ends with a checkpoint as a gateway does at shutdown.
@@ -286,4 +334,27 @@ pub fn bulk(dir: &Path, key: &Ed25519KeyPair, n: u64) {
         i += 1;
     }
     g.finish(true);
+}
+
+/// The `n`th valid NHS number of the test range (999 000 0000 to 999 999 9999): the check digit
+/// (modulus 11) computed, numbers whose check would be 10 skipped.
+pub fn nhs_number(n: u32) -> String {
+    let mut k = 0;
+    for body in 0u32.. {
+        let digits = format!("999{body:06}");
+        let sum: u32 = digits
+            .bytes()
+            .enumerate()
+            .map(|(i, b)| u32::from(b - b'0') * (10 - i as u32))
+            .sum();
+        let check = (11 - sum % 11) % 11;
+        if check == 10 {
+            continue;
+        }
+        if k == n {
+            return format!("{digits}{check}");
+        }
+        k += 1;
+    }
+    unreachable!()
 }

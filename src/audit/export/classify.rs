@@ -247,6 +247,7 @@ mod tests {
             decision: "allow".into(),
             reason: "allowed".into(),
             rule: None,
+            break_glass: None,
             clinical,
             body_inspected: None,
         }

@@ -10,7 +10,7 @@ use super::envelope::{line_hash, Envelope, Wanted};
 use super::filters::{matches, Patient};
 use super::{Filters, QueryError};
 use crate::audit::read::{self, Item, Lines};
-use crate::audit::record::{Access, Client, Clinical, Complete, Request, TlsRejected, Word};
+use crate::audit::record::{Access, BreakGlass, Client, Clinical, Complete, Request, TlsRejected, Word};
 
 /// Pending rows beyond this are emitted without their completion, oldest first: a ceiling on
 /// memory should a trail hold far more unfinished requests than any gateway has in flight.
@@ -255,6 +255,17 @@ fn stream<S: Sink>(dir: &Path, filters: &Filters, sink: &mut S) -> Result<u64, Q
     Ok(emitted)
 }
 
+/// The row of an access line and its completion's line, as [`for_each_row`] makes it (for
+/// `audit query --db`, which finds the lines through the index).
+pub fn row_from_lines(access: &[u8], seq: u64, complete: Option<&[u8]>) -> Result<Row, String> {
+    let line: AccessLine = serde_json::from_slice(access).map_err(|e| format!("not an access record: {e}"))?;
+    let mut row = line.into_row(seq);
+    if let Some(c) = complete {
+        row.complete = Some(serde_json::from_slice(c).map_err(|e| format!("not a complete record: {e}"))?);
+    }
+    Ok(row)
+}
+
 /// A matching access record, owned, as it is kept and emitted. Spelled out rather than
 /// `#[serde(flatten)] Access`: flatten buffers the whole record first and is several times slower.
 #[derive(Deserialize)]
@@ -273,6 +284,8 @@ struct AccessLine {
     reason: Word,
     #[serde(default)]
     rule: Option<Arc<str>>,
+    #[serde(default)]
+    break_glass: Option<BreakGlass>,
     #[serde(default)]
     clinical: Clinical,
     #[serde(default)]
@@ -294,6 +307,7 @@ impl AccessLine {
                 decision: self.decision,
                 reason: self.reason,
                 rule: self.rule,
+                break_glass: self.break_glass,
                 clinical: self.clinical,
                 body_inspected: self.body_inspected,
             },

@@ -35,23 +35,33 @@ impl FromStr for Format {
 /// Writes the requests in the trail at `dir` that match `filters` to `out` in `format`;
 /// returns how many.
 pub fn query(dir: &Path, filters: &Filters, format: Format, out: &mut impl Write) -> Result<u64, QueryError> {
+    write_rows(format, out, |emit| for_each_row(dir, filters, emit))
+}
+
+/// Writes the rows that `rows` hands to its callback to `out` in `format`; returns how many.
+/// `audit query` streams them from the trail, `audit query --db` from the index.
+pub fn write_rows(
+    format: Format,
+    out: &mut impl Write,
+    rows: impl FnOnce(&mut dyn FnMut(Row) -> Result<(), QueryError>) -> Result<u64, QueryError>,
+) -> Result<u64, QueryError> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let n = match format {
-        Format::Json => for_each_row(dir, filters, |row| {
+        Format::Json => rows(&mut |row| {
             serde_json::to_writer(&mut out, &row).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             Ok(())
         })?,
         Format::Csv => {
             write_csv_record(&mut out, CSV_COLUMNS.iter().map(|c| Cow::Borrowed(c.0)))?;
-            for_each_row(dir, filters, |row| {
+            rows(&mut |row| {
                 write_csv_record(&mut out, CSV_COLUMNS.iter().map(|c| (c.1)(&row)))?;
                 Ok(())
             })?
         }
         Format::Table => {
             let mut table = Table::default();
-            let n = for_each_row(dir, filters, |row| table.push(&mut out, row))?;
+            let n = rows(&mut |row| table.push(&mut out, row))?;
             table.finish(&mut out)?;
             n
         }

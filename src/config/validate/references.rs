@@ -8,6 +8,7 @@ use std::collections::HashSet;
 pub(super) fn check(c: &Config) -> Result<(), KeyError> {
     let upstreams = upstream_names(&c.upstreams)?;
     routes(&c.routes, &upstreams)?;
+    break_glass_fits(c)?;
     let known = Known::new(&c.organisations)?;
     // With an ODS CSV the organisation list is only known once the file is read: the runtime
     // state checks references to CSV organisations then.
@@ -16,7 +17,8 @@ pub(super) fn check(c: &Config) -> Result<(), KeyError> {
     }
     endpoint_orgs(&c.endpoints, &known)?;
     allow_rules(&c.routes, &known)?;
-    override_orgs(&c.rate_limits.overrides, &known)
+    override_orgs(&c.rate_limits.overrides, &known)?;
+    console_auditors(c.console.as_ref(), &known)
 }
 
 /// `[[upstream]]` names are unique; answers them.
@@ -49,6 +51,19 @@ fn routes(routes: &[Route], upstreams: &HashSet<&str>) -> Result<(), KeyError> {
                 format!("no [[upstream]] named \"{}\"", r.upstream),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A break-glass access record must keep its reason: under 4 KiB, a record with many long
+/// fields can be cut to its summary, which would hide the use from its reviewers.
+fn break_glass_fits(c: &Config) -> Result<(), KeyError> {
+    const MIN: u64 = 4 << 10;
+    if c.audit.max_record_bytes < MIN && c.routes.iter().any(|r| !r.break_glass.is_empty()) {
+        return Err(KeyError::new(
+            "audit.max_record_bytes",
+            "must be at least 4KiB when a route has [[route.break_glass]], so every break-glass record keeps its reason",
+        ));
     }
     Ok(())
 }
@@ -95,17 +110,28 @@ fn endpoint_orgs(endpoints: &[Endpoint], known: &Known) -> Result<(), KeyError> 
     Ok(())
 }
 
-/// Each `[[route.allow]]` names known organisations (or `"*"`) and groups someone is in.
+/// Each `[[route.allow]]` and `[[route.break_glass]]` names known organisations (or, for
+/// `allow`, `"*"`) and groups someone is in.
 fn allow_rules(routes: &[Route], known: &Known) -> Result<(), KeyError> {
     for (i, r) in routes.iter().enumerate() {
-        for (j, a) in r.allow.iter().enumerate() {
-            for org in a.orgs.iter().filter(|o| *o != "*") {
-                known.org(format!("route[{i}].allow[{j}].orgs"), org)?;
+        let allow = r.allow.iter().map(|a| (&a.orgs, &a.groups));
+        let glass = r.break_glass.iter().map(|b| (&b.orgs, &b.groups));
+        let entries = allow
+            .enumerate()
+            .map(|(j, w)| (format!("route[{i}].allow[{j}]"), w))
+            .chain(
+                glass
+                    .enumerate()
+                    .map(|(j, w)| (format!("route[{i}].break_glass[{j}]"), w)),
+            );
+        for (key, (orgs, groups)) in entries {
+            for org in orgs.iter().filter(|o| *o != "*") {
+                known.org(format!("{key}.orgs"), org)?;
             }
-            for g in &a.groups {
+            for g in groups {
                 if !known.groups.contains(g.as_str()) {
                     return Err(KeyError::new(
-                        format!("route[{i}].allow[{j}].groups"),
+                        format!("{key}.groups"),
                         format!("no [[organisation]] is in group \"{g}\""),
                     ));
                 }
@@ -119,6 +145,23 @@ fn allow_rules(routes: &[Route], known: &Known) -> Result<(), KeyError> {
 fn override_orgs(overrides: &[LimitOverride], known: &Known) -> Result<(), KeyError> {
     for (i, o) in overrides.iter().enumerate() {
         known.org(format!("rate_limit.override[{i}].org"), &o.org)?;
+    }
+    Ok(())
+}
+
+/// `console.auditors` names known organisations and groups someone is in.
+fn console_auditors(console: Option<&crate::config::Console>, known: &Known) -> Result<(), KeyError> {
+    let Some(c) = console else { return Ok(()) };
+    for o in &c.auditor_orgs {
+        known.org("console.auditors".into(), o)?;
+    }
+    for g in &c.auditor_groups {
+        if !known.groups.contains(g.as_str()) {
+            return Err(KeyError::new(
+                "console.auditors",
+                format!("no [[organisation]] is in group \"{g}\""),
+            ));
+        }
     }
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! `[rate_limit]`.
 
 use super::{dur, Base};
-use crate::config::raw::{RawAllow, RawLimit, RawRateLimits, RawRoute, RawUpstream};
+use crate::config::raw::{RawAllow, RawBreakGlass, RawLimit, RawRateLimits, RawRoute, RawUpstream};
 use crate::config::units::parse_size;
 use crate::config::{
-    AllowRule, Class, ClassLimit, KeyError, LimitOverride, RateLimits, RefusalBudget, Route, Upstream,
+    AllowRule, BreakGlass, Class, ClassLimit, KeyError, LimitOverride, RateLimits, RefusalBudget, Route, Upstream,
 };
 use std::time::Duration;
 
@@ -73,6 +73,10 @@ pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, KeyError> {
         for (j, a) in r.allow.into_iter().enumerate() {
             allow.push(allow_rule(&format!("{key}.allow[{j}]"), a)?);
         }
+        let mut break_glass = Vec::new();
+        for (j, b) in r.break_glass.into_iter().enumerate() {
+            break_glass.push(break_glass_entry(&format!("{key}.break_glass[{j}]"), b)?);
+        }
         let class = r.class.unwrap_or(Class::Other);
         let inspect_body_limit = super::size(
             &format!("{key}.inspect_body_limit"),
@@ -94,6 +98,7 @@ pub(super) fn routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, KeyError> {
             patient_ids_are_nhs_numbers: r.patient_ids_are_nhs_numbers,
             allow_path_params: r.allow_path_params,
             allow,
+            break_glass,
         });
     }
     Ok(routes)
@@ -107,8 +112,42 @@ fn allow_rule(key: &str, a: RawAllow) -> Result<AllowRule, KeyError> {
             "names no orgs or groups (use orgs = [\"*\"] for any known organisation)",
         ));
     }
+    Ok(AllowRule {
+        orgs: a.orgs.iter().map(|o| o.to_ascii_uppercase()).collect(),
+        groups: a.groups,
+        methods: methods(key, &a.methods)?,
+        resources: a.resources,
+        interactions: a.interactions,
+        spine_interactions: a.spine_interactions,
+    })
+}
+
+/// `[[route.break_glass]]`: names orgs or groups, never `"*"` (an override open to every
+/// organisation would undo the route's rules); methods upper-cased.
+fn break_glass_entry(key: &str, b: RawBreakGlass) -> Result<BreakGlass, KeyError> {
+    if b.orgs.is_empty() && b.groups.is_empty() {
+        return Err(KeyError::new(
+            key,
+            "names no orgs or groups: break-glass must say who may use it",
+        ));
+    }
+    if b.orgs.iter().any(|o| o == "*") {
+        return Err(KeyError::new(
+            format!("{key}.orgs"),
+            "\"*\" is not allowed here: name the organisations or groups that may break glass",
+        ));
+    }
+    Ok(BreakGlass {
+        orgs: b.orgs.iter().map(|o| o.to_ascii_uppercase()).collect(),
+        groups: b.groups,
+        methods: methods(key, &b.methods)?,
+    })
+}
+
+/// `<key>.methods`: HTTP method words, upper-cased.
+fn methods(key: &str, raw: &[String]) -> Result<Vec<String>, KeyError> {
     let mut methods = Vec::new();
-    for m in &a.methods {
+    for m in raw {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(KeyError::new(
                 format!("{key}.methods"),
@@ -117,14 +156,7 @@ fn allow_rule(key: &str, a: RawAllow) -> Result<AllowRule, KeyError> {
         }
         methods.push(m.to_ascii_uppercase());
     }
-    Ok(AllowRule {
-        orgs: a.orgs.iter().map(|o| o.to_ascii_uppercase()).collect(),
-        groups: a.groups,
-        methods,
-        resources: a.resources,
-        interactions: a.interactions,
-        spine_interactions: a.spine_interactions,
-    })
+    Ok(methods)
 }
 
 /// `[rate_limit.<class>]` and `[[rate_limit.override]]` (whose class serde read).

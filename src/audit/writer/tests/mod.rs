@@ -89,6 +89,7 @@ fn access(i: usize) -> Event {
         decision: "allow".into(),
         reason: "allowed".into(),
         rule: Some("epr-fhir/allow[0]".into()),
+        break_glass: None,
         clinical: Clinical {
             fhir_type: Some("Patient".into()),
             nhs_number: Some("9990000034".into()),
