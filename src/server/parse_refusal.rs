@@ -33,7 +33,12 @@ pub fn record(gw: &Gateway, conn: &Conn, status: u16) {
     let started = Instant::now();
     gw.metrics.observe_start();
     gw.metrics.observe_end(None, None, "deny", status, started);
-    if !gw.refusals.spend(&gw.audit, conn.peer.ip(), "bad_request", crate::audit::refusals::HANDSHAKES) {
+    if !gw.refusals.spend(
+        &gw.audit,
+        conn.peer.ip(),
+        "bad_request",
+        crate::audit::refusals::HANDSHAKES,
+    ) {
         return;
     }
     let request_id = crate::gateway::request_id();
