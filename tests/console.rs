@@ -232,3 +232,31 @@ async fn audit_serve_will_not_share_a_trail_a_gateway_is_writing() {
     let config = caregate::config::Config::load(&gw.config_path).unwrap();
     caregate::console::serve_alone(config, async {}).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_resumed_after_its_certificate_was_revoked_is_refused() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut gw = gateway(&pki, &up, &["RXC"]).await;
+    let console = Remote::new(gw.console_addr(), None, &pki);
+    let auditor = pki.client_with_serial("RXC", 0x5e55_c0de);
+    let client = console.client_config_for(&[&rustls::version::TLS13], Some(&auditor), &[b"http/1.1"]);
+    let (kind, answer) = console.exchange(&client).await;
+    assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+    assert!(answer.starts_with(b"HTTP/1.1 "), "served before the CRL");
+
+    pki.revoke(&[auditor.serial]);
+    gw.reload().await.unwrap();
+    let (kind, answer) = console.exchange(&client).await;
+    assert_eq!(
+        kind,
+        Some(rustls::HandshakeKind::Resumed),
+        "the session outlived the reload"
+    );
+    assert!(
+        answer.is_empty(),
+        "a revoked auditor's resumed session is refused: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    gw.stop().await;
+}

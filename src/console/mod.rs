@@ -181,16 +181,28 @@ async fn connection(
         .await;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.server_config.clone());
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    // With the handshake's note, as on the proxy's listener: the session cache stamps the
+    // tickets it gives with the full handshake's time, and a resumed session is re-checked.
+    let (accepted, mut note) = crate::tls::with_note(tokio::time::timeout(timeout, acceptor.accept(tcp))).await;
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         // Not recorded in the trail: nobody is authenticated yet, and the console's port must
         // not be a way to fill the audit disk. The proxy listener records its own.
         Ok(Err(e)) => return tracing::info!(%peer, error = %e, "console: TLS handshake refused"),
         Err(_) => return tracing::info!(%peer, "console: no TLS handshake in time"),
     };
-    let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+    let session = tls.get_ref().1;
+    let Some(chain) = session.peer_certificates().filter(|c| !c.is_empty()) else {
         return;
     };
+    // A resumed session skipped the client verifier: its certificate may have expired or been
+    // revoked by a reloaded CRL since the session was made.
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if let Err(e) = state.tls.recheck(chain, &mut note) {
+            return tracing::info!(%peer, error = %e, "console: resumed session refused");
+        }
+    }
+    let leaf = &chain[0];
     let Ok(identity) = crate::identity::identify(leaf, &state.config.identity.org_from, &state.directory) else {
         return tracing::info!(%peer, "console: client certificate could not be parsed");
     };
